@@ -1,0 +1,39 @@
+# Two commands: `make run` and `make test`. Both first make sure the project's
+# virtualenv exists. It lives outside the clone, in a cache keyed by the lock
+# file's hash, so a fresh clone (CI) reuses the 6 GB of torch already installed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+LOCK := requirements.lock
+TUWEN_VENV_CACHE ?= $(HOME)/.cache/tuwen/venvs
+VENV := $(TUWEN_VENV_CACHE)/$(shell sha256sum $(LOCK) | cut -c1-16)
+READY := $(VENV)/.tuwen-ready
+CORES ?= all
+PYTEST_ARGS ?=
+
+.PHONY: env run test lint bench clean
+
+env: .venv
+
+$(READY): $(LOCK)
+	rm -rf "$(VENV)"
+	$(PYTHON) -m venv "$(VENV)"
+	"$(VENV)/bin/pip" install --quiet --disable-pip-version-check -r $(LOCK)
+	touch "$(READY)"
+
+.venv: $(READY)
+	ln -sfn "$(VENV)" .venv
+
+run: .venv
+	.venv/bin/snakemake --cores $(CORES) --workflow-profile profiles/default
+
+test: .venv
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: .venv
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakemake --lint
+
+bench: .venv
+	.venv/bin/python -m bench.encode_decode
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,28 @@
+# tuwen: Chinese image–text retrieval with CN-CLIP (Teddy Cup 2024, problem B).
+# Contest folders in; result1.csv, result2.csv, figures and recall out. See README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/shards.smk"
+include: "rules/models.smk"
+include: "rules/encode.smk"
+include: "rules/retrieve.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

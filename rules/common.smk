@@ -1,0 +1,258 @@
+# Config validation, the data layout, and the input functions of every stage.
+# Parse-time code stays cheap (it re-runs inside every cluster job): a few stat calls.
+
+import json
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+from tuwen.architectures import SMALL_ARCHITECTURES  # noqa: E402 - torch-free, cheap
+
+
+validate(config, workflow.source_path("../config.schema.yaml"))
+
+# Scripts import the `tuwen` package from this repository.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
+)
+
+DEMO = config["data_root"] == "demo"
+DATA_ROOT = "results/demo/data" if DEMO else os.path.expanduser(config["data_root"])
+
+# Contest layout: image folders, caption CSVs, and the query list of image → text.
+IMAGE_FOLDERS = {
+    "train_images": "附件1/ImageData",
+    "t2i_gallery": "附件2/ImageData",
+    "i2t_images": "附件3/ImageData",
+}
+TEXT_SETS = {
+    "train_texts": {"csv": "附件1/ImageWordData.csv", "id_column": "image_id"},
+    "t2i_queries": {"csv": "附件2/word_test.csv", "id_column": "text_id"},
+    "i2t_gallery": {"csv": "附件3/word_data.csv", "id_column": "text_id"},
+}
+IMAGE_QUERY_LIST = "附件3/image_test.csv"
+# Pairs of a text set with the image folder its ids must name.
+PAIRED_FOLDER = {"train_texts": "train_images"}
+TASKS = {
+    "t2i": {"queries": "t2i_queries", "gallery": "t2i_gallery", "table": "1"},
+    "i2t": {"queries": "i2t_images", "gallery": "i2t_gallery", "table": "2"},
+}
+TABLE_TASK = {spec["table"]: task for task, spec in TASKS.items()}
+
+
+def _check_data_root():
+    if DEMO:
+        return
+    wanted = [*IMAGE_FOLDERS.values(), *(s["csv"] for s in TEXT_SETS.values()), IMAGE_QUERY_LIST]
+    missing = [p for p in wanted if not os.path.exists(os.path.join(DATA_ROOT, p))]
+    if missing:
+        raise WorkflowError(
+            f"data_root {DATA_ROOT!r} does not hold the contest layout; missing: "
+            + ", ".join(missing)
+            + ". Point data_root at the folder that contains 附件1, 附件2 and 附件3."
+        )
+
+
+_check_data_root()
+
+
+def data_path(relative):
+    return os.path.join(DATA_ROOT, relative)
+
+
+def ground_truth_path():
+    """The ground-truth CSV, or None when there is none to evaluate against."""
+    if config["ground_truth"] == "auto":
+        path = data_path("ground_truth.csv")
+        return path if DEMO or os.path.exists(path) else None
+    return config["ground_truth"] or None
+
+
+# ---- ingest ------------------------------------------------------------------
+
+
+def image_folder(wildcards):
+    return data_path(IMAGE_FOLDERS[wildcards.col])
+
+
+def text_set_inputs(wildcards):
+    inputs = {"csv": data_path(TEXT_SETS[wildcards.tset]["csv"])}
+    if wildcards.tset in PAIRED_FOLDER:
+        inputs["images"] = f"results/manifest/{PAIRED_FOLDER[wildcards.tset]}/images.parquet"
+    return inputs
+
+
+def text_id_column(wildcards):
+    return TEXT_SETS[wildcards.tset]["id_column"]
+
+
+def manifest_of(wildcards):
+    name = wildcards.name
+    kind = "images" if name in IMAGE_FOLDERS else "texts"
+    return f"results/manifest/{name}/{kind}.parquet"
+
+
+# ---- models ------------------------------------------------------------------
+
+
+def base_checkpoint():
+    """The checkpoint file the base model is read from; [] when cn_clip fetches released weights."""
+    if config["checkpoint"]:
+        return os.path.expanduser(config["checkpoint"])
+    if config["model"] in SMALL_ARCHITECTURES:
+        return f"results/models/init/{config['model']}-seed{config['seed']}.pt"
+    return []
+
+
+def model_checkpoint(wildcards):
+    return base_checkpoint()
+
+
+def encode_stage():
+    """Which model encodes: the base model (a later stage adds fine-tuned ones)."""
+    return "base"
+
+
+def model_card(stage):
+    return checkpoints.describe_model.get(stage=stage).output[0]
+
+
+def model_tag():
+    with open(model_card(encode_stage()), encoding="utf-8") as handle:
+        return json.load(handle)["tag"]
+
+
+def card_for_tag(wildcards):
+    card = model_card(encode_stage())
+    if model_tag() != wildcards.model:
+        raise WorkflowError(
+            f"features of model {wildcards.model} were asked for, but the configured model is "
+            f"{model_tag()}; old features are kept, never mixed in"
+        )
+    return card
+
+
+# ---- shards and features -----------------------------------------------------
+
+
+def shards_of(name):
+    """Active shards of a collection, from its registry checkpoint."""
+    import pandas as pd
+
+    assignment = checkpoints.assign_shards.get(name=name).output["assignment"]
+    return sorted(set(pd.read_parquet(assignment, columns=["shard"])["shard"]))
+
+
+def features_of(name):
+    tag = model_tag()
+    return [f"results/features/{tag}/{name}/{shard}.parquet" for shard in shards_of(name)]
+
+
+# ---- retrieval ---------------------------------------------------------------
+
+
+def query_inputs(wildcards):
+    spec = TASKS[wildcards.task]
+    if wildcards.task == "t2i":
+        order = f"results/manifest/{spec['queries']}/texts.parquet"
+    else:
+        order = "results/manifest/i2t_queries/queries.parquet"
+    return {
+        "order": order,
+        "assignment": f"results/shards/{spec['queries']}/assignment.parquet",
+        "features": features_of(spec["queries"]),
+    }
+
+
+def partial_inputs(wildcards):
+    gallery = TASKS[wildcards.task]["gallery"]
+    return {
+        "queries": f"results/retrieval/{wildcards.task}/queries.parquet",
+        "features": f"results/features/{model_tag()}/{gallery}/{wildcards.shard}.parquet",
+        "active": f"results/shards/{gallery}/active/{wildcards.shard}.parquet",
+    }
+
+
+def merge_inputs(wildcards):
+    gallery = TASKS[wildcards.task]["gallery"]
+    return {
+        "queries": f"results/retrieval/{wildcards.task}/queries.parquet",
+        "partials": [
+            f"results/retrieval/{wildcards.task}/partial/{shard}.parquet"
+            for shard in shards_of(gallery)
+        ],
+    }
+
+
+def dense_inputs(wildcards):
+    gallery = TASKS[wildcards.task]["gallery"]
+    return {
+        "queries": f"results/retrieval/{wildcards.task}/queries.parquet",
+        "assignment": f"results/shards/{gallery}/assignment.parquet",
+        "features": features_of(gallery),
+    }
+
+
+def table_task(wildcards):
+    return TABLE_TASK[wildcards.number]
+
+
+def table_topk(wildcards):
+    return f"results/retrieval/{table_task(wildcards)}/topk.parquet"
+
+
+# ---- figures and evaluation --------------------------------------------------
+
+
+def figure_inputs(wildcards):
+    task = wildcards.task
+    if task == "t2i":
+        captions, images = "results/manifest/t2i_queries/texts.parquet", "results/manifest/t2i_gallery/images.parquet"
+    else:
+        captions, images = "results/manifest/i2t_gallery/texts.parquet", "results/manifest/i2t_images/images.parquet"
+    return {"topk": f"results/retrieval/{task}/topk.parquet", "captions": captions, "images": images}
+
+
+FIGURE_COUNT = config["figures"]["queries_per_task"]
+
+
+def figure_files(task):
+    return [f"results/figures/{task}/query_{i}.png" for i in range(FIGURE_COUNT)]
+
+
+def accounting_inputs(wildcards):
+    manifests = {name: f"results/manifest/{name}/images.parquet" for name in IMAGE_FOLDERS}
+    manifests |= {name: f"results/manifest/{name}/texts.parquet" for name in TEXT_SETS}
+    manifests["i2t_queries"] = "results/manifest/i2t_queries/queries.parquet"
+    features = {name: features_of(name) for name in [*IMAGE_FOLDERS, *TEXT_SETS]}
+    return {
+        "manifests": list(manifests.values()),
+        "features": [path for paths in features.values() for path in paths],
+        "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
+        "unencoded": [f"results/retrieval/{task}/unencoded_queries.csv" for task in TASKS],
+    }
+
+
+def evaluation_inputs(wildcards):
+    return {
+        "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
+        "gallery_assignments": [
+            f"results/shards/{spec['gallery']}/assignment.parquet" for spec in TASKS.values()
+        ],
+        "ground_truth": ground_truth_path(),
+    }
+
+
+def final_outputs():
+    outputs = ["results/result1.csv", "results/result2.csv", "results/summary/accounting.csv"]
+    for task in TASKS:
+        outputs += figure_files(task)
+        outputs.append(f"results/figures/{task}/score_histogram.png")
+        if config["retrieval"]["dense_matrix"]:
+            outputs.append(f"results/retrieval/{task}/similarity.npy")
+    if ground_truth_path():
+        outputs.append("results/eval/metrics.json")
+    return outputs

@@ -1,0 +1,41 @@
+# Stage 3, encode: one job per shard, images and captions to Parquet feature shards.
+
+
+rule encode_image_shard:
+    input:
+        shard_list="results/shards/{col}/lists/{shard}.parquet",
+        card=card_for_tag,
+    output:
+        "results/features/{model}/{col}/{shard}.parquet",
+    log:
+        "results/logs/encode/{model}/{col}/{shard}.log",
+    benchmark:
+        "results/benchmarks/encode/{model}/{col}/{shard}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/encode_shard.py"
+
+
+rule encode_text_shard:
+    input:
+        shard_list="results/shards/{tset}/lists/{shard}.parquet",
+        card=card_for_tag,
+    output:
+        "results/features/{model}/{tset}/{shard}.parquet",
+    log:
+        "results/logs/encode/{model}/{tset}/{shard}.log",
+    benchmark:
+        "results/benchmarks/encode/{model}/{tset}/{shard}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/encode_shard.py"

@@ -1,0 +1,69 @@
+# Stage 1, ingest: image folders and CSVs to validated manifests and rejects reports.
+
+
+wildcard_constraints:
+    col="|".join(IMAGE_FOLDERS),
+    tset="|".join(TEXT_SETS),
+    name="|".join([*IMAGE_FOLDERS, *TEXT_SETS]),
+    task="|".join(TASKS),
+    shard=r"s\d+",
+    stage="base",
+
+
+rule ingest_images:
+    input:
+        folder=image_folder,
+    output:
+        manifest="results/manifest/{col}/images.parquet",
+        rejects="results/manifest/{col}/rejects.csv",
+    params:
+        max_pixels=config["ingest"]["max_image_pixels"],
+    log:
+        "results/logs/ingest_images/{col}.log",
+    benchmark:
+        "results/benchmarks/ingest_images/{col}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/ingest_images.py"
+
+
+rule ingest_texts:
+    input:
+        unpack(text_set_inputs),
+    output:
+        manifest="results/manifest/{tset}/texts.parquet",
+        rejects="results/manifest/{tset}/rejects.csv",
+    params:
+        id_column=text_id_column,
+    log:
+        "results/logs/ingest_texts/{tset}.log",
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/ingest_texts.py"
+
+
+rule ingest_image_queries:
+    input:
+        csv=data_path(IMAGE_QUERY_LIST),
+        images="results/manifest/i2t_images/images.parquet",
+    output:
+        manifest="results/manifest/i2t_queries/queries.parquet",
+        rejects="results/manifest/i2t_queries/rejects.csv",
+    log:
+        "results/logs/ingest_image_queries.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/ingest_image_queries.py"

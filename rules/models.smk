@@ -1,0 +1,35 @@
+# Models: the base model's weights and the card that names them. The card is a
+# checkpoint because feature paths carry the model tag (name + weights digest).
+
+
+rule init_model:
+    output:
+        "results/models/init/{arch}-seed{seed}.pt",
+    log:
+        "results/logs/init_model/{arch}-seed{seed}.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/init_model.py"
+
+
+checkpoint describe_model:
+    input:
+        checkpoint=model_checkpoint,
+    output:
+        card="results/models/{stage}/model.json",
+    params:
+        model=config["model"],
+        weights_dir=config["weights_dir"],
+    log:
+        "results/logs/describe_model/{stage}.log",
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/model.yaml"
+    script:
+        "../scripts/describe_model.py"

@@ -1,0 +1,70 @@
+# Stages 7-8, figures and evaluation, plus the run's accounting of every input id.
+
+
+rule query_figures:
+    input:
+        unpack(figure_inputs),
+    output:
+        figures=report(
+            expand("results/figures/{{task}}/query_{i}.png", i=range(FIGURE_COUNT)),
+            caption="../report/query_figure.rst",
+            category="Ranked hits",
+            subcategory="{task}",
+        ),
+        histogram=report(
+            "results/figures/{task}/score_histogram.png",
+            caption="../report/score_histogram.rst",
+            category="Scores",
+        ),
+    params:
+        seed=config["seed"],
+    log:
+        "results/logs/query_figures/{task}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/query_figures.py"
+
+
+rule evaluate:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        metrics="results/eval/metrics.json",
+        table=report(
+            "results/eval/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+        ),
+    log:
+        "results/logs/evaluate.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule account_inputs:
+    input:
+        unpack(accounting_inputs),
+    output:
+        report(
+            "results/summary/accounting.csv",
+            caption="../report/accounting.rst",
+            category="Accounting",
+        ),
+    log:
+        "results/logs/account_inputs.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/account_inputs.py"

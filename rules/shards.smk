@@ -1,0 +1,21 @@
+# Stage 2, shard: the append-only shard registry of each collection. A checkpoint,
+# because the shards to encode are known only once the manifest is.
+
+
+checkpoint assign_shards:
+    input:
+        manifest=manifest_of,
+    output:
+        assignment="results/shards/{name}/assignment.parquet",
+    params:
+        registry="results/shards/{name}",
+        shard_size=config["shards"]["size"],
+    log:
+        "results/logs/assign_shards/{name}.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/assign_shards.py"

@@ -1,0 +1,20 @@
+"""Snakemake entry point: place a collection's current items in the append-only shard registry."""
+
+import logging
+
+import pandas as pd
+import pyarrow as pa
+
+from tuwen.logs import run_logged
+from tuwen.parquet import write_table
+from tuwen.shards import active_shards, assign_shards, registry_items
+
+
+def main(snakemake) -> None:
+    items = registry_items(pd.read_parquet(snakemake.input.manifest))
+    assignment = assign_shards(items, snakemake.params.registry, snakemake.params.shard_size)
+    write_table(pa.Table.from_pandas(assignment, preserve_index=False), snakemake.output.assignment)
+    logging.info("%d items in shards %s", len(assignment), active_shards(assignment))
+
+
+run_logged(main, snakemake)

@@ -1,0 +1,33 @@
+"""Snakemake entry point: encode one shard of images or captions into a feature shard."""
+
+import logging
+
+import torch
+
+from tuwen.encode import encode_shard
+from tuwen.logs import run_logged
+
+
+def main(snakemake) -> None:
+    torch.set_num_threads(snakemake.threads)
+    # Batch size, workers and device change speed, not embeddings: read from the config, not
+    # params, so changing them does not trigger re-encoding every shard.
+    settings = snakemake.config["encode"]
+    kind = "image" if "col" in snakemake.wildcards.keys() else "text"
+    encoded = encode_shard(
+        snakemake.input.shard_list,
+        snakemake.input.card,
+        snakemake.output[0],
+        kind,
+        device=settings["device"],
+        batch_size=settings["batch_size"],
+        num_workers=settings["num_workers"],
+        max_pixels=snakemake.config["ingest"]["max_image_pixels"],
+        jpeg_draft=settings["jpeg_draft"],
+    )
+    logging.info("encoded %d %ss", len(encoded.ids), kind)
+    for item_id, why in encoded.skipped:
+        logging.warning("not encoded: %s (%s)", item_id, why)
+
+
+run_logged(main, snakemake)

@@ -1,0 +1,35 @@
+"""Snakemake entry point: Recall@1/5/10 and mean recall of both directions against ground truth."""
+
+import json
+import logging
+
+import pandas as pd
+
+from tuwen.atomic import atomic_path, write_text_atomic
+from tuwen.evaluation import RECALL_KS, positives_by_query, rankings_of, recall_at_k, summarise
+from tuwen.ingest import read_csv_records
+from tuwen.logs import run_logged
+
+
+def main(snakemake) -> None:
+    records = read_csv_records(snakemake.input.ground_truth, ["text_id", "image_id"])
+    truth = pd.DataFrame([row for _, row in records.rows])
+    per_task = {}
+    for task, topk_path, assignment_path in zip(
+        ("t2i", "i2t"), snakemake.input.topk, snakemake.input.gallery_assignments, strict=True
+    ):
+        gallery = set(pd.read_parquet(assignment_path)["id"])
+        per_task[task] = recall_at_k(rankings_of(pd.read_parquet(topk_path)),
+                                     positives_by_query(truth, task), gallery)
+    metrics = summarise(per_task)
+    write_text_atomic(snakemake.output.metrics, json.dumps(metrics, indent=2) + "\n")
+    rows = [{"direction": task, **{f"R@{k}": m[f"R@{k}"] for k in RECALL_KS},
+             "mean_recall": m["mean_recall"], "queries_scored": m["queries_scored"]}
+            for task, m in per_task.items()]
+    rows.append({"direction": "both", "mean_recall": metrics["mean_recall"]})
+    with atomic_path(snakemake.output.table) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")
+    logging.info("metrics: %s", metrics)
+
+
+run_logged(main, snakemake)

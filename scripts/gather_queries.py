@@ -1,0 +1,29 @@
+"""Snakemake entry point: the query embeddings of one direction, in the query file's order."""
+
+import logging
+
+import pandas as pd
+
+from tuwen.atomic import atomic_path
+from tuwen.logs import run_logged
+from tuwen.parquet import read_features, write_features
+from tuwen.retrieval import select_features
+
+
+def main(snakemake) -> None:
+    order = pd.read_parquet(snakemake.input.order)
+    id_column = "text_id" if "text_id" in order.columns else "image_id"
+    wanted = order.loc[order["status"] == "ok", id_column].tolist()
+    shards = [read_features(path) for path in snakemake.input.features]
+    current = pd.read_parquet(snakemake.input.assignment)
+    ids, embeddings, missing = select_features(wanted, current, shards)
+    digest_of = dict(zip(current["id"], current["digest"], strict=True))
+    write_features(snakemake.output.queries, ids, embeddings, [digest_of[i] for i in ids], shards[0].metadata)
+    with atomic_path(snakemake.output.unencoded) as tmp:
+        pd.DataFrame({"id": missing, "reason_code": "not_encoded",
+                      "reason": "accepted at ingest but could not be encoded; see the encode logs"}
+                     ).to_csv(tmp, index=False, lineterminator="\n")
+    logging.info("%d queries with embeddings, %d without", len(ids), len(missing))
+
+
+run_logged(main, snakemake)

@@ -1,0 +1,19 @@
+"""Snakemake entry point: check the image → text query list against its image folder."""
+
+import logging
+
+import pandas as pd
+
+from tuwen.ingest import read_image_queries, rejects_of, status_counts, write_manifest, write_rejects
+from tuwen.logs import run_logged
+
+
+def main(snakemake) -> None:
+    images = pd.read_parquet(snakemake.input.images)
+    manifest = read_image_queries(snakemake.input.csv, images)
+    write_manifest(manifest, snakemake.output.manifest)
+    write_rejects(rejects_of(manifest, "image_id", snakemake.input.csv), snakemake.output.rejects)
+    logging.info("%s: %s", snakemake.input.csv, status_counts(manifest))
+
+
+run_logged(main, snakemake)

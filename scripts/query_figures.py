@@ -1,0 +1,53 @@
+"""Snakemake entry point: figures of sampled queries with their ranked hits, and score histograms."""
+
+import logging
+
+import pandas as pd
+
+from tuwen.figures import (
+    Hit,
+    image_to_text_figure,
+    placeholder_figure,
+    sample_queries,
+    save_figure,
+    score_histogram_figure,
+    text_to_image_figure,
+)
+from tuwen.logs import run_logged
+from tuwen.tables import TABLE_RANKS
+
+
+def main(snakemake) -> None:
+    task = snakemake.wildcards.task
+    topk = pd.read_parquet(snakemake.input.topk)
+    topk = topk[topk["rank"] <= TABLE_RANKS]
+    captions = pd.read_parquet(snakemake.input.captions)
+    caption_of = dict(zip(captions["text_id"], captions["caption"], strict=False))
+    images = pd.read_parquet(snakemake.input.images)
+    path_of = dict(zip(images["image_id"], images["path"], strict=False))
+    query_ids = topk["query_id"].drop_duplicates().tolist()
+    chosen = sample_queries(query_ids, len(snakemake.output.figures), snakemake.params.seed)
+    by_query = {q: rows for q, rows in topk.groupby("query_id", sort=False)}
+    missing_glyphs = []
+    for index, path in enumerate(snakemake.output.figures):
+        if index >= len(chosen):
+            figure = placeholder_figure(f"只有 {len(chosen)} 个查询（only {len(chosen)} queries）")
+        else:
+            query = chosen[index]
+            rows = by_query[query].itertuples(index=False)
+            hits = [Hit(r.rank, r.target_id, r.cosine, r.probability, caption_of.get(r.target_id, ""),
+                        path_of.get(r.target_id, "")) for r in rows]
+            if task == "t2i":
+                figure = text_to_image_figure(caption_of.get(query, ""), query, hits)
+            else:
+                figure = image_to_text_figure(path_of.get(query, ""), query, hits)
+        missing_glyphs += save_figure(figure, path)
+    scores = {"第1名 (rank 1)": topk.loc[topk["rank"] == 1, "cosine"].tolist(),
+              "第2–5名 (ranks 2–5)": topk.loc[topk["rank"] > 1, "cosine"].tolist()}
+    direction = "文本→图像 (text → image)" if task == "t2i" else "图像→文本 (image → text)"
+    missing_glyphs += save_figure(score_histogram_figure(scores, direction), snakemake.output.histogram)
+    for warning in sorted(set(missing_glyphs)):
+        logging.warning("font lacks a glyph: %s", warning)
+
+
+run_logged(main, snakemake)

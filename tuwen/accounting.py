@@ -1,0 +1,44 @@
+"""Accounting: every input id is encoded, rejected or ignored, and every query has results."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tuwen.parquet import FeatureShard
+
+
+def collection_account(name: str, manifest: pd.DataFrame, shards: list[FeatureShard]) -> dict:
+    """Give the counts of one collection: inputs = encoded + rejected + ignored (+ unencoded)."""
+    id_column = "image_id" if "image_id" in manifest.columns and "path" in manifest.columns else "text_id"
+    accepted = manifest[manifest["status"] == "ok"]
+    wanted = set(accepted[id_column])
+    encoded = {item_id for shard in shards for item_id in shard.ids} & wanted
+    reasons = manifest.loc[manifest["status"] != "ok", "reason_code"].value_counts().sort_index()
+    return {
+        "collection": name,
+        "inputs": len(manifest),
+        "accepted": len(accepted),
+        "encoded": len(encoded),
+        "not_encoded": len(wanted - encoded),
+        "rejected": int((manifest["status"] == "rejected").sum()),
+        "ignored": int((manifest["status"] == "ignored").sum()),
+        "reasons": "; ".join(f"{code}={count}" for code, count in reasons.items()),
+    }
+
+
+def query_account(task: str, queries: pd.DataFrame, topk: pd.DataFrame, unencoded: pd.DataFrame) -> dict:
+    """Give the counts of one direction's queries: inputs = with results + rejected + unencoded."""
+    id_column = "text_id" if "text_id" in queries.columns else "image_id"
+    answered = set(topk["query_id"])
+    accepted = queries.loc[queries["status"] == "ok", id_column]
+    return {
+        "collection": f"{task} queries",
+        "inputs": len(queries),
+        "accepted": len(accepted),
+        "encoded": int(accepted.isin(answered).sum()),
+        "not_encoded": len(unencoded),
+        "rejected": int((queries["status"] != "ok").sum()),
+        "ignored": 0,
+        "reasons": "; ".join(f"{c}={n}" for c, n in
+                             queries.loc[queries["status"] != "ok", "reason_code"].value_counts().sort_index().items()),
+    }

@@ -1,0 +1,245 @@
+"""Ingest: image folders and CSV files to validated manifests plus rejects reports.
+
+Every input id ends in a manifest row with status `ok` or `rejected` (with a stable
+reason code and a sentence); hidden and system files get status `ignored`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from tuwen.atomic import atomic_path
+from tuwen.errors import TuwenError
+from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, probe_image
+from tuwen.parquet import write_table
+
+OK, REJECTED, IGNORED = "ok", "rejected", "ignored"
+SYSTEM_FILE_NAMES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
+CSV_ENCODINGS = ("utf-8-sig", "gb18030")
+REJECTS_COLUMNS = ["id", "source_file", "row", "reason_code", "reason"]
+
+IMAGE_MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("path", pa.string()),
+        ("bytes", pa.int64()),
+        ("digest", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("status", pa.string()),
+        ("reason_code", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+class InputError(TuwenError):
+    """Input that stops a stage as a whole (a missing column, an unreadable CSV)."""
+
+
+def is_system_file(name: str) -> bool:
+    """Tell whether a folder entry is a hidden or OS bookkeeping file, not data."""
+    return name.startswith(".") or name.lower() in SYSTEM_FILE_NAMES
+
+
+def scan_image_folder(
+    folder: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 1
+) -> pd.DataFrame:
+    """Give the image manifest of `folder`: one row per entry, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: image folder does not exist or is not a folder")
+    names = sorted(entry.name for entry in os.scandir(folder))
+
+    def row_for(name: str) -> dict:
+        path = folder / name
+        row = {"image_id": name, "path": str(path), "bytes": None, "digest": None}
+        row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
+        if is_system_file(name):
+            return {**row, "status": IGNORED, "reason_code": "system_file",
+                    "reason": f"{path}: hidden or system file, not an image; ignored"}
+        if path.is_dir():
+            return {**row, "status": IGNORED, "reason_code": "subfolder",
+                    "reason": f"{path}: sub-folder inside an image folder; ignored"}
+        try:
+            probe = probe_image(path, max_pixels)
+        except ImageRejected as rejected:
+            return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
+        return {**row, "bytes": probe.num_bytes, "digest": probe.digest, "width": probe.width,
+                "height": probe.height, "format": probe.format}
+
+    # PIL releases the GIL while decoding, so threads give real parallelism here.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(pool.map(row_for, names))
+    return pd.DataFrame(rows, columns=IMAGE_MANIFEST_SCHEMA.names)
+
+
+@dataclass(frozen=True)
+class CsvRecords:
+    """Rows of a CSV file as dicts, with the 1-based data-row number of each."""
+
+    path: str
+    encoding: str
+    columns: list[str]
+    rows: list[tuple[int, dict[str, str]]]
+
+
+def read_csv_records(path: str | os.PathLike, required: list[str]) -> CsvRecords:
+    """Read a CSV in UTF-8, UTF-8 with BOM or GB18030, checking its required columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: CSV file does not exist")
+    data = path.read_bytes()
+    text, encoding = None, None
+    for candidate in CSV_ENCODINGS:
+        try:
+            text, encoding = data.decode(candidate), candidate
+            break
+        except UnicodeDecodeError:
+            continue
+    if text is None:
+        raise InputError(f"{path}: not valid UTF-8 or GB18030 text; re-save it as UTF-8")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        raise InputError(f"{path}: file is empty, expected a header with {', '.join(required)}")
+    columns = [name.strip().lstrip("\ufeff") for name in header]
+    missing = [name for name in required if name not in columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing required column(s) {', '.join(missing)}; "
+            f"columns found: {', '.join(columns) or '(none)'}"
+        )
+    rows = []
+    for number, values in enumerate(reader, start=1):
+        if not values or all(not v.strip() for v in values):
+            continue
+        values = values + [""] * (len(columns) - len(values))
+        rows.append((number, dict(zip(columns, values, strict=False))))
+    return CsvRecords(str(path), encoding, columns, rows)
+
+
+TEXT_MANIFEST_COLUMNS = ["text_id", "image_id", "caption", "row", "status", "reason_code", "reason"]
+
+
+def read_text_set(
+    csv_path: str | os.PathLike, id_column: str, images: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Give the text manifest of a caption CSV, in file order.
+
+    `id_column` is `text_id` for caption sets, or `image_id` for the training pairs,
+    whose captions are then identified by their image's id; for pairs, `images` is
+    the folder's manifest, and a row whose image is absent or rejected is rejected.
+    """
+    records = read_csv_records(csv_path, [id_column, "caption"])
+    image_status = _status_by_id(images) if images is not None else None
+    first_row: dict[str, tuple[int, str]] = {}
+    rows = []
+    for number, record in records.rows:
+        item_id = record[id_column].strip()
+        caption = record["caption"].strip()
+        row = {"text_id": item_id, "image_id": item_id if image_status is not None else "",
+               "caption": caption, "row": number, "status": OK, "reason_code": "", "reason": ""}
+        where = f"{records.path} row {number}"
+        code, reason = "", ""
+        if not item_id:
+            code, reason = "empty_id", f"{where}: empty {id_column}"
+        elif item_id in first_row:
+            earlier, earlier_caption = first_row[item_id]
+            same = "same" if earlier_caption == caption else "a different"
+            code = "duplicate_id"
+            reason = f"{where}: {id_column} {item_id} already given in row {earlier} ({same} caption); first kept"
+        elif not caption:
+            code, reason = "empty_caption", f"{where}: caption of {item_id} is empty"
+        elif image_status is not None:
+            code, reason = _image_problem(item_id, image_status, where)
+        if not code:
+            first_row[item_id] = (number, caption)
+        else:
+            first_row.setdefault(item_id, (number, caption))
+            row.update(status=REJECTED, reason_code=code, reason=reason)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TEXT_MANIFEST_COLUMNS)
+
+
+QUERY_MANIFEST_COLUMNS = ["image_id", "row", "status", "reason_code", "reason"]
+
+
+def read_image_queries(csv_path: str | os.PathLike, images: pd.DataFrame) -> pd.DataFrame:
+    """Give the query list of `image_test.csv`: ids checked against the folder's manifest."""
+    records = read_csv_records(csv_path, ["image_id"])
+    image_status = _status_by_id(images)
+    seen: dict[str, int] = {}
+    rows = []
+    for number, record in records.rows:
+        image_id = record["image_id"].strip()
+        where = f"{records.path} row {number}"
+        code, reason = "", ""
+        if not image_id:
+            code, reason = "empty_id", f"{where}: empty image_id"
+        elif image_id in seen:
+            code, reason = "duplicate_id", f"{where}: image_id {image_id} already listed in row {seen[image_id]}"
+        else:
+            seen[image_id] = number
+            code, reason = _image_problem(image_id, image_status, where)
+        rows.append({"image_id": image_id, "row": number, "status": REJECTED if code else OK,
+                     "reason_code": code, "reason": reason})
+    return pd.DataFrame(rows, columns=QUERY_MANIFEST_COLUMNS)
+
+
+def _status_by_id(images: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    return {r.image_id: (r.status, r.reason) for r in images.itertuples(index=False)}
+
+
+def _image_problem(image_id: str, image_status: dict[str, tuple[str, str]], where: str) -> tuple[str, str]:
+    if image_id not in image_status:
+        return "image_missing", f"{where}: names image {image_id}, which is not in the image folder"
+    status, reason = image_status[image_id]
+    if status != OK:
+        return "image_rejected", f"{where}: names image {image_id}, which was rejected: {reason}"
+    return "", ""
+
+
+def rejects_of(manifest: pd.DataFrame, id_column: str, source_file: str) -> pd.DataFrame:
+    """Give the rejects report rows (rejected and ignored entries) of a manifest."""
+    bad = manifest[manifest["status"] != OK]
+    rows = bad["row"] if "row" in bad.columns else pd.Series([""] * len(bad), index=bad.index)
+    return pd.DataFrame(
+        {
+            "id": bad[id_column].to_numpy(),
+            "source_file": source_file,
+            "row": rows.to_numpy(),
+            "reason_code": bad["reason_code"].to_numpy(),
+            "reason": bad["reason"].to_numpy(),
+        },
+        columns=REJECTS_COLUMNS,
+    )
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
+    """Write a manifest table to Parquet atomically."""
+    table = pa.Table.from_pandas(manifest, schema=schema, preserve_index=False)
+    write_table(table, path)
+
+
+def write_rejects(rejects: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a rejects report as UTF-8 CSV atomically."""
+    with atomic_path(path) as tmp:
+        rejects.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
+
+
+def status_counts(manifest: pd.DataFrame) -> dict[str, int]:
+    """Give counts per status and per reason code, for the run summary."""
+    counts = {f"status:{k}": int(v) for k, v in manifest["status"].value_counts().items()}
+    for code, count in manifest.loc[manifest["status"] != OK, "reason_code"].value_counts().items():
+        counts[f"reason:{code}"] = int(count)
+    return counts

@@ -1,0 +1,214 @@
+"""CN-CLIP models through cn_clip's own classes: by name, from a checkpoint, or small and seeded.
+
+Three ways in, one loader out (`load_model`):
+- a cn_clip name (ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-H-14, RN50) whose weights cn_clip
+  fetches into a cache folder (`fetch_pretrained`), or that a user placed there by hand;
+- a local checkpoint in cn_clip's format (`{"state_dict": ...}`) for any known architecture;
+- a small architecture of this project (`tuwen-tiny`), random-initialised with a fixed seed
+  (`build_model`), for the offline demo and the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+from importlib import resources
+from pathlib import Path
+
+import torch
+from cn_clip.clip import utils as cn_clip_utils
+from cn_clip.clip.model import CLIP
+
+from tuwen.architectures import SMALL_ARCHITECTURES, Architecture
+from tuwen.atomic import atomic_path
+from tuwen.errors import TuwenError
+
+CONTEXT_LENGTH = 52  # cn_clip's text context for every released model
+
+
+class ModelError(TuwenError):
+    """A model that cannot be built or loaded, with what to do about it."""
+
+
+def pretrained_names() -> list[str]:
+    """Give the names of cn_clip's released models."""
+    return list(cn_clip_utils.available_models())
+
+
+def architecture(name: str) -> Architecture:
+    """Give the architecture called `name` (a cn_clip model name or a small test architecture)."""
+    if name in SMALL_ARCHITECTURES:
+        return SMALL_ARCHITECTURES[name]
+    if name in pretrained_names():
+        # cn_clip keeps the struct and resolution of each released model in this table.
+        info = cn_clip_utils._MODEL_INFO[name]
+        vision, text = info["struct"].split("@")
+        return Architecture(name, vision, text, int(info["input_resolution"]))
+    known = ", ".join(pretrained_names() + list(SMALL_ARCHITECTURES))
+    raise ModelError(f"unknown model '{name}'; known models: {known}")
+
+
+def register_small_architectures() -> None:
+    """Make cn_clip's loaders know the small architectures.
+
+    cn_clip resolves `vision@text` names only from JSON files in its own package folder
+    `cn_clip/clip/model_configs/`; adding ours there is how cn_clip itself is extended,
+    and lets `cn_clip.clip.load_from_name(path, vision_model_name=..., ...)` load them.
+    """
+    target_dir = Path(cn_clip_utils.__file__).parent / "model_configs"
+    for source in resources.files("tuwen.model_configs").iterdir():
+        if not source.name.endswith(".json"):
+            continue
+        target = target_dir / source.name
+        content = source.read_bytes()
+        if target.exists() and target.read_bytes() == content:
+            continue
+        try:
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(content)
+        except OSError as error:
+            raise ModelError(
+                f"cannot add architecture config {source.name} to {target_dir} ({error}); "
+                "cn_clip reads architectures only from there: make that folder writable once"
+            ) from None
+
+
+def model_config(arch: Architecture) -> dict:
+    """Give the keyword arguments of cn_clip's `CLIP` class for `arch`, from cn_clip's config files."""
+    register_small_architectures()
+    config_dir = Path(cn_clip_utils.__file__).parent / "model_configs"
+    config: dict = {}
+    for part in (arch.vision, arch.text):
+        config.update(json.loads((config_dir / f"{part}.json").read_text()))
+    if isinstance(config["vision_layers"], str):  # cn_clip writes ResNet depths as "[3, 4, 6, 3]"
+        config["vision_layers"] = json.loads(config["vision_layers"])
+    return config
+
+
+def build_model(arch: Architecture, seed: int) -> CLIP:
+    """Give a random-initialised float32 CN-CLIP model of `arch`; the same seed gives the same weights."""
+    torch.manual_seed(seed)
+    return _quiet_create_model(arch, None).float()
+
+
+def save_checkpoint(model: CLIP, path: str | os.PathLike, arch: Architecture, **extra) -> None:
+    """Save `model` in cn_clip's checkpoint format (`state_dict` plus bookkeeping), atomically."""
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
+    checkpoint = {"name": arch.name, "struct": arch.struct, "resolution": arch.resolution,
+                  "epoch": extra.pop("epoch", 0), "step": extra.pop("step", 0), "state_dict": state, **extra}
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_model(arch: Architecture, checkpoint_path: str | os.PathLike, device: str = "cpu") -> CLIP:
+    """Give the model of `arch` with the weights of a cn_clip checkpoint, float32, in eval mode.
+
+    A checkpoint of another architecture gets a short error naming both, not a shape dump.
+    """
+    path = Path(checkpoint_path)
+    checkpoint = _read_checkpoint(path)
+    _check_fits(arch, checkpoint["state_dict"], path)
+    model = _quiet_create_model(arch, checkpoint).float()
+    return model.to(device).eval()
+
+
+def _read_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - torch raises several types for bad files
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ModelError(f"{path}: not a cn_clip checkpoint (no 'state_dict' entry)")
+    return checkpoint
+
+
+def _quiet_create_model(arch: Architecture, checkpoint: dict | None) -> CLIP:
+    register_small_architectures()
+    # create_model prints its whole config on stdout; keep the rule logs readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return cn_clip_utils.create_model(arch.struct, checkpoint)
+
+
+def _check_fits(arch: Architecture, state_dict: dict, path: Path) -> None:
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in CLIP(**model_config(arch)).state_dict().items()}
+    given = {
+        k.removeprefix("module."): tuple(v.shape)
+        for k, v in state_dict.items()
+        if "bert.pooler" not in k
+    }
+    missing = sorted(set(expected) - set(given))
+    wrong = sorted(k for k in set(expected) & set(given) if expected[k] != given[k])
+    if not missing and not wrong:
+        return
+    example = (
+        f"{wrong[0]} is {list(given[wrong[0]])} in the checkpoint but {list(expected[wrong[0]])} in {arch.name}"
+        if wrong
+        else f"{missing[0]} is missing"
+    )
+    raise ModelError(
+        f"{path} does not fit architecture {arch.name} ({arch.struct}): {len(wrong)} tensors of "
+        f"another shape, {len(missing)} missing; e.g. {example}. Set `model` to the architecture "
+        "the checkpoint was trained with."
+    )
+
+
+def pretrained_weights_path(name: str, weights_dir: str | os.PathLike) -> Path:
+    """Give where cn_clip keeps (or expects by hand) the released weights of model `name`."""
+    architecture(name)  # clear error for unknown names
+    if name not in pretrained_names():
+        raise ModelError(f"'{name}' is a small test architecture; it has no released weights")
+    return Path(os.path.expanduser(weights_dir)) / cn_clip_utils._MODELS[name][1]
+
+
+def fetch_pretrained(name: str, weights_dir: str | os.PathLike) -> Path:
+    """Make sure the released weights of `name` are in `weights_dir`, downloading them through cn_clip."""
+    target = pretrained_weights_path(name, weights_dir)
+    if target.is_file():
+        return target
+    repo = cn_clip_utils._MODELS[name][0]
+    try:
+        # Without this look-up the hub client retries for ~25 s before saying it is offline.
+        socket.getaddrinfo("huggingface.co", 443)
+        downloaded = Path(cn_clip_utils._download(name, str(target.parent)))
+    except Exception as error:  # noqa: BLE001 - offline shows up as many exception types
+        shutil.rmtree(target.parent / ".cache", ignore_errors=True)
+        raise ModelError(
+            f"pretrained weights for {name} are not at {target} and cannot be downloaded "
+            f"({type(error).__name__}). Offline: on a machine with network, download "
+            f"{target.name} from the Hugging Face repository OFA-Sys/{repo} (or ModelScope "
+            f"AI-ModelScope/{repo}) and place it at {target}; or set weights_dir to where it is."
+        ) from None
+    return downloaded
+
+
+def weights_digest(state_dict: dict) -> str:
+    """Give the sha256 of a state dict's tensors (names, dtypes, shapes, values).
+
+    File bytes cannot serve: torch.save writes a random serialization id into every
+    file, so two saves of the same weights differ. `module.` prefixes are ignored.
+    """
+    digest = hashlib.sha256()
+    canonical = {k.removeprefix("module."): v for k, v in state_dict.items() if "bert.pooler" not in k}
+    for key in sorted(canonical):
+        tensor = canonical[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """Give the weights digest of a cn_clip checkpoint file."""
+    return weights_digest(_read_checkpoint(Path(path))["state_dict"])
+
+
+def model_tag(name: str, digest: str) -> str:
+    """Give the tag that names a model's features on disk: its name plus its weights digest."""
+    return f"{name}-{digest[:12]}"

@@ -1,0 +1,131 @@
+"""The append-only shard registry of a collection (image folder or text set).
+
+An item, identified by (id, content digest), keeps its shard forever; new items go
+into new shards. A shard's list file is written once and never rewritten, so
+Snakemake sees old shards (and their features) as up to date. Changed bytes under
+an old id count as removed + added. Which items of a shard are still current is
+kept in `active/{shard}.parquet`, rewritten only when that set changes.
+
+Layout under the registry folder:
+    lists/{shard}.parquet    id, digest, source (image path or caption); immutable
+    active/{shard}.parquet   id, digest of the shard's items still in the collection
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from tuwen.images import content_digest
+from tuwen.parquet import read_table, write_table
+
+LIST_SCHEMA = pa.schema([("id", pa.string()), ("digest", pa.string()), ("source", pa.string())])
+ACTIVE_SCHEMA = pa.schema([("id", pa.string()), ("digest", pa.string())])
+
+
+def shard_name(number: int) -> str:
+    """Give the name of shard `number`: fixed width, so names sort in creation order."""
+    return f"s{number:05d}"
+
+
+def list_path(registry: str | os.PathLike, shard: str) -> Path:
+    """Give the path of a shard's immutable item list."""
+    return Path(registry) / "lists" / f"{shard}.parquet"
+
+
+def active_path(registry: str | os.PathLike, shard: str) -> Path:
+    """Give the path of a shard's current-items file."""
+    return Path(registry) / "active" / f"{shard}.parquet"
+
+
+def read_registry(registry: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """Give every shard's item list, keyed by shard name."""
+    folder = Path(registry) / "lists"
+    if not folder.is_dir():
+        return {}
+    return {
+        path.stem: read_table(path).to_pandas()
+        for path in sorted(folder.glob("s*.parquet"))
+    }
+
+
+def assign_shards(
+    items: pd.DataFrame, registry: str | os.PathLike, shard_size: int
+) -> pd.DataFrame:
+    """Place the current items of a collection in shards; give (id, digest, shard) in item order.
+
+    `items` has columns id, digest, source. Known items keep their shard; the new ones,
+    in their given order, fill new shards of at most `shard_size` items.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard size must be positive, got {shard_size}")
+    if items["id"].duplicated().any():
+        duplicated = items.loc[items["id"].duplicated(), "id"].iloc[0]
+        raise ValueError(f"item id {duplicated} is given twice; ingest must reject duplicates first")
+    lists = read_registry(registry)
+    known = {
+        (item_id, digest): shard
+        for shard, table in lists.items()
+        for item_id, digest in zip(table["id"], table["digest"], strict=True)
+    }
+    keys = list(zip(items["id"], items["digest"], strict=True))
+    shards = [known.get(key) for key in keys]
+    new_positions = [i for i, shard in enumerate(shards) if shard is None]
+    next_number = 1 + max((int(name[1:]) for name in lists), default=-1)
+    for start in range(0, len(new_positions), shard_size):
+        chunk = new_positions[start : start + shard_size]
+        name = shard_name(next_number)
+        next_number += 1
+        shard_items = items.iloc[chunk][["id", "digest", "source"]].reset_index(drop=True)
+        write_table(pa.Table.from_pandas(shard_items, schema=LIST_SCHEMA, preserve_index=False),
+                    list_path(registry, name))
+        lists[name] = shard_items
+        for i in chunk:
+            shards[i] = name
+    assignment = pd.DataFrame({"id": items["id"].to_numpy(), "digest": items["digest"].to_numpy(),
+                               "shard": shards})
+    current = set(keys)
+    for name, table in lists.items():
+        active = table.loc[[k in current for k in zip(table["id"], table["digest"], strict=True)],
+                           ["id", "digest"]].reset_index(drop=True)
+        _write_if_changed(active, active_path(registry, name))
+    return assignment
+
+
+def active_shards(assignment: pd.DataFrame) -> list[str]:
+    """Give the shards that hold at least one current item, in creation order."""
+    return sorted(set(assignment["shard"]))
+
+
+def read_active(registry: str | os.PathLike, shard: str) -> pd.DataFrame:
+    """Give the (id, digest) rows of a shard that are still current."""
+    return read_table(active_path(registry, shard)).to_pandas()
+
+
+def _write_if_changed(table: pd.DataFrame, path: Path) -> None:
+    # Rewriting an unchanged file would bump its mtime and make Snakemake redo the
+    # similarity search of that shard for nothing.
+    if path.exists():
+        old = read_table(path).to_pandas()
+        if old.shape == table.shape and old.equals(table):
+            return
+    write_table(pa.Table.from_pandas(table, schema=ACTIVE_SCHEMA, preserve_index=False), path)
+
+
+def registry_items(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Give the accepted items of an image or text manifest as (id, digest, source) rows.
+
+    Images are identified by their bytes' digest and read from their path; captions by
+    the digest of their UTF-8 text, and carried in the shard list itself.
+    """
+    accepted = manifest[manifest["status"] == "ok"]
+    if "image_id" in manifest.columns and "path" in manifest.columns:
+        return pd.DataFrame({"id": accepted["image_id"].to_numpy(), "digest": accepted["digest"].to_numpy(),
+                             "source": accepted["path"].to_numpy()})
+    captions = accepted["caption"].tolist()
+    return pd.DataFrame({"id": accepted["text_id"].to_numpy(),
+                         "digest": [content_digest(c.encode("utf-8")) for c in captions],
+                         "source": captions})
