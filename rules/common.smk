@@ -14,11 +14,6 @@ from tuwen.architectures import SMALL_ARCHITECTURES  # noqa: E402 - torch-free, 
 
 validate(config, workflow.source_path("../config.schema.yaml"))
 
-# Scripts import the `tuwen` package from this repository.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
-)
-
 DEMO = config["data_root"] == "demo"
 DATA_ROOT = "results/demo/data" if DEMO else os.path.expanduser(config["data_root"])
 
@@ -57,6 +52,10 @@ def _check_data_root():
 
 
 _check_data_root()
+
+
+def demo_root(wildcards, output):
+    return os.path.dirname(os.path.dirname(output.train_pairs))
 
 
 def data_path(relative):
@@ -116,23 +115,16 @@ def encode_stage():
     return "base"
 
 
-def model_card(stage):
-    return checkpoints.describe_model.get(stage=stage).output[0]
+# Rules that depend on the model tag also list the card as a plain input: that puts the
+# describe_model checkpoint in the DAG from the start, so Snakemake resolves it before
+# it builds jobs (such as a new shard's) whose input functions ask for the tag.
+MODEL_CARD = f"results/models/{encode_stage()}/model.json"
 
 
 def model_tag():
-    with open(model_card(encode_stage()), encoding="utf-8") as handle:
+    card = checkpoints.describe_model.get(stage=encode_stage()).output.card
+    with open(card, encoding="utf-8") as handle:
         return json.load(handle)["tag"]
-
-
-def card_for_tag(wildcards):
-    card = model_card(encode_stage())
-    if model_tag() != wildcards.model:
-        raise WorkflowError(
-            f"features of model {wildcards.model} were asked for, but the configured model is "
-            f"{model_tag()}; old features are kept, never mixed in"
-        )
-    return card
 
 
 # ---- shards and features -----------------------------------------------------
@@ -144,6 +136,13 @@ def shards_of(name):
 
     assignment = checkpoints.assign_shards.get(name=name).output["assignment"]
     return sorted(set(pd.read_parquet(assignment, columns=["shard"])["shard"]))
+
+
+def shard_list(wildcards):
+    """A shard's item list; written by the registry checkpoint, never by a rule of its own."""
+    name = getattr(wildcards, "col", None) or wildcards.tset
+    registry = os.path.dirname(checkpoints.assign_shards.get(name=name).output.assignment)
+    return f"{registry}/lists/{wildcards.shard}.parquet"
 
 
 def features_of(name):
@@ -223,14 +222,21 @@ def figure_files(task):
     return [f"results/figures/{task}/query_{i}.png" for i in range(FIGURE_COUNT)]
 
 
+def encoded_collections():
+    """Collections this run encodes: those retrieval searches (training adds its own)."""
+    return [name for spec in TASKS.values() for name in (spec["queries"], spec["gallery"])]
+
+
 def accounting_inputs(wildcards):
-    manifests = {name: f"results/manifest/{name}/images.parquet" for name in IMAGE_FOLDERS}
-    manifests |= {name: f"results/manifest/{name}/texts.parquet" for name in TEXT_SETS}
-    manifests["i2t_queries"] = "results/manifest/i2t_queries/queries.parquet"
-    features = {name: features_of(name) for name in [*IMAGE_FOLDERS, *TEXT_SETS]}
+    manifests = [f"results/manifest/{name}/images.parquet" for name in IMAGE_FOLDERS]
+    manifests += [f"results/manifest/{name}/texts.parquet" for name in TEXT_SETS]
     return {
-        "manifests": list(manifests.values()),
-        "features": [path for paths in features.values() for path in paths],
+        "manifests": manifests,
+        "features": [path for name in encoded_collections() for path in features_of(name)],
+        "query_manifests": [
+            "results/manifest/t2i_queries/texts.parquet",
+            "results/manifest/i2t_queries/queries.parquet",
+        ],
         "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
         "unencoded": [f"results/retrieval/{task}/unencoded_queries.csv" for task in TASKS],
     }

@@ -12,8 +12,9 @@ rule generate_demo:
         i2t_gallery="results/demo/data/附件3/word_data.csv",
         ground_truth="results/demo/data/ground_truth.csv",
     params:
-        root="results/demo/data",
+        root=demo_root,
         train_pairs=config["demo"]["train_pairs"],
+        queries=config["demo"]["queries"],
         seed=config["seed"],
     log:
         "results/logs/generate_demo.log",

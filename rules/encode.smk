@@ -3,8 +3,8 @@
 
 rule encode_image_shard:
     input:
-        shard_list="results/shards/{col}/lists/{shard}.parquet",
-        card=card_for_tag,
+        shard_list=shard_list,
+        card=MODEL_CARD,
     output:
         "results/features/{model}/{col}/{shard}.parquet",
     log:
@@ -23,8 +23,8 @@ rule encode_image_shard:
 
 rule encode_text_shard:
     input:
-        shard_list="results/shards/{tset}/lists/{shard}.parquet",
-        card=card_for_tag,
+        shard_list=shard_list,
+        card=MODEL_CARD,
     output:
         "results/features/{model}/{tset}/{shard}.parquet",
     log:

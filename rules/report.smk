@@ -59,6 +59,8 @@ rule account_inputs:
             caption="../report/accounting.rst",
             category="Accounting",
         ),
+    params:
+        encoded=encoded_collections(),
     log:
         "results/logs/account_inputs.log",
     resources:

@@ -4,6 +4,7 @@
 rule gather_queries:
     input:
         unpack(query_inputs),
+        card=MODEL_CARD,
     output:
         queries="results/retrieval/{task}/queries.parquet",
         unencoded="results/retrieval/{task}/unencoded_queries.csv",
@@ -21,6 +22,7 @@ rule gather_queries:
 rule partial_topk:
     input:
         unpack(partial_inputs),
+        card=MODEL_CARD,
     output:
         "results/retrieval/{task}/partial/{shard}.parquet",
     params:
@@ -42,6 +44,7 @@ rule partial_topk:
 rule merge_topk:
     input:
         unpack(merge_inputs),
+        card=MODEL_CARD,
     output:
         "results/retrieval/{task}/topk.parquet",
     params:

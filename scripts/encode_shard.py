@@ -4,7 +4,8 @@ import logging
 
 import torch
 
-from tuwen.encode import encode_shard
+from tuwen.encode import ModelCard, encode_shard
+from tuwen.errors import TuwenError
 from tuwen.logs import run_logged
 
 
@@ -13,7 +14,13 @@ def main(snakemake) -> None:
     # Batch size, workers and device change speed, not embeddings: read from the config, not
     # params, so changing them does not trigger re-encoding every shard.
     settings = snakemake.config["encode"]
-    kind = "image" if "col" in snakemake.wildcards.keys() else "text"
+    kind = "image" if hasattr(snakemake.wildcards, "col") else "text"
+    card = ModelCard.read(snakemake.input.card)
+    if card.tag != snakemake.wildcards.model:
+        raise TuwenError(
+            f"features of model {snakemake.wildcards.model} were asked for, but the configured model is "
+            f"{card.tag}; features of different models are never mixed"
+        )
     encoded = encode_shard(
         snakemake.input.shard_list,
         snakemake.input.card,

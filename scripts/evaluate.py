@@ -19,13 +19,20 @@ def main(snakemake) -> None:
         ("t2i", "i2t"), snakemake.input.topk, snakemake.input.gallery_assignments, strict=True
     ):
         gallery = set(pd.read_parquet(assignment_path)["id"])
-        per_task[task] = recall_at_k(rankings_of(pd.read_parquet(topk_path)),
-                                     positives_by_query(truth, task), gallery)
+        per_task[task] = recall_at_k(
+            rankings_of(pd.read_parquet(topk_path)), positives_by_query(truth, task), gallery
+        )
     metrics = summarise(per_task)
     write_text_atomic(snakemake.output.metrics, json.dumps(metrics, indent=2) + "\n")
-    rows = [{"direction": task, **{f"R@{k}": m[f"R@{k}"] for k in RECALL_KS},
-             "mean_recall": m["mean_recall"], "queries_scored": m["queries_scored"]}
-            for task, m in per_task.items()]
+    rows = [
+        {
+            "direction": task,
+            **{f"R@{k}": m[f"R@{k}"] for k in RECALL_KS},
+            "mean_recall": m["mean_recall"],
+            "queries_scored": m["queries_scored"],
+        }
+        for task, m in per_task.items()
+    ]
     rows.append({"direction": "both", "mean_recall": metrics["mean_recall"]})
     with atomic_path(snakemake.output.table) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")

@@ -20,9 +20,13 @@ def main(snakemake) -> None:
     digest_of = dict(zip(current["id"], current["digest"], strict=True))
     write_features(snakemake.output.queries, ids, embeddings, [digest_of[i] for i in ids], shards[0].metadata)
     with atomic_path(snakemake.output.unencoded) as tmp:
-        pd.DataFrame({"id": missing, "reason_code": "not_encoded",
-                      "reason": "accepted at ingest but could not be encoded; see the encode logs"}
-                     ).to_csv(tmp, index=False, lineterminator="\n")
+        pd.DataFrame(
+            {
+                "id": missing,
+                "reason_code": "not_encoded",
+                "reason": "accepted at ingest but could not be encoded; see the encode logs",
+            }
+        ).to_csv(tmp, index=False, lineterminator="\n")
     logging.info("%d queries with embeddings, %d without", len(ids), len(missing))
 
 

@@ -7,7 +7,9 @@ from tuwen.logs import run_logged
 
 
 def main(snakemake) -> None:
-    counts = generate_demo(snakemake.params.root, snakemake.params.train_pairs, snakemake.params.seed)
+    counts = generate_demo(
+        snakemake.params.root, snakemake.params.train_pairs, snakemake.params.queries, snakemake.params.seed
+    )
     logging.info("demo dataset written to %s: %s", snakemake.params.root, counts)
 
 

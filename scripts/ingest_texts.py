@@ -9,7 +9,7 @@ from tuwen.logs import run_logged
 
 
 def main(snakemake) -> None:
-    images = pd.read_parquet(snakemake.input.images) if "images" in snakemake.input.keys() else None
+    images = pd.read_parquet(snakemake.input.images) if hasattr(snakemake.input, "images") else None
     manifest = read_text_set(snakemake.input.csv, snakemake.params.id_column, images)
     write_manifest(manifest, snakemake.output.manifest)
     write_rejects(rejects_of(manifest, "text_id", snakemake.input.csv), snakemake.output.rejects)

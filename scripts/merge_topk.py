@@ -15,10 +15,14 @@ def main(snakemake) -> None:
     partials = [pd.read_parquet(path) for path in snakemake.input.partials]
     logit_scale = queries.metadata["logit_scale"]
     topk = merge_topk(partials, queries.ids, snakemake.params.keep_top, logit_scale)
-    write_table(pa.Table.from_pandas(topk, preserve_index=False), snakemake.output[0],
-                {"logit_scale": logit_scale, "model_tag": queries.metadata["model_tag"]})
-    logging.info("top-%d of %d queries over %d shards", snakemake.params.keep_top, len(queries.ids),
-                 len(partials))
+    write_table(
+        pa.Table.from_pandas(topk, preserve_index=False),
+        snakemake.output[0],
+        {"logit_scale": logit_scale, "model_tag": queries.metadata["model_tag"]},
+    )
+    logging.info(
+        "top-%d of %d queries over %d shards", snakemake.params.keep_top, len(queries.ids), len(partials)
+    )
 
 
 run_logged(main, snakemake)

@@ -19,8 +19,11 @@ def main(snakemake) -> None:
     ids, gallery, _ = select_features(active["id"].tolist(), active, [shard])
     logit_scale = queries.metadata["logit_scale"]
     partial = shard_topk(queries.embeddings, gallery, ids, snakemake.params.keep_top, logit_scale)
-    write_table(pa.Table.from_pandas(partial, preserve_index=False), snakemake.output[0],
-                {"logit_scale": logit_scale, "gallery_items": len(ids)})
+    write_table(
+        pa.Table.from_pandas(partial, preserve_index=False),
+        snakemake.output[0],
+        {"logit_scale": logit_scale, "gallery_items": len(ids)},
+    )
     logging.info("%d queries x %d gallery items", len(queries.ids), len(ids))
 
 

@@ -35,15 +35,26 @@ def main(snakemake) -> None:
         else:
             query = chosen[index]
             rows = by_query[query].itertuples(index=False)
-            hits = [Hit(r.rank, r.target_id, r.cosine, r.probability, caption_of.get(r.target_id, ""),
-                        path_of.get(r.target_id, "")) for r in rows]
+            hits = [
+                Hit(
+                    r.rank,
+                    r.target_id,
+                    r.cosine,
+                    r.probability,
+                    caption_of.get(r.target_id, ""),
+                    path_of.get(r.target_id, ""),
+                )
+                for r in rows
+            ]
             if task == "t2i":
                 figure = text_to_image_figure(caption_of.get(query, ""), query, hits)
             else:
                 figure = image_to_text_figure(path_of.get(query, ""), query, hits)
         missing_glyphs += save_figure(figure, path)
-    scores = {"第1名 (rank 1)": topk.loc[topk["rank"] == 1, "cosine"].tolist(),
-              "第2–5名 (ranks 2–5)": topk.loc[topk["rank"] > 1, "cosine"].tolist()}
+    scores = {
+        "第1名 (rank 1)": topk.loc[topk["rank"] == 1, "cosine"].tolist(),
+        "第2–5名 (ranks 2–5)": topk.loc[topk["rank"] > 1, "cosine"].tolist(),
+    }
     direction = "文本→图像 (text → image)" if task == "t2i" else "图像→文本 (image → text)"
     missing_glyphs += save_figure(score_histogram_figure(scores, direction), snakemake.output.histogram)
     for warning in sorted(set(missing_glyphs)):

@@ -7,19 +7,23 @@ import pandas as pd
 from tuwen.parquet import FeatureShard
 
 
-def collection_account(name: str, manifest: pd.DataFrame, shards: list[FeatureShard]) -> dict:
-    """Give the counts of one collection: inputs = encoded + rejected + ignored (+ unencoded)."""
+def collection_account(name: str, manifest: pd.DataFrame, shards: list[FeatureShard] | None) -> dict:
+    """Give the counts of one collection: inputs = accepted + rejected + ignored.
+
+    For a collection the run encodes (`shards` given), accepted = encoded + not encoded;
+    for one it only validates (the training pairs when nothing trains), encoded is empty.
+    """
     id_column = "image_id" if "image_id" in manifest.columns and "path" in manifest.columns else "text_id"
     accepted = manifest[manifest["status"] == "ok"]
     wanted = set(accepted[id_column])
-    encoded = {item_id for shard in shards for item_id in shard.ids} & wanted
+    encoded = {item_id for shard in shards for item_id in shard.ids} & wanted if shards is not None else None
     reasons = manifest.loc[manifest["status"] != "ok", "reason_code"].value_counts().sort_index()
     return {
         "collection": name,
         "inputs": len(manifest),
         "accepted": len(accepted),
-        "encoded": len(encoded),
-        "not_encoded": len(wanted - encoded),
+        "encoded": len(encoded) if encoded is not None else None,
+        "not_encoded": len(wanted - encoded) if encoded is not None else None,
         "rejected": int((manifest["status"] == "rejected").sum()),
         "ignored": int((manifest["status"] == "ignored").sum()),
         "reasons": "; ".join(f"{code}={count}" for code, count in reasons.items()),
@@ -39,6 +43,11 @@ def query_account(task: str, queries: pd.DataFrame, topk: pd.DataFrame, unencode
         "not_encoded": len(unencoded),
         "rejected": int((queries["status"] != "ok").sum()),
         "ignored": 0,
-        "reasons": "; ".join(f"{c}={n}" for c, n in
-                             queries.loc[queries["status"] != "ok", "reason_code"].value_counts().sort_index().items()),
+        "reasons": "; ".join(
+            f"{c}={n}"
+            for c, n in queries.loc[queries["status"] != "ok", "reason_code"]
+            .value_counts()
+            .sort_index()
+            .items()
+        ),
     }

@@ -31,10 +31,19 @@ COLOURS = {
     "青色": (20, 185, 195),
 }
 SHAPES = ("圆形", "正方形", "三角形", "星形", "十字")
-POSITIONS = {"左上角": (0.28, 0.28), "右上角": (0.72, 0.28), "左下角": (0.28, 0.72),
-             "右下角": (0.72, 0.72), "中间": (0.5, 0.5)}
-TEMPLATES = ("{pos}有一个{colour}的{shape}", "一个{colour}{shape}位于画面{pos}",
-             "画面{pos}是{colour}的{shape}", "{colour}的{shape}出现在{pos}")
+POSITIONS = {
+    "左上角": (0.28, 0.28),
+    "右上角": (0.72, 0.28),
+    "左下角": (0.28, 0.72),
+    "右下角": (0.72, 0.72),
+    "中间": (0.5, 0.5),
+}
+TEMPLATES = (
+    "{pos}有一个{colour}的{shape}",
+    "一个{colour}{shape}位于画面{pos}",
+    "画面{pos}是{colour}的{shape}",
+    "{colour}的{shape}出现在{pos}",
+)
 IMAGE_SIZE = 96
 
 
@@ -60,7 +69,7 @@ def draw_scene(scene: Scene, rng: random.Random) -> Image.Image:
     noise = np.random.default_rng(rng.getrandbits(32))
     base = noise.integers(200, 245, size=3)
     pixels = np.clip(base + noise.normal(0, 9, size=(IMAGE_SIZE, IMAGE_SIZE, 3)), 0, 255)
-    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    image = Image.fromarray(pixels.astype(np.uint8))
     draw = ImageDraw.Draw(image)
     fx, fy = POSITIONS[scene.position]
     cx = fx * IMAGE_SIZE + rng.uniform(-5, 5)
@@ -115,11 +124,16 @@ def text_id(number: int) -> str:
     return f"Word-{1000000000 + number}"
 
 
-def generate_demo(root: str | os.PathLike, train_pairs: int = 500, seed: int = 0) -> dict[str, int]:
+def generate_demo(
+    root: str | os.PathLike, train_pairs: int = 500, queries: int = 100, seed: int = 0
+) -> dict[str, int]:
     """Write the demo dataset under `root` (附件1, 附件2, 附件3, ground_truth.csv); give its counts.
 
-    The same `train_pairs` and `seed` give the same files, byte for byte.
+    Each direction has `queries` queries (at most 100) over a gallery of twice as many
+    distinct scenes. The same arguments give the same files, byte for byte.
     """
+    if not 1 <= queries <= len(ALL_SCENES) // 2:
+        raise ValueError(f"queries must be between 1 and {len(ALL_SCENES) // 2}, got {queries}")
     rng = random.Random(seed)
     root = Path(root)
     folders = {name: root / name / "ImageData" for name in ("附件1", "附件2", "附件3")}
@@ -138,9 +152,10 @@ def generate_demo(root: str | os.PathLike, train_pairs: int = 500, seed: int = 0
         train_rows.append([image_id(1, n), caption_of(rng.choice(ALL_SCENES), rng)])
     _write_csv(root / "附件1" / "ImageWordData.csv", ["image_id", "caption"], train_rows)
 
-    # 附件2: 100 query captions; a gallery of all 200 scenes, one image each (one a GIF).
+    # 附件2: query captions; a gallery of distinct scenes, one image each (one a GIF).
     gallery_scenes = ALL_SCENES[:]
     rng.shuffle(gallery_scenes)
+    gallery_scenes = gallery_scenes[: 2 * queries]
     truth = []
     gallery_ids = []
     for n, scene in enumerate(gallery_scenes):
@@ -148,18 +163,19 @@ def generate_demo(root: str | os.PathLike, train_pairs: int = 500, seed: int = 0
         _save(draw_scene(scene, rng), folders["附件2"] / name, "GIF" if n == 3 else "JPEG")
         gallery_ids.append(name)
     query_rows = []
-    for n in range(100):
+    for n in range(queries):
         tid = text_id(n)
         query_rows.append([tid, caption_of(gallery_scenes[n * 2], rng)])
         truth.append([tid, gallery_ids[n * 2]])
     _write_csv(root / "附件2" / "word_test.csv", ["text_id", "caption"], query_rows)
 
-    # 附件3: 100 query images; a gallery of 200 captions, one per scene.
+    # 附件3: query images; a gallery of captions, one per distinct scene.
     caption_scenes = ALL_SCENES[:]
     rng.shuffle(caption_scenes)
+    caption_scenes = caption_scenes[: 2 * queries]
     text_rows = [[text_id(1000 + n), caption_of(scene, rng)] for n, scene in enumerate(caption_scenes)]
     query_images = []
-    for n in range(100):
+    for n in range(queries):
         name = image_id(3, n)
         scene_index = n * 2 + 1
         _save(draw_scene(caption_scenes[scene_index], rng), folders["附件3"] / name)
@@ -168,5 +184,10 @@ def generate_demo(root: str | os.PathLike, train_pairs: int = 500, seed: int = 0
     _write_csv(root / "附件3" / "word_data.csv", ["text_id", "caption"], text_rows)
     _write_csv(root / "附件3" / "image_test.csv", ["image_id"], query_images)
     _write_csv(root / "ground_truth.csv", ["text_id", "image_id"], truth)
-    return {"train_pairs": len(train_rows), "t2i_queries": 100, "t2i_gallery": len(gallery_ids),
-            "i2t_queries": 100, "i2t_gallery": len(text_rows)}
+    return {
+        "train_pairs": len(train_rows),
+        "t2i_queries": 100,
+        "t2i_gallery": len(gallery_ids),
+        "i2t_queries": 100,
+        "i2t_gallery": len(text_rows),
+    }

@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
-from importlib.metadata import version
 import numpy as np
 import pandas as pd
 import torch
@@ -46,9 +46,14 @@ class ModelCard:
     def as_dict(self) -> dict:
         """Give the card as a JSON-ready dict."""
         arch = self.arch
-        return {"tag": self.tag, "name": self.name, "checkpoint": self.checkpoint,
-                "weights_sha256": self.weights_sha256, "struct": arch.struct,
-                "resolution": arch.resolution}
+        return {
+            "tag": self.tag,
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "weights_sha256": self.weights_sha256,
+            "struct": arch.struct,
+            "resolution": arch.resolution,
+        }
 
 
 @dataclass
@@ -118,14 +123,20 @@ def encode_images(
 ) -> EncodedItems:
     """Encode the images of `items` (columns id, digest, source = path); decode runs in workers."""
     dataset = _ImageItems(items, resolution, max_pixels, jpeg_draft)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate, pin_memory=device == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device == "cuda",
+    )
     ids, digests = items["id"].tolist(), items["digest"].tolist()
     result = EncodedItems()
     chunks = []
     with torch.inference_mode(), _autocast(device):
-        for indices, batch, failures in tqdm(loader, desc="images", unit="batch", file=sys.stderr,
-                                             disable=not progress, mininterval=5):
+        for indices, batch, failures in tqdm(
+            loader, desc="images", unit="batch", file=sys.stderr, disable=not progress, mininterval=5
+        ):
             result.skipped.extend((ids[i], why) for i, why in failures)
             if batch is None:
                 continue
@@ -145,12 +156,14 @@ def encode_texts(
     chunks = []
     with torch.inference_mode(), _autocast(device):
         starts = range(0, len(captions), batch_size)
-        for start in tqdm(starts, desc="texts", unit="batch", file=sys.stderr,
-                          disable=not progress, mininterval=5):
+        for start in tqdm(
+            starts, desc="texts", unit="batch", file=sys.stderr, disable=not progress, mininterval=5
+        ):
             tokens = tokenize(captions[start : start + batch_size], context_length=CONTEXT_LENGTH)
             chunks.append(model.encode_text(tokens.to(device)).float().cpu().numpy())
-    return EncodedItems(ids=items["id"].tolist(), digests=items["digest"].tolist(),
-                        embeddings=_stack(chunks, model))
+    return EncodedItems(
+        ids=items["id"].tolist(), digests=items["digest"].tolist(), embeddings=_stack(chunks, model)
+    )
 
 
 def _stack(chunks: Sequence[np.ndarray], model: CLIP) -> np.ndarray:
@@ -161,12 +174,14 @@ def _stack(chunks: Sequence[np.ndarray], model: CLIP) -> np.ndarray:
 
 def feature_metadata(card: ModelCard, model: CLIP, kind: str) -> dict:
     """Give the file metadata of a feature shard: which model, weights and software made it."""
-    return {**card.as_dict(), "model_tag": card.tag, "kind": kind,
-            "logit_scale": float(model.logit_scale.exp().item()),
-            "cn_clip_version": version("cn_clip"),
-            "torch_version": torch.__version__}
-
-
+    return {
+        **card.as_dict(),
+        "model_tag": card.tag,
+        "kind": kind,
+        "logit_scale": float(model.logit_scale.exp().item()),
+        "cn_clip_version": version("cn_clip"),
+        "torch_version": torch.__version__,
+    }
 
 
 def encode_shard(
@@ -186,12 +201,14 @@ def encode_shard(
     model = load_model(card.arch, card.checkpoint, device)
     items = read_table(shard_list).to_pandas()
     if kind == "image":
-        encoded = encode_images(model, items, card.arch.resolution, device, batch_size,
-                                num_workers, max_pixels, jpeg_draft)
+        encoded = encode_images(
+            model, items, card.arch.resolution, device, batch_size, num_workers, max_pixels, jpeg_draft
+        )
     elif kind == "text":
         encoded = encode_texts(model, items, device, batch_size)
     else:
         raise ValueError(f"kind must be image or text, got {kind}")
-    write_features(output, encoded.ids, encoded.embeddings, encoded.digests,
-                   feature_metadata(card, model, kind))
+    write_features(
+        output, encoded.ids, encoded.embeddings, encoded.digests, feature_metadata(card, model, kind)
+    )
     return encoded

@@ -11,8 +11,9 @@ def positives_by_query(ground_truth: pd.DataFrame, task: str) -> dict[str, set[s
     """Give each query's true targets from `text_id,image_id` pairs: texts for i2t, images for t2i."""
     query, target = ("text_id", "image_id") if task == "t2i" else ("image_id", "text_id")
     positives: dict[str, set[str]] = {}
-    for q, t in zip(ground_truth[query].astype(str).str.strip(),
-                    ground_truth[target].astype(str).str.strip(), strict=True):
+    for q, t in zip(
+        ground_truth[query].astype(str).str.strip(), ground_truth[target].astype(str).str.strip(), strict=True
+    ):
         positives.setdefault(q, set()).add(t)
     return positives
 

@@ -77,8 +77,11 @@ def text_to_image_figure(caption: str, query_id: str, hits: list[Hit]) -> Figure
     axes = list(axes) if len(hits) > 1 else [axes]
     figure.suptitle("\n".join(textwrap.wrap(f"查询文本 {query_id}：{caption}", 48)), fontsize=11)
     for axis, hit in zip(axes, hits, strict=False):
-        _show_image(axis, hit.image_path,
-                    f"第{hit.rank}名 {hit.target_id}\n余弦 {hit.cosine:.3f}  概率 {hit.probability:.3f}")
+        _show_image(
+            axis,
+            hit.image_path,
+            f"第{hit.rank}名 {hit.target_id}\n余弦 {hit.cosine:.3f}  概率 {hit.probability:.3f}",
+        )
     figure.tight_layout()
     return figure
 

@@ -65,17 +65,31 @@ def scan_image_folder(
         row = {"image_id": name, "path": str(path), "bytes": None, "digest": None}
         row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
         if is_system_file(name):
-            return {**row, "status": IGNORED, "reason_code": "system_file",
-                    "reason": f"{path}: hidden or system file, not an image; ignored"}
+            return {
+                **row,
+                "status": IGNORED,
+                "reason_code": "system_file",
+                "reason": f"{path}: hidden or system file, not an image; ignored",
+            }
         if path.is_dir():
-            return {**row, "status": IGNORED, "reason_code": "subfolder",
-                    "reason": f"{path}: sub-folder inside an image folder; ignored"}
+            return {
+                **row,
+                "status": IGNORED,
+                "reason_code": "subfolder",
+                "reason": f"{path}: sub-folder inside an image folder; ignored",
+            }
         try:
             probe = probe_image(path, max_pixels)
         except ImageRejected as rejected:
             return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
-        return {**row, "bytes": probe.num_bytes, "digest": probe.digest, "width": probe.width,
-                "height": probe.height, "format": probe.format}
+        return {
+            **row,
+            "bytes": probe.num_bytes,
+            "digest": probe.digest,
+            "width": probe.width,
+            "height": probe.height,
+            "format": probe.format,
+        }
 
     # PIL releases the GIL while decoding, so threads give real parallelism here.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -147,8 +161,15 @@ def read_text_set(
     for number, record in records.rows:
         item_id = record[id_column].strip()
         caption = record["caption"].strip()
-        row = {"text_id": item_id, "image_id": item_id if image_status is not None else "",
-               "caption": caption, "row": number, "status": OK, "reason_code": "", "reason": ""}
+        row = {
+            "text_id": item_id,
+            "image_id": item_id if image_status is not None else "",
+            "caption": caption,
+            "row": number,
+            "status": OK,
+            "reason_code": "",
+            "reason": "",
+        }
         where = f"{records.path} row {number}"
         code, reason = "", ""
         if not item_id:
@@ -157,7 +178,9 @@ def read_text_set(
             earlier, earlier_caption = first_row[item_id]
             same = "same" if earlier_caption == caption else "a different"
             code = "duplicate_id"
-            reason = f"{where}: {id_column} {item_id} already given in row {earlier} ({same} caption); first kept"
+            reason = (
+                f"{where}: {id_column} {item_id} already given in row {earlier} ({same} caption); first kept"
+            )
         elif not caption:
             code, reason = "empty_caption", f"{where}: caption of {item_id} is empty"
         elif image_status is not None:
@@ -187,12 +210,22 @@ def read_image_queries(csv_path: str | os.PathLike, images: pd.DataFrame) -> pd.
         if not image_id:
             code, reason = "empty_id", f"{where}: empty image_id"
         elif image_id in seen:
-            code, reason = "duplicate_id", f"{where}: image_id {image_id} already listed in row {seen[image_id]}"
+            code, reason = (
+                "duplicate_id",
+                f"{where}: image_id {image_id} already listed in row {seen[image_id]}",
+            )
         else:
             seen[image_id] = number
             code, reason = _image_problem(image_id, image_status, where)
-        rows.append({"image_id": image_id, "row": number, "status": REJECTED if code else OK,
-                     "reason_code": code, "reason": reason})
+        rows.append(
+            {
+                "image_id": image_id,
+                "row": number,
+                "status": REJECTED if code else OK,
+                "reason_code": code,
+                "reason": reason,
+            }
+        )
     return pd.DataFrame(rows, columns=QUERY_MANIFEST_COLUMNS)
 
 

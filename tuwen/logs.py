@@ -18,8 +18,9 @@ def run_logged(main: Callable[[object], None], snakemake: object) -> None:
     console = sys.__stderr__
     log_file = open(snakemake.log[0], "w", encoding="utf-8", buffering=1)  # noqa: SIM115
     sys.stdout = sys.stderr = log_file
-    logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=log_file, level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(message)s"
+    )
     try:
         main(snakemake)
     except TuwenError as error:

@@ -99,8 +99,15 @@ def build_model(arch: Architecture, seed: int) -> CLIP:
 def save_checkpoint(model: CLIP, path: str | os.PathLike, arch: Architecture, **extra) -> None:
     """Save `model` in cn_clip's checkpoint format (`state_dict` plus bookkeeping), atomically."""
     state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    checkpoint = {"name": arch.name, "struct": arch.struct, "resolution": arch.resolution,
-                  "epoch": extra.pop("epoch", 0), "step": extra.pop("step", 0), "state_dict": state, **extra}
+    checkpoint = {
+        "name": arch.name,
+        "struct": arch.struct,
+        "resolution": arch.resolution,
+        "epoch": extra.pop("epoch", 0),
+        "step": extra.pop("step", 0),
+        "state_dict": state,
+        **extra,
+    }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
 
@@ -140,19 +147,17 @@ def _check_fits(arch: Architecture, state_dict: dict, path: Path) -> None:
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in CLIP(**model_config(arch)).state_dict().items()}
     given = {
-        k.removeprefix("module."): tuple(v.shape)
-        for k, v in state_dict.items()
-        if "bert.pooler" not in k
+        k.removeprefix("module."): tuple(v.shape) for k, v in state_dict.items() if "bert.pooler" not in k
     }
     missing = sorted(set(expected) - set(given))
     wrong = sorted(k for k in set(expected) & set(given) if expected[k] != given[k])
     if not missing and not wrong:
         return
-    example = (
-        f"{wrong[0]} is {list(given[wrong[0]])} in the checkpoint but {list(expected[wrong[0]])} in {arch.name}"
-        if wrong
-        else f"{missing[0]} is missing"
-    )
+    if wrong:
+        name = wrong[0]
+        example = f"{name} is {list(given[name])} in the checkpoint but {list(expected[name])} in {arch.name}"
+    else:
+        example = f"{missing[0]} is missing"
     raise ModelError(
         f"{path} does not fit architecture {arch.name} ({arch.struct}): {len(wrong)} tensors of "
         f"another shape, {len(missing)} missing; e.g. {example}. Set `model` to the architecture "

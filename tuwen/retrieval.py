@@ -51,9 +51,16 @@ def shard_topk(
         rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
         chosen = rank < keep
         rows, cols, values = rows[chosen], cols[chosen], values[chosen]
-        frames.append(pd.DataFrame({"query_index": rows + start, "target_id": ids_by_order[cols],
-                                    "cosine": values.astype(np.float32),
-                                    "shard_logsumexp": logsumexp[rows]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "query_index": rows + start,
+                    "target_id": ids_by_order[cols],
+                    "cosine": values.astype(np.float32),
+                    "shard_logsumexp": logsumexp[rows],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 

@@ -46,15 +46,10 @@ def read_registry(registry: str | os.PathLike) -> dict[str, pd.DataFrame]:
     folder = Path(registry) / "lists"
     if not folder.is_dir():
         return {}
-    return {
-        path.stem: read_table(path).to_pandas()
-        for path in sorted(folder.glob("s*.parquet"))
-    }
+    return {path.stem: read_table(path).to_pandas() for path in sorted(folder.glob("s*.parquet"))}
 
 
-def assign_shards(
-    items: pd.DataFrame, registry: str | os.PathLike, shard_size: int
-) -> pd.DataFrame:
+def assign_shards(items: pd.DataFrame, registry: str | os.PathLike, shard_size: int) -> pd.DataFrame:
     """Place the current items of a collection in shards; give (id, digest, shard) in item order.
 
     `items` has columns id, digest, source. Known items keep their shard; the new ones,
@@ -80,17 +75,21 @@ def assign_shards(
         name = shard_name(next_number)
         next_number += 1
         shard_items = items.iloc[chunk][["id", "digest", "source"]].reset_index(drop=True)
-        write_table(pa.Table.from_pandas(shard_items, schema=LIST_SCHEMA, preserve_index=False),
-                    list_path(registry, name))
+        write_table(
+            pa.Table.from_pandas(shard_items, schema=LIST_SCHEMA, preserve_index=False),
+            list_path(registry, name),
+        )
         lists[name] = shard_items
         for i in chunk:
             shards[i] = name
-    assignment = pd.DataFrame({"id": items["id"].to_numpy(), "digest": items["digest"].to_numpy(),
-                               "shard": shards})
+    assignment = pd.DataFrame(
+        {"id": items["id"].to_numpy(), "digest": items["digest"].to_numpy(), "shard": shards}
+    )
     current = set(keys)
     for name, table in lists.items():
-        active = table.loc[[k in current for k in zip(table["id"], table["digest"], strict=True)],
-                           ["id", "digest"]].reset_index(drop=True)
+        active = table.loc[
+            [k in current for k in zip(table["id"], table["digest"], strict=True)], ["id", "digest"]
+        ].reset_index(drop=True)
         _write_if_changed(active, active_path(registry, name))
     return assignment
 
@@ -123,9 +122,18 @@ def registry_items(manifest: pd.DataFrame) -> pd.DataFrame:
     """
     accepted = manifest[manifest["status"] == "ok"]
     if "image_id" in manifest.columns and "path" in manifest.columns:
-        return pd.DataFrame({"id": accepted["image_id"].to_numpy(), "digest": accepted["digest"].to_numpy(),
-                             "source": accepted["path"].to_numpy()})
+        return pd.DataFrame(
+            {
+                "id": accepted["image_id"].to_numpy(),
+                "digest": accepted["digest"].to_numpy(),
+                "source": accepted["path"].to_numpy(),
+            }
+        )
     captions = accepted["caption"].tolist()
-    return pd.DataFrame({"id": accepted["text_id"].to_numpy(),
-                         "digest": [content_digest(c.encode("utf-8")) for c in captions],
-                         "source": captions})
+    return pd.DataFrame(
+        {
+            "id": accepted["text_id"].to_numpy(),
+            "digest": [content_digest(c.encode("utf-8")) for c in captions],
+            "source": captions,
+        }
+    )

@@ -19,8 +19,14 @@ def result_table(topk: pd.DataFrame, task: str) -> pd.DataFrame:
     """Give the result table of `task` from a top-k table: 5 rows per query, in query order."""
     kept = topk[topk["rank"] <= TABLE_RANKS]
     query, rank, target = TABLE_COLUMNS[task]
-    return pd.DataFrame({query: kept["query_id"].to_numpy(), rank: kept["rank"].to_numpy(),
-                         target: kept["target_id"].to_numpy()}, columns=TABLE_COLUMNS[task])
+    return pd.DataFrame(
+        {
+            query: kept["query_id"].to_numpy(),
+            rank: kept["rank"].to_numpy(),
+            target: kept["target_id"].to_numpy(),
+        },
+        columns=TABLE_COLUMNS[task],
+    )
 
 
 def write_result_table(table: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -1,0 +1,83 @@
+"""Encoding shards: the feature-shard contract, and agreement with cn_clip's own pipeline."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from cn_clip.clip import image_transform, tokenize
+from PIL import Image
+
+from tuwen.demo import ALL_SCENES, draw_scene
+from tuwen.encode import ModelCard, encode_shard
+from tuwen.models import architecture, build_model, checkpoint_digest, model_tag, save_checkpoint
+from tuwen.parquet import read_features
+
+TINY = architecture("tuwen-tiny")
+
+
+def make_card(tmp_path):
+    model = build_model(TINY, seed=7).eval()
+    save_checkpoint(model, tmp_path / "tiny.pt", TINY)
+    digest = checkpoint_digest(tmp_path / "tiny.pt")
+    card = ModelCard(model_tag(TINY.name, digest), TINY.name, str(tmp_path / "tiny.pt"), digest)
+    (tmp_path / "model.json").write_text(json.dumps(card.as_dict()))
+    return model, tmp_path / "model.json"
+
+
+def write_list(path, rows):
+    pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows, columns=["id", "digest", "source"])), path)
+
+
+def test_image_shard_matches_cn_clip_preprocessing_and_contract(tmp_path):
+    import random
+
+    from tuwen.images import content_digest
+
+    model, card = make_card(tmp_path)
+    rows = []
+    for i, scene in enumerate(ALL_SCENES[:5]):
+        path = tmp_path / f"Image-{i}.jpg"
+        draw_scene(scene, random.Random(i)).save(path, format="JPEG")
+        rows.append((path.name, content_digest(path.read_bytes()), str(path)))
+    write_list(tmp_path / "list.parquet", rows)
+    encode_shard(
+        tmp_path / "list.parquet", card, tmp_path / "out.parquet", "image", batch_size=2, num_workers=1
+    )
+
+    schema = pq.read_schema(tmp_path / "out.parquet")
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 128)
+    shard = read_features(tmp_path / "out.parquet")
+    assert shard.ids == [r[0] for r in rows] and shard.digests == [r[1] for r in rows]
+    assert np.allclose(np.linalg.norm(shard.embeddings, axis=1), 1.0, atol=1e-5)
+    assert shard.metadata["model_tag"].startswith("tuwen-tiny-") and shard.metadata["resolution"] == 64
+
+    transform = image_transform(TINY.resolution)
+    batch = torch.stack([transform(Image.open(r[2]).convert("RGB")) for r in rows])
+    with torch.inference_mode():
+        reference = model.encode_image(batch).numpy()
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    assert np.allclose(shard.embeddings, reference, atol=1e-5)
+
+
+def test_text_shard_matches_cn_clip_tokenizer(tmp_path):
+    model, card = make_card(tmp_path)
+    captions = ["左上角有一个红色的圆形", "蓝色的星形", "十字" * 60]  # the last exceeds 52 tokens
+    write_list(tmp_path / "list.parquet", [(f"Word-{i}", f"d{i}", c) for i, c in enumerate(captions)])
+    encode_shard(tmp_path / "list.parquet", card, tmp_path / "out.parquet", "text", batch_size=2)
+    shard = read_features(tmp_path / "out.parquet")
+    with torch.inference_mode():
+        reference = model.encode_text(tokenize(captions)).numpy()
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    assert np.allclose(shard.embeddings, reference, atol=1e-5)
+
+
+def test_unreadable_image_is_skipped_and_reported(tmp_path):
+    _, card = make_card(tmp_path)
+    (tmp_path / "gone.jpg").write_bytes(b"not an image")
+    write_list(tmp_path / "list.parquet", [("gone.jpg", "x", str(tmp_path / "gone.jpg"))])
+    encoded = encode_shard(tmp_path / "list.parquet", card, tmp_path / "out.parquet", "image", num_workers=0)
+    assert encoded.ids == [] and encoded.skipped[0][0] == "gone.jpg"
+    assert read_features(tmp_path / "out.parquet").embeddings.shape == (0, 128)

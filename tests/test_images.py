@@ -1,0 +1,93 @@
+"""The one image loader: every kind of file gets an RGB image or a stable reason."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tuwen.images import ImageRejected, load_image, probe_image
+
+
+def save(image: Image.Image, path, image_format: str, **options) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    path.write_bytes(buffer.getvalue())
+
+
+def red_square(mode: str = "RGB") -> Image.Image:
+    return Image.new("RGB", (40, 30), (200, 20, 20)).convert(mode)
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "GIF", "WEBP", "BMP"])
+def test_other_formats_under_a_jpg_name_are_decoded(tmp_path, image_format):
+    path = tmp_path / "Image1-0001.jpg"
+    save(red_square(), path, image_format)
+    probe = probe_image(path)
+    image, digest = load_image(path)
+    assert probe.format == image_format and probe.digest == digest
+    assert image.mode == "RGB" and image.size == (40, 30)
+
+
+def test_transparent_pixels_are_shown_over_white(tmp_path):
+    rgba = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    path = tmp_path / "transparent.jpg"
+    save(rgba, path, "PNG")
+    image, _ = load_image(path)
+    assert image.getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    grey = Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16))
+    path = tmp_path / "deep.png"
+    save(grey, path, "PNG")
+    image, _ = load_image(path)
+    assert image.getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_exif_rotated_jpeg_is_upright(tmp_path):
+    wide = Image.new("RGB", (60, 20), (0, 120, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    path = tmp_path / "rotated.jpg"
+    save(wide, path, "JPEG", exif=exif.tobytes())
+    image, _ = load_image(path)
+    assert image.size == (20, 60)
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [(b"", "empty_file"), (b"this is not an image\n", "not_an_image")],
+)
+def test_bad_bytes_are_rejected_with_a_reason(tmp_path, content, code):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageRejected) as error:
+        probe_image(path)
+    assert error.value.code == code and str(path) in error.value.message
+
+
+def test_truncated_jpeg_is_rejected(tmp_path):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="JPEG", quality=95)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageRejected) as error:
+        probe_image(path)
+    assert error.value.code == "undecodable"
+
+
+def test_missing_file_is_rejected(tmp_path):
+    with pytest.raises(ImageRejected) as error:
+        probe_image(tmp_path / "absent.jpg")
+    assert error.value.code == "missing_file"
+
+
+def test_pixel_limit_rejects_with_the_limit_in_the_reason(tmp_path):
+    path = tmp_path / "big.png"
+    save(Image.new("RGB", (300, 200)), path, "PNG")
+    with pytest.raises(ImageRejected) as error:
+        probe_image(path, max_pixels=50_000)
+    assert error.value.code == "too_many_pixels" and "50000" in error.value.message
+    assert probe_image(path, max_pixels=60_000).width == 300

@@ -1,0 +1,96 @@
+"""Ingest: manifests and rejects for folders and CSVs, in every encoding users send."""
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tuwen.ingest import (
+    InputError,
+    read_csv_records,
+    read_image_queries,
+    read_text_set,
+    rejects_of,
+    scan_image_folder,
+)
+
+
+def make_folder(tmp_path):
+    folder = tmp_path / "ImageData"
+    folder.mkdir()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(folder / "Image1-0002.jpg", format="JPEG")
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(folder / "Image1-0001.jpg", format="PNG")
+    (folder / "Image1-0003.jpg").write_bytes(b"")
+    (folder / ".DS_Store").write_bytes(b"\0\0")
+    (folder / "Thumbs.db").write_bytes(b"\0")
+    return folder
+
+
+def test_folder_manifest_lists_every_entry_with_a_status(tmp_path):
+    manifest = scan_image_folder(make_folder(tmp_path), workers=2)
+    status = dict(zip(manifest["image_id"], manifest["status"], strict=True))
+    assert list(manifest["image_id"]) == sorted(status)
+    assert status == {
+        ".DS_Store": "ignored",
+        "Image1-0001.jpg": "ok",
+        "Image1-0002.jpg": "ok",
+        "Image1-0003.jpg": "rejected",
+        "Thumbs.db": "ignored",
+    }
+    ok = manifest[manifest["status"] == "ok"]
+    assert set(ok["format"]) == {"PNG", "JPEG"} and ok["digest"].str.len().eq(64).all()
+    rejects = rejects_of(manifest, "image_id", "ImageData")
+    assert set(rejects["id"]) == {".DS_Store", "Thumbs.db", "Image1-0003.jpg"}
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        scan_image_folder(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030"])
+def test_csv_is_read_in_every_encoding(tmp_path, encoding):
+    path = tmp_path / "word_test.csv"
+    text = 'text_id,caption\r\nWord-1,"红色的圆形,在左边"\r\nWord-2,"他说""好""\n第二行"\r\n'
+    path.write_bytes(text.encode(encoding))
+    records = read_csv_records(path, ["text_id", "caption"])
+    assert [row["caption"] for _, row in records.rows] == ["红色的圆形,在左边", '他说"好"\n第二行']
+
+
+def test_missing_column_error_lists_the_columns_found(tmp_path):
+    path = tmp_path / "word_test.csv"
+    path.write_text("id,text,extra\nWord-1,你好,x\n", encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        read_csv_records(path, ["text_id", "caption"])
+    assert "text_id, caption" in str(error.value) and "id, text, extra" in str(error.value)
+
+
+def test_text_set_rejects_duplicates_and_empty_captions_naming_the_row(tmp_path):
+    path = tmp_path / "word_data.csv"
+    path.write_text(
+        "text_id,caption,source\n Word-1 ,猫,a\nWord-2,  ,b\nWord-1,猫,c\nWord-3,狗,d\n", encoding="utf-8"
+    )
+    manifest = read_text_set(path, "text_id")
+    assert list(manifest["text_id"]) == ["Word-1", "Word-2", "Word-1", "Word-3"]
+    assert list(manifest["status"]) == ["ok", "rejected", "rejected", "ok"]
+    assert list(manifest["reason_code"]) == ["", "empty_caption", "duplicate_id", ""]
+    assert "row 3" in manifest.loc[2, "reason"] and "row 1" in manifest.loc[2, "reason"]
+
+
+def test_pairs_naming_absent_or_rejected_images_are_rejected(tmp_path):
+    images = scan_image_folder(make_folder(tmp_path))
+    path = tmp_path / "ImageWordData.csv"
+    path.write_text(
+        "image_id,caption\nImage1-0001.jpg,一\nImage1-0003.jpg,二\nImage1-9999.jpg,三\n", encoding="utf-8"
+    )
+    manifest = read_text_set(path, "image_id", images)
+    assert list(manifest["reason_code"]) == ["", "image_rejected", "image_missing"]
+    assert "Image1-9999.jpg" in manifest.loc[2, "reason"]
+
+
+def test_image_queries_are_checked_against_the_folder(tmp_path):
+    images = scan_image_folder(make_folder(tmp_path))
+    path = tmp_path / "image_test.csv"
+    path.write_text("image_id\nImage1-0002.jpg\nImage1-0404.jpg\nImage1-0002.jpg\n", encoding="utf-8")
+    manifest = read_image_queries(path, images)
+    assert list(manifest["reason_code"]) == ["", "image_missing", "duplicate_id"]
+    assert isinstance(manifest, pd.DataFrame)

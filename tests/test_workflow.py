@@ -1,0 +1,199 @@
+"""The workflow end to end, through Snakemake, each test in its own temporary working directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.cn_clip_reference import cn_clip_recall
+from tests.conftest import planned_jobs, snakemake
+from tuwen.demo import ALL_SCENES, draw_scene, generate_demo
+from tuwen.evaluation import positives_by_query
+from tuwen.models import architecture, build_model, checkpoint_digest, load_model, model_tag, save_checkpoint
+from tuwen.parquet import read_features
+
+SMALL_DEMO = {"demo": {"train_pairs": 40, "queries": 20}}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """The default workflow (embedded demo, smaller), run once for the tests below."""
+    workdir = tmp_path_factory.mktemp("demo")
+    snakemake(workdir, config=SMALL_DEMO)
+    return workdir
+
+
+def read_rows(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.mark.parametrize(
+    ("table", "header", "queries_csv", "query_column"),
+    [
+        (
+            "result1.csv",
+            ["text_id", "similarity_ranking", "result_image_id"],
+            "附件2/word_test.csv",
+            "text_id",
+        ),
+        (
+            "result2.csv",
+            ["image_id", "similarity_ranking", "result_text_id"],
+            "附件3/image_test.csv",
+            "image_id",
+        ),
+    ],
+)
+def test_result_tables_have_contest_format_and_query_order(
+    demo_run, table, header, queries_csv, query_column
+):
+    rows = read_rows(demo_run / "results" / table)
+    assert rows[0] == header
+    queries = pd.read_csv(demo_run / "results/demo/data" / queries_csv)[query_column].tolist()
+    assert [r[0] for r in rows[1::5]] == queries
+    assert [r[1] for r in rows[1:]] == ["1", "2", "3", "4", "5"] * len(queries)
+    for start in range(1, len(rows), 5):
+        assert len({r[2] for r in rows[start : start + 5]}) == 5
+
+
+@pytest.mark.parametrize(("task", "gallery"), [("t2i", "t2i_gallery"), ("i2t", "i2t_gallery")])
+def test_topk_equals_brute_force_on_the_written_features(demo_run, task, gallery):
+    results = demo_run / "results"
+    queries = read_features(results / "retrieval" / task / "queries.parquet")
+    shards = [read_features(p) for p in sorted((results / "features").glob(f"*/{gallery}/*.parquet"))]
+    ids = [i for s in shards for i in s.ids]
+    embeddings = np.concatenate([s.embeddings for s in shards]).astype(np.float64)
+    scores = queries.embeddings.astype(np.float64) @ embeddings.T
+    id_array = np.asarray(ids, dtype=str)
+    expected = [id_array[np.lexsort((id_array, -row))][:10].tolist() for row in scores]
+    topk = pd.read_parquet(results / "retrieval" / task / "topk.parquet")
+    got = [g["target_id"].tolist() for _, g in topk.groupby("query_id", sort=False)]
+    assert got == expected
+
+
+def test_recall_equals_cn_clip_own_evaluation(demo_run, tmp_path):
+    metrics = json.loads((demo_run / "results/eval/metrics.json").read_text())
+    truth = pd.read_csv(demo_run / "results/demo/data/ground_truth.csv")
+    for task in ("t2i", "i2t"):
+        topk = pd.read_parquet(demo_run / "results/retrieval" / task / "topk.parquet")
+        reference = cn_clip_recall(topk, positives_by_query(truth, task), task, tmp_path)
+        for key, value in reference.items():
+            assert metrics[task][key] == pytest.approx(value, abs=1e-9)
+
+
+def test_every_input_id_is_encoded_rejected_or_ignored(demo_run):
+    accounting = pd.read_csv(demo_run / "results/summary/accounting.csv").set_index("collection")
+    assert (
+        accounting["inputs"] == accounting["accepted"] + accounting["rejected"] + accounting["ignored"]
+    ).all()
+    encoded = accounting.dropna(subset=["encoded"])
+    assert (encoded["encoded"] == encoded["accepted"]).all() and len(encoded) == 6
+    rejects = pd.read_csv(demo_run / "results/manifest/train_texts/rejects.csv")
+    assert set(rejects["reason_code"]) == {"image_missing"} and len(rejects) == 2
+
+
+def test_figures_and_report(demo_run):
+    for task in ("t2i", "i2t"):
+        for name in ("query_0.png", "query_2.png", "score_histogram.png"):
+            assert (demo_run / "results/figures" / task / name).read_bytes()[:4] == b"\x89PNG"
+        assert "font lacks a glyph" not in (demo_run / f"results/logs/query_figures/{task}.log").read_text()
+    snakemake(demo_run, "--report", "results/report.html", config=SMALL_DEMO)
+    report = (demo_run / "results/report.html").read_text(encoding="utf-8")
+    assert "metrics.csv" in report and "query_0.png" in report
+    assert not (demo_run / "results/retrieval/t2i/similarity.npy").exists()
+
+
+def test_adding_images_encodes_only_the_new_shard(tmp_path):
+    data = tmp_path / "contest"
+    generate_demo(data, train_pairs=20, queries=10)
+    config = {"data_root": str(data), "shards": {"size": 8}}
+    first = snakemake(tmp_path / "run", "results/result1.csv", config=config)
+    old_encodes = [w for rule, w in planned_jobs(first.stderr) if rule == "encode_image_shard"]
+    assert sorted(w["shard"] for w in old_encodes) == ["s00000", "s00001", "s00002"]
+    old_features = sorted((tmp_path / "run/results/features").glob("*/t2i_gallery/*.parquet"))
+    old_mtimes = [p.stat().st_mtime_ns for p in old_features]
+
+    for i in range(3):
+        draw_scene(ALL_SCENES[i], random.Random(100 + i)).save(
+            data / "附件2/ImageData" / f"Image14009999-{i:04d}.jpg", format="JPEG"
+        )
+    second = snakemake(tmp_path / "run", "results/result1.csv", config=config)
+    jobs = planned_jobs(second.stderr)
+    encodes = [(w["col"], w["shard"]) for rule, w in jobs if rule.startswith("encode_")]
+    assert encodes == [("t2i_gallery", "s00003")]
+    assert [w["shard"] for rule, w in jobs if rule == "partial_topk"] == ["s00003"]
+    assert [p.stat().st_mtime_ns for p in old_features] == old_mtimes
+    table = pd.read_csv(tmp_path / "run/results/result1.csv")
+    assert len(table) == 50
+
+
+def test_local_checkpoint_is_encoded_with_its_own_weights(tmp_path):
+    data = tmp_path / "contest"
+    generate_demo(data, train_pairs=20, queries=10)
+    arch = architecture("tuwen-tiny")
+    checkpoint = tmp_path / "my-model.pt"
+    save_checkpoint(build_model(arch, seed=11), checkpoint, arch)
+    tag = model_tag(arch.name, checkpoint_digest(checkpoint))
+    target = f"results/features/{tag}/t2i_queries/s00000.parquet"
+    snakemake(tmp_path / "run", target, config={"data_root": str(data), "checkpoint": str(checkpoint)})
+    shard = read_features(tmp_path / "run" / target)
+    captions = pd.read_csv(data / "附件2/word_test.csv")["caption"].tolist()
+
+    import torch
+    from cn_clip.clip import tokenize
+
+    with torch.inference_mode():
+        expected = load_model(arch, checkpoint).encode_text(tokenize(captions)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert shard.metadata["model_tag"] == tag
+    assert np.allclose(shard.embeddings, expected, atol=1e-5)
+
+
+def test_offline_pretrained_model_fails_with_one_clear_line(tmp_path):
+    result = snakemake(
+        tmp_path,
+        "results/models/base/model.json",
+        check=False,
+        config={"model": "ViT-B-16", "weights_dir": str(tmp_path / "weights")},
+    )
+    assert result.returncode != 0
+    assert f"tuwen error: pretrained weights for ViT-B-16 are not at {tmp_path / 'weights'}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"shards": {"sise": 3}}, "sise"),
+        ({"encode": {"batch_size": "many"}}, "batch_size"),
+        ({"data_root": "/no/such/folder"}, "does not hold the contest layout"),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(tmp_path, config, message):
+    result = snakemake(tmp_path, "-n", config=config, check=False)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.sample
+def test_real_sample_gives_both_tables_and_names_missing_images(sample_data, tmp_path):
+    snakemake(tmp_path, config={"data_root": str(sample_data)})
+    for table in ("result1.csv", "result2.csv"):
+        rows = pd.read_csv(tmp_path / "results" / table)
+        assert len(rows) == 500 and rows.iloc[:, 0].nunique() == 100
+    rejects = pd.read_csv(tmp_path / "results/manifest/train_texts/rejects.csv")
+    assert set(rejects["id"]) == {"Image14001001-2540.jpg", "Image14001005-3174.jpg"}
+    gallery = pd.read_parquet(tmp_path / "results/manifest/t2i_gallery/images.parquet")
+    assert gallery.loc[gallery["image_id"] == "Image14001007-1551.jpg", "format"].item() == "GIF"
+    encoded = {
+        i
+        for p in (tmp_path / "results/features").glob("*/t2i_gallery/*.parquet")
+        for i in read_features(p).ids
+    }
+    assert "Image14001007-1551.jpg" in encoded and len(encoded) == 200
