@@ -18,6 +18,7 @@ include: "rules/ingest.smk"
 include: "rules/shards.smk"
 include: "rules/models.smk"
 include: "rules/encode.smk"
+include: "rules/train.smk"
 include: "rules/retrieve.smk"
 include: "rules/report.smk"
 

@@ -106,13 +106,20 @@ def base_checkpoint():
     return []
 
 
+TRAIN = config["train"]
+# Model stages: "base" (released, local or seeded weights) and, when training, the run.
+STAGES = ["base", TRAIN["run"]] if TRAIN["enabled"] else ["base"]
+
+
 def model_checkpoint(wildcards):
-    return base_checkpoint()
+    if wildcards.stage == "base":
+        return base_checkpoint()
+    return f"results/models/{wildcards.stage}/checkpoint.pt"
 
 
 def encode_stage():
-    """Which model encodes: the base model (a later stage adds fine-tuned ones)."""
-    return "base"
+    """Which model encodes for retrieval: the fine-tuned one when training, else the base one."""
+    return STAGES[-1]
 
 
 # Rules that depend on the model tag also list the card as a plain input: that puts the
@@ -121,10 +128,24 @@ def encode_stage():
 MODEL_CARD = f"results/models/{encode_stage()}/model.json"
 
 
-def model_tag():
-    card = checkpoints.describe_model.get(stage=encode_stage()).output.card
+def model_tag(stage=None):
+    card = checkpoints.describe_model.get(stage=stage or encode_stage()).output.card
     with open(card, encoding="utf-8") as handle:
         return json.load(handle)["tag"]
+
+
+def card_for_tag(wildcards):
+    """The model card whose tag names the features asked for (cards exist once tags are known)."""
+    for stage in STAGES:
+        path = f"results/models/{stage}/model.json"
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                if json.load(handle)["tag"] == wildcards.model:
+                    return path
+    raise WorkflowError(
+        f"features of model {wildcards.model} were asked for, but no configured model has that tag; "
+        "features of different models are never mixed"
+    )
 
 
 # ---- shards and features -----------------------------------------------------
@@ -145,8 +166,8 @@ def shard_list(wildcards):
     return f"{registry}/lists/{wildcards.shard}.parquet"
 
 
-def features_of(name):
-    tag = model_tag()
+def features_of(name, stage=None):
+    tag = model_tag(stage)
     return [f"results/features/{tag}/{name}/{shard}.parquet" for shard in shards_of(name)]
 
 
@@ -252,6 +273,28 @@ def evaluation_inputs(wildcards):
     }
 
 
+def train_inputs(wildcards):
+    inputs = {
+        "pairs": "results/manifest/train_texts/texts.parquet",
+        "images": "results/manifest/train_images/images.parquet",
+        "card": "results/models/base/model.json",
+    }
+    if TRAIN["lock_image"]:
+        inputs["locked_features"] = features_of("train_images", stage="base")
+    return inputs
+
+
+def train_state_path(wildcards):
+    return f"results/models/{wildcards.run}/state/last.pt"
+
+
+def training_outputs():
+    if not TRAIN["enabled"]:
+        return []
+    run = TRAIN["run"]
+    return [f"results/models/{run}/curves.png", f"results/models/{run}/val_metrics.csv"]
+
+
 def final_outputs():
     outputs = ["results/result1.csv", "results/result2.csv", "results/summary/accounting.csv"]
     for task in TASKS:
@@ -261,4 +304,4 @@ def final_outputs():
             outputs.append(f"results/retrieval/{task}/similarity.npy")
     if ground_truth_path():
         outputs.append("results/eval/metrics.json")
-    return outputs
+    return outputs + training_outputs()

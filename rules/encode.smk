@@ -4,7 +4,7 @@
 rule encode_image_shard:
     input:
         shard_list=shard_list,
-        card=MODEL_CARD,
+        card=card_for_tag,
     output:
         "results/features/{model}/{col}/{shard}.parquet",
     log:
@@ -24,7 +24,7 @@ rule encode_image_shard:
 rule encode_text_shard:
     input:
         shard_list=shard_list,
-        card=MODEL_CARD,
+        card=card_for_tag,
     output:
         "results/features/{model}/{tset}/{shard}.parquet",
     log:

@@ -7,7 +7,7 @@ wildcard_constraints:
     name="|".join([*IMAGE_FOLDERS, *TEXT_SETS]),
     task="|".join(TASKS),
     shard=r"s\d+",
-    stage="base",
+    stage="|".join(STAGES),
 
 
 rule ingest_images:

@@ -23,4 +23,5 @@ class Architecture:
 # Small architectures for the offline demo and tests; their configs ship in tuwen/model_configs.
 SMALL_ARCHITECTURES = {
     "tuwen-tiny": Architecture("tuwen-tiny", "tuwen-tiny-vit", "tuwen-tiny-bert", 64),
+    "tuwen-tiny-rn": Architecture("tuwen-tiny-rn", "tuwen-tiny-rn", "tuwen-tiny-bert", 64),
 }

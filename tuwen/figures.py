@@ -133,3 +133,26 @@ def sample_queries(query_ids: list[str], count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     chosen = sorted(rng.sample(range(len(query_ids)), min(count, len(query_ids))))
     return [query_ids[i] for i in chosen]
+
+
+def training_curves_figure(log_rows: list[dict], summary: dict) -> Figure:
+    """Give the training figure: loss per step, and validation recall before and after each epoch."""
+    use_cjk_font()
+    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(11, 3.8))
+    loss_axis.plot([r["step"] for r in log_rows], [r["loss"] for r in log_rows], lw=1)
+    loss_axis.set_xlabel("步 (step)")
+    loss_axis.set_ylabel("对比损失 (InfoNCE loss)")
+    loss_axis.set_title("训练损失")
+    epochs = [{"epoch": 0, **summary["before"]}, *summary["epochs"]]
+    x = [e["epoch"] for e in epochs]
+    for task, label in (("t2i", "文本→图像 R@5"), ("i2t", "图像→文本 R@5")):
+        recall_axis.plot(x, [e[task]["R@5"] for e in epochs], marker="o", ms=3, label=label)
+    recall_axis.plot(x, [e["mean_recall"] for e in epochs], marker="o", ms=3, label="平均召回 (mean recall)")
+    if summary.get("best_epoch"):
+        recall_axis.axvline(summary["best_epoch"], color="grey", ls="--", lw=1, label="保留的轮次 (kept)")
+    recall_axis.set_xlabel("轮次 (epoch; 0 = 训练前)")
+    recall_axis.set_ylim(0, 1)
+    recall_axis.set_title("验证集召回率")
+    recall_axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,75 @@
+"""Snakemake entry point: fine-tune CN-CLIP on the training pairs, resuming a killed run."""
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tuwen.atomic import atomic_path, write_text_atomic
+from tuwen.encode import ModelCard, pick_device
+from tuwen.figures import save_figure, training_curves_figure
+from tuwen.logs import run_logged
+from tuwen.models import load_model
+from tuwen.train import (
+    FineTuner,
+    locked_features,
+    resolve_settings,
+    run_fingerprint,
+    save_fine_tuned,
+    training_pairs,
+    validation_summary,
+    write_train_log,
+)
+
+
+def main(snakemake) -> None:
+    torch.set_num_threads(snakemake.threads)
+    card = ModelCard.read(snakemake.input.card)
+    images = pd.read_parquet(snakemake.input.images)
+    pairs = training_pairs(pd.read_parquet(snakemake.input.pairs), images)
+    device = pick_device(snakemake.params.settings["device"])
+    settings = resolve_settings(snakemake.params.settings, card.name, snakemake.params.seed, device)
+    logging.info("settings: %s", settings)
+    locked = None
+    if settings.lock_image:
+        locked = locked_features(list(snakemake.input.locked_features), images)
+    model = load_model(card.arch, card.checkpoint, device)
+    state_path = Path(snakemake.params.state)
+    tuner = FineTuner(
+        model,
+        card.arch,
+        pairs,
+        settings,
+        state_path,
+        run_fingerprint(settings, card.weights_sha256, pairs),
+        locked,
+    )
+    state = tuner.run()
+
+    save_fine_tuned(tuner.best_model(), card.arch, snakemake.output.checkpoint, state)
+    write_train_log(state.log_rows, snakemake.output.log_table)
+    summary = validation_summary(state, len(tuner.train_pairs), len(tuner.val_pairs))
+    write_text_atomic(snakemake.output.metrics, json.dumps(summary, indent=2) + "\n")
+    rows = [
+        {
+            "model": label,
+            "epoch": epoch,
+            **{f"{t} R@{k}": m[t][f"R@{k}"] for t in ("t2i", "i2t") for k in (1, 5, 10)},
+            "mean_recall": m["mean_recall"],
+        }
+        for label, epoch, m in (
+            ("before", 0, summary["before"]),
+            ("after", state.best_epoch, summary["after"]),
+        )
+    ]
+    with atomic_path(snakemake.output.metrics_table) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")
+    save_figure(training_curves_figure(state.log_rows, summary), snakemake.output.curves)
+    # Finished: a later run of this rule (forced, or with new inputs) trains afresh.
+    state_path.unlink(missing_ok=True)
+    logging.info("kept epoch %d: %s", state.best_epoch, json.dumps(summary["after"]))
+
+
+run_logged(main, snakemake)
