@@ -18,7 +18,8 @@ from tuwen.evaluation import positives_by_query
 from tuwen.models import architecture, build_model, checkpoint_digest, load_model, model_tag, save_checkpoint
 from tuwen.parquet import read_features
 
-SMALL_DEMO = {"demo": {"train_pairs": 40, "queries": 20}}
+SMALL_DEMO = {"demo": {"train_pairs": 60, "queries": 20}, "train": {"epochs": 2}}
+NO_TRAINING = {"train": {"enabled": False}}
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,7 @@ def test_every_input_id_is_encoded_rejected_or_ignored(demo_run):
     ).all()
     encoded = accounting.dropna(subset=["encoded"])
     assert (encoded["encoded"] == encoded["accepted"]).all() and len(encoded) == 6
+    assert accounting.loc["train_texts", "rejected"] == 2
     rejects = pd.read_csv(demo_run / "results/manifest/train_texts/rejects.csv")
     assert set(rejects["reason_code"]) == {"image_missing"} and len(rejects) == 2
 
@@ -113,7 +115,7 @@ def test_figures_and_report(demo_run):
 def test_adding_images_encodes_only_the_new_shard(tmp_path):
     data = tmp_path / "contest"
     generate_demo(data, train_pairs=20, queries=10)
-    config = {"data_root": str(data), "shards": {"size": 8}}
+    config = {"data_root": str(data), "shards": {"size": 8}, **NO_TRAINING}
     first = snakemake(tmp_path / "run", "results/result1.csv", config=config)
     old_encodes = [w for rule, w in planned_jobs(first.stderr) if rule == "encode_image_shard"]
     assert sorted(w["shard"] for w in old_encodes) == ["s00000", "s00001", "s00002"]
@@ -142,7 +144,11 @@ def test_local_checkpoint_is_encoded_with_its_own_weights(tmp_path):
     save_checkpoint(build_model(arch, seed=11), checkpoint, arch)
     tag = model_tag(arch.name, checkpoint_digest(checkpoint))
     target = f"results/features/{tag}/t2i_queries/s00000.parquet"
-    snakemake(tmp_path / "run", target, config={"data_root": str(data), "checkpoint": str(checkpoint)})
+    snakemake(
+        tmp_path / "run",
+        target,
+        config={"data_root": str(data), "checkpoint": str(checkpoint), "model": "tuwen-tiny", **NO_TRAINING},
+    )
     shard = read_features(tmp_path / "run" / target)
     captions = pd.read_csv(data / "附件2/word_test.csv")["caption"].tolist()
 
@@ -183,7 +189,7 @@ def test_bad_config_is_refused_before_any_job(tmp_path, config, message):
 
 @pytest.mark.sample
 def test_real_sample_gives_both_tables_and_names_missing_images(sample_data, tmp_path):
-    snakemake(tmp_path, config={"data_root": str(sample_data)})
+    snakemake(tmp_path, config={"data_root": str(sample_data), **NO_TRAINING})
     for table in ("result1.csv", "result2.csv"):
         rows = pd.read_csv(tmp_path / "results" / table)
         assert len(rows) == 500 and rows.iloc[:, 0].nunique() == 100

@@ -171,14 +171,13 @@ class TrainState:
 
 
 def _parameter_groups(model: CLIP, weight_decay: float) -> list[dict]:
-    # cn_clip's rule: no decay on norms, biases and the logit scale.
-    def exempt(name: str) -> bool:
-        return "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name or "LayerNorm" in name
-
+    # cn_clip exempts norms, biases and the logit scale from decay by name ("bn", "ln", "bias");
+    # its names miss the ResNet's downsample BatchNorm ("downsample.1"), so decide by shape:
+    # every 0-D and 1-D tensor is a gain, bias or scale.
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return [
-        {"params": [p for n, p in named if exempt(n)], "weight_decay": 0.0},
-        {"params": [p for n, p in named if not exempt(n)], "weight_decay": weight_decay},
+        {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for _, p in named if p.ndim >= 2], "weight_decay": weight_decay},
     ]
 
 
@@ -373,6 +372,9 @@ class FineTuner:
             # micro-batch again with grad against the cached rest, so negatives span the step.
             with torch.no_grad(), self._autocast():
                 cached = [self._features(*m) for m in micro]
+            # The logit scale is live in every pass; letting its gradient through once makes
+            # the step's gradient that of the whole batch (cn_clip counts it `accum` times).
+            # With BatchNorm (ResNet towers) statistics still follow the micro-batch, as in cn_clip.
             total = 0.0
             for j, m in enumerate(micro):
                 with self._autocast():
@@ -381,7 +383,8 @@ class FineTuner:
                         [c[0] for c in cached[:j]] + [image_j] + [c[0] for c in cached[j + 1 :]]
                     )
                     texts = torch.cat([c[1] for c in cached[:j]] + [text_j] + [c[1] for c in cached[j + 1 :]])
-                    loss = contrastive_loss(images, texts, self.model.logit_scale.exp())
+                    scale = self.model.logit_scale.exp()
+                    loss = contrastive_loss(images, texts, scale if j == 0 else scale.detach())
                 self._backward(loss)
                 total = float(loss.detach())
         if self.scaler:
@@ -426,7 +429,7 @@ class FineTuner:
                         "epoch": self.state.epoch + 1,
                         "loss": loss,
                         "lr": lr,
-                        "logit_scale": float(self.model.logit_scale.exp()),
+                        "logit_scale": float(self.model.logit_scale.detach().exp()),
                         "samples_per_s": len(batch) / seconds,
                     }
                 )

@@ -1,0 +1,103 @@
+"""Fine-tuning inside the workflow: it learns, its checkpoint is cn_clip's, and a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import REPO, SNAKEMAKE, snakemake
+from tuwen.parquet import read_features
+
+TRAINING = {
+    "demo": {"train_pairs": 400, "queries": 20},
+    "train": {"epochs": 6, "batch_size": 32, "val_fraction": 0.25, "warmup_steps": 5, "save_every_steps": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("train")
+    snakemake(workdir, config=TRAINING)
+    return workdir
+
+
+def test_training_clearly_beats_the_untrained_model(trained):
+    metrics = json.loads((trained / "results/models/finetune/val_metrics.json").read_text())
+    before, after = metrics["before"], metrics["after"]
+    assert metrics["validation_pairs"] >= 80
+    for task in ("t2i", "i2t"):
+        assert after[task]["R@5"] >= before[task]["R@5"] + 0.15, (task, before[task], after[task])
+    assert after["mean_recall"] >= 2 * before["mean_recall"]
+    log = pd.read_csv(trained / "results/models/finetune/train_log.csv")
+    assert list(log.columns) == ["step", "epoch", "loss", "lr", "logit_scale", "samples_per_s"]
+    assert log["loss"].tail(5).mean() < log["loss"].head(5).mean()
+
+
+def test_retrieval_uses_the_fine_tuned_checkpoint_as_cn_clip_loads_it(trained):
+    import cn_clip.clip as cn_clip
+
+    card = json.loads((trained / "results/models/finetune/model.json").read_text())
+    base = json.loads((trained / "results/models/base/model.json").read_text())
+    assert card["tag"] != base["tag"]
+    model, _ = cn_clip.load_from_name(
+        str(trained / "results/models/finetune/checkpoint.pt"),
+        device="cpu",
+        vision_model_name="tuwen-tiny-rn",
+        text_model_name="tuwen-tiny-bert",
+        input_resolution=64,
+    )
+    shard = read_features(trained / f"results/features/{card['tag']}/t2i_queries/s00000.parquet")
+    captions = pd.read_csv(trained / "results/demo/data/附件2/word_test.csv").set_index("text_id")["caption"]
+    with torch.inference_mode():
+        expected = model.eval().encode_text(cn_clip.tokenize(captions.loc[shard.ids].tolist())).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(shard.embeddings, expected, atol=1e-5)
+    assert not list((trained / "results/features").glob(f"{base['tag']}/*"))
+
+
+def test_killed_training_resumes_where_it_stopped(tmp_path):
+    workdir = tmp_path / "run"
+    config = {**TRAINING, "train": {**TRAINING["train"], "epochs": 8}}
+    snakemake(workdir, "results/models/base/model.json", config=config)  # writes the config file
+    command = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "results/models/finetune/checkpoint.pt",
+        "--configfile",
+        str(workdir / "test-config.yaml"),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr.txt").open("w"), start_new_session=True
+    )
+    state = workdir / "results/models/finetune/state/last.pt"
+    log = workdir / "results/logs/train_model/finetune.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and "epoch 2/8" in log.read_text()):
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert state.exists() and not (workdir / "results/models/finetune/checkpoint.pt").exists()
+
+    snakemake(workdir, "--unlock", config=config)
+    snakemake(workdir, "results/models/finetune/checkpoint.pt", config=config)
+    resumed = log.read_text()
+    assert "resumed at step" in resumed and "before training" not in resumed
+    step = int(resumed.split("resumed at step ")[1].split()[0])
+    steps = pd.read_csv(workdir / "results/models/finetune/train_log.csv")["step"].tolist()
+    assert step >= 2 and steps == list(range(1, len(steps) + 1))
+    assert not state.exists()
