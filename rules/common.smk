@@ -135,13 +135,20 @@ def model_tag(stage=None):
 
 
 def card_for_tag(wildcards):
-    """The model card whose tag names the features asked for (cards exist once tags are known)."""
+    """The model card whose tag names the features asked for.
+
+    Cards already written are read directly; if none matches (features asked for before
+    any card exists), the checkpoint API makes Snakemake describe the models first.
+    """
     for stage in STAGES:
         path = f"results/models/{stage}/model.json"
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 if json.load(handle)["tag"] == wildcards.model:
                     return path
+    for stage in STAGES:
+        if model_tag(stage) == wildcards.model:
+            return f"results/models/{stage}/model.json"
     raise WorkflowError(
         f"features of model {wildcards.model} were asked for, but no configured model has that tag; "
         "features of different models are never mixed"

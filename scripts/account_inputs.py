@@ -30,7 +30,9 @@ def main(snakemake) -> None:
                 task, pd.read_parquet(manifest_path), pd.read_parquet(topk_path), pd.read_csv(unencoded_path)
             )
         )
-    table = pd.DataFrame(rows).astype({"encoded": "Int64", "not_encoded": "Int64"})
+    table = pd.DataFrame(rows).astype(
+        {"encoded": "Int64", "not_encoded": "Int64", "truncated_captions": "Int64"}
+    )
     with atomic_path(snakemake.output[0]) as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
     logging.info("run summary:\n%s", table.to_string(index=False))

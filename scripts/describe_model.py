@@ -16,7 +16,7 @@ def main(snakemake) -> None:
         checkpoint = snakemake.input.checkpoint
     else:
         checkpoint = str(fetch_pretrained(name, snakemake.params.weights_dir))
-    digest = checkpoint_digest(checkpoint)
+    digest = checkpoint_digest(checkpoint, arch)
     card = ModelCard(model_tag(arch.name, digest), arch.name, checkpoint, digest)
     write_text_atomic(snakemake.output.card, json.dumps(card.as_dict(), indent=2) + "\n")
     logging.info("model %s: %s", card.tag, checkpoint)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tuwen.architectures import CONTEXT_LENGTH
 from tuwen.parquet import FeatureShard
 
 
@@ -27,7 +28,15 @@ def collection_account(name: str, manifest: pd.DataFrame, shards: list[FeatureSh
         "rejected": int((manifest["status"] == "rejected").sum()),
         "ignored": int((manifest["status"] == "ignored").sum()),
         "reasons": "; ".join(f"{code}={count}" for code, count in reasons.items()),
+        "truncated_captions": _truncated(accepted),
     }
+
+
+def _truncated(accepted: pd.DataFrame) -> int | None:
+    # Captions over cn_clip's 52-token context are kept; the model reads their start only.
+    if "tokens" not in accepted.columns:
+        return None
+    return int((accepted["tokens"] > CONTEXT_LENGTH).sum())
 
 
 def query_account(task: str, queries: pd.DataFrame, topk: pd.DataFrame, unencoded: pd.DataFrame) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+CONTEXT_LENGTH = 52  # cn_clip's text context for every released model: [CLS] + 50 + [SEP]
+
 
 @dataclass(frozen=True)
 class Architecture:

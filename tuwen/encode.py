@@ -18,8 +18,9 @@ from cn_clip.clip.model import CLIP
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from tuwen.architectures import CONTEXT_LENGTH, Architecture
 from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, load_image
-from tuwen.models import CONTEXT_LENGTH, Architecture, architecture, load_model
+from tuwen.models import architecture, load_model
 from tuwen.parquet import read_table, write_features
 
 

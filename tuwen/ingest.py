@@ -142,7 +142,18 @@ def read_csv_records(path: str | os.PathLike, required: list[str]) -> CsvRecords
     return CsvRecords(str(path), encoding, columns, rows)
 
 
-TEXT_MANIFEST_COLUMNS = ["text_id", "image_id", "caption", "row", "status", "reason_code", "reason"]
+TEXT_MANIFEST_COLUMNS = ["text_id", "image_id", "caption", "tokens", "row", "status", "reason_code", "reason"]
+
+
+def caption_tokens(caption: str) -> int:
+    """Give the number of cn_clip tokens of a caption, [CLS] and [SEP] included.
+
+    Longer than 52 and the model sees only the first 50 word pieces; such captions are
+    kept and counted as truncated.
+    """
+    from cn_clip.clip import _tokenizer  # imports torch: only text ingest needs it
+
+    return len(_tokenizer.tokenize(caption)) + 2
 
 
 def read_text_set(
@@ -165,6 +176,7 @@ def read_text_set(
             "text_id": item_id,
             "image_id": item_id if image_status is not None else "",
             "caption": caption,
+            "tokens": caption_tokens(caption),
             "row": number,
             "status": OK,
             "reason_code": "",

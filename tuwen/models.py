@@ -28,8 +28,6 @@ from tuwen.architectures import SMALL_ARCHITECTURES, Architecture
 from tuwen.atomic import atomic_path
 from tuwen.errors import TuwenError
 
-CONTEXT_LENGTH = 52  # cn_clip's text context for every released model
-
 
 class ModelError(TuwenError):
     """A model that cannot be built or loaded, with what to do about it."""
@@ -209,9 +207,12 @@ def weights_digest(state_dict: dict) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_digest(path: str | os.PathLike) -> str:
-    """Give the weights digest of a cn_clip checkpoint file."""
-    return weights_digest(_read_checkpoint(Path(path))["state_dict"])
+def checkpoint_digest(path: str | os.PathLike, arch: Architecture | None = None) -> str:
+    """Give the weights digest of a cn_clip checkpoint file, first checking it fits `arch` if given."""
+    checkpoint = _read_checkpoint(Path(path))
+    if arch is not None:
+        _check_fits(arch, checkpoint["state_dict"], Path(path))
+    return weights_digest(checkpoint["state_dict"])
 
 
 def model_tag(name: str, digest: str) -> str:

@@ -32,11 +32,12 @@ from cn_clip.clip.model import CLIP
 from cn_clip.training.scheduler import cosine_lr
 from torch.utils.data import DataLoader, Dataset
 
+from tuwen.architectures import CONTEXT_LENGTH, Architecture
 from tuwen.atomic import atomic_path, write_text_atomic
 from tuwen.encode import encode_images, encode_texts
 from tuwen.evaluation import RECALL_KS, recall_at_k
 from tuwen.images import load_image
-from tuwen.models import CONTEXT_LENGTH, Architecture, save_checkpoint
+from tuwen.models import save_checkpoint
 
 LOG = logging.getLogger("tuwen.train")
 LOGIT_SCALE_MAX = float(np.log(100.0))  # cn_clip clamps to ln(100) = 4.6052

@@ -1,0 +1,198 @@
+"""Bad input: every case gets a clear reason, no id is lost, a killed run resumes to the same bytes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, SNAKEMAKE, snakemake
+from tests.messy_data import (
+    GALLERY_EXPECTED,
+    I2T_QUERY_EXPECTED,
+    PIXEL_LIMIT,
+    T2I_QUERY_EXPECTED,
+    write_gallery,
+    write_messy_contest,
+)
+from tuwen.images import ImageRejected, load_image, probe_image
+from tuwen.ingest import scan_image_folder
+from tuwen.models import architecture, build_model, save_checkpoint
+from tuwen.parquet import read_features
+
+CONFIG = {"train": {"enabled": False}, "ingest": {"max_image_pixels": PIXEL_LIMIT}, "shards": {"size": 8}}
+
+
+def test_every_gallery_case_gets_its_status_and_reason(tmp_path):
+    import random
+
+    write_gallery(tmp_path / "g", random.Random(0))
+    manifest = scan_image_folder(tmp_path / "g", PIXEL_LIMIT, workers=2)
+    got = {r.image_id: (r.status, r.reason_code) for r in manifest.itertuples()}
+    assert got == GALLERY_EXPECTED
+    bomb = manifest.set_index("image_id").loc["Image-bomb.png", "reason"]
+    assert str(PIXEL_LIMIT) in bomb and "6000x4000" in bomb
+    formats = manifest.set_index("image_id")["format"]
+    assert formats["Image-gif.jpg"] == "GIF" and formats["Image-webp.jpg"] == "WEBP"
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), colour).convert("P") for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "a.jpg", format="GIF", save_all=True, append_images=frames[1:])
+    image, _ = load_image(tmp_path / "a.jpg")
+    assert image.getpixel((4, 4))[0] > 200 and image.getpixel((4, 4))[2] < 50
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "CMYK", "L", "RGBA"])
+def test_every_mode_becomes_rgb(tmp_path, mode):
+    image_format = "JPEG" if mode in ("CMYK", "L") else "PNG"
+    Image.new("RGB", (8, 8), (10, 200, 30)).convert(mode).save(tmp_path / "m.img", format=image_format)
+    image, _ = load_image(tmp_path / "m.img")
+    assert image.mode == "RGB" and image.size == (8, 8)
+
+
+def test_a_file_that_cannot_be_read_is_rejected(tmp_path, monkeypatch):
+    # Tests run as root, whom file permissions do not stop: make the read itself fail.
+    path = tmp_path / "locked.jpg"
+    Image.new("RGB", (8, 8)).save(path, format="JPEG")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ImageRejected) as error:
+        probe_image(path)
+    assert error.value.code == "unreadable" and "permission denied" in error.value.message
+
+
+@pytest.fixture(scope="module")
+def messy_run(tmp_path_factory) -> tuple[Path, Path]:
+    data = tmp_path_factory.mktemp("messy") / "contest"
+    write_messy_contest(data)
+    workdir = tmp_path_factory.mktemp("messy-run")
+    snakemake(workdir, config={"data_root": str(data), **CONFIG})
+    return data, workdir
+
+
+def test_no_gallery_file_is_lost(messy_run):
+    data, workdir = messy_run
+    rejects = pd.read_csv(workdir / "results/manifest/t2i_gallery/rejects.csv")
+    encoded = {
+        i
+        for p in (workdir / "results/features").glob("*/t2i_gallery/*.parquet")
+        for i in read_features(p).ids
+    }
+    names = set(os.listdir(data / "附件2/ImageData"))
+    assert encoded | set(rejects["id"]) == names and not encoded & set(rejects["id"])
+    assert encoded == {name for name, (status, _) in GALLERY_EXPECTED.items() if status == "ok"}
+    reasons = dict(zip(rejects["id"], rejects["reason_code"], strict=True))
+    assert reasons == {n: code for n, (status, code) in GALLERY_EXPECTED.items() if status != "ok"}
+    assert rejects["reason"].str.len().gt(20).all()
+
+
+def test_query_rows_are_answered_or_rejected_by_row(messy_run):
+    _, workdir = messy_run
+    for manifest, table, expected in (
+        ("t2i_queries/texts.parquet", "result1.csv", T2I_QUERY_EXPECTED),
+        ("i2t_queries/queries.parquet", "result2.csv", I2T_QUERY_EXPECTED),
+    ):
+        rows = pd.read_parquet(workdir / "results/manifest" / manifest)
+        assert dict(zip(rows["row"], rows["reason_code"], strict=True)) == expected
+        answered = pd.read_csv(workdir / "results" / table)
+        ok_ids = rows.loc[rows["status"] == "ok"].iloc[:, 0].tolist()
+        assert answered.iloc[::5, 0].tolist() == ok_ids
+        assert answered.groupby(answered.columns[0]).size().eq(5).all()
+    rejects = pd.read_csv(workdir / "results/manifest/t2i_queries/rejects.csv")
+    assert rejects["source_file"].str.endswith("word_test.csv").all() and set(rejects["row"]) == {3, 4, 5, 7}
+
+
+def test_accounting_and_truncated_captions(messy_run):
+    _, workdir = messy_run
+    accounting = pd.read_csv(workdir / "results/summary/accounting.csv").set_index("collection")
+    assert (
+        accounting["inputs"] == accounting["accepted"] + accounting["rejected"] + accounting["ignored"]
+    ).all()
+    encoded = accounting.dropna(subset=["encoded"])
+    assert (encoded["encoded"] == encoded["accepted"]).all()
+    assert accounting.loc["t2i_queries", "truncated_captions"] == 1
+    assert accounting.loc["train_texts", "reasons"] == "image_missing=1"
+    queries = pd.read_parquet(workdir / "results/manifest/t2i_queries/texts.parquet")
+    long_row = queries.set_index("text_id").loc["Word-7"]
+    assert long_row["status"] == "ok" and long_row["tokens"] > 52
+    assert "run summary" in (workdir / "results/logs/account_inputs.log").read_text()
+
+
+def test_killed_encoding_reruns_to_byte_identical_tables(messy_run, tmp_path):
+    data, reference = messy_run
+    workdir = tmp_path / "run"
+    snakemake(workdir, "-n", config={"data_root": str(data), **CONFIG})  # writes the config file
+    command = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(workdir / "test-config.yaml"),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    logs = workdir / "results/logs/encode"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (logs.exists() and any(logs.rglob("*.log"))):
+        assert process.poll() is None, "workflow ended before encoding started"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (workdir / "results/result1.csv").exists()
+    for path in (workdir / "results").rglob("*.parquet"):
+        pq.read_metadata(path)  # every file under its final name is complete
+
+    snakemake(workdir, "--unlock", config={"data_root": str(data), **CONFIG})
+    snakemake(workdir, config={"data_root": str(data), **CONFIG})
+    for table in ("result1.csv", "result2.csv"):
+        assert (workdir / "results" / table).read_bytes() == (reference / "results" / table).read_bytes()
+
+
+def test_missing_column_stops_with_the_columns_found(tmp_path):
+    data = tmp_path / "contest"
+    write_messy_contest(data)
+    (data / "附件3/word_data.csv").write_text("text_id,text\nWord-1,你好\n", encoding="utf-8")
+    result = snakemake(
+        tmp_path / "run",
+        "results/manifest/i2t_gallery/texts.parquet",
+        check=False,
+        config={"data_root": str(data), **CONFIG},
+    )
+    assert result.returncode != 0
+    assert "missing required column(s) caption; columns found: text_id, text" in result.stderr
+
+
+def test_checkpoint_of_another_architecture_stops_early(tmp_path):
+    data = tmp_path / "contest"
+    write_messy_contest(data)
+    vit = architecture("tuwen-tiny")
+    save_checkpoint(build_model(vit, 0), tmp_path / "vit.pt", vit)
+    result = snakemake(
+        tmp_path / "run",
+        "results/models/base/model.json",
+        check=False,
+        config={
+            "data_root": str(data),
+            "model": "tuwen-tiny-rn",
+            "checkpoint": str(tmp_path / "vit.pt"),
+            **CONFIG,
+        },
+    )
+    assert result.returncode != 0 and "does not fit architecture tuwen-tiny-rn" in result.stderr
