@@ -10,7 +10,7 @@ READY := $(VENV)/.tuwen-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test lint bench clean
+.PHONY: env run test test-cluster lint bench clean
 
 env: .venv
 
@@ -28,6 +28,10 @@ run: .venv
 
 test: .venv
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# The SLURM test: needs root; starts (and afterwards stops) the harness in ../shared/tools/slurm.
+test-cluster: .venv
+	.venv/bin/python -m pytest -m cluster $(PYTEST_ARGS)
 
 lint: .venv
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakemake --lint

@@ -13,6 +13,7 @@ rule encode_image_shard:
         "results/benchmarks/encode/{model}/{col}/{shard}.tsv"
     threads: 2
     resources:
+        gpu=config["gpus_per_job"],
         mem_mb=8000,
         runtime=240,
     conda:
@@ -33,6 +34,7 @@ rule encode_text_shard:
         "results/benchmarks/encode/{model}/{tset}/{shard}.tsv"
     threads: 2
     resources:
+        gpu=config["gpus_per_job"],
         mem_mb=4000,
         runtime=60,
     conda:

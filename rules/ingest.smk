@@ -40,6 +40,7 @@ rule ingest_texts:
         rejects="results/manifest/{tset}/rejects.csv",
     params:
         id_column=text_id_column,
+    localrule: True
     log:
         "results/logs/ingest_texts/{tset}.log",
     resources:
@@ -58,6 +59,7 @@ rule ingest_image_queries:
     output:
         manifest="results/manifest/i2t_queries/queries.parquet",
         rejects="results/manifest/i2t_queries/rejects.csv",
+    localrule: True
     log:
         "results/logs/ingest_image_queries.log",
     resources:

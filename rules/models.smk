@@ -5,6 +5,7 @@
 rule init_model:
     output:
         "results/models/init/{arch}-seed{seed}.pt",
+    localrule: True
     log:
         "results/logs/init_model/{arch}-seed{seed}.log",
     resources:
@@ -24,6 +25,7 @@ checkpoint describe_model:
     params:
         model=config["model"],
         weights_dir=config["weights_dir"],
+    localrule: True
     log:
         "results/logs/describe_model/{stage}.log",
     resources:

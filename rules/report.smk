@@ -18,6 +18,7 @@ rule query_figures:
         ),
     params:
         seed=config["seed"],
+    localrule: True
     log:
         "results/logs/query_figures/{task}.log",
     resources:
@@ -39,6 +40,7 @@ rule evaluate:
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
+    localrule: True
     log:
         "results/logs/evaluate.log",
     resources:
@@ -61,6 +63,7 @@ rule account_inputs:
         ),
     params:
         encoded=encoded_collections(),
+    localrule: True
     log:
         "results/logs/account_inputs.log",
     resources:

@@ -8,6 +8,7 @@ rule gather_queries:
     output:
         queries="results/retrieval/{task}/queries.parquet",
         unencoded="results/retrieval/{task}/unencoded_queries.csv",
+    localrule: True
     log:
         "results/logs/gather_queries/{task}.log",
     resources:
@@ -49,6 +50,7 @@ rule merge_topk:
         "results/retrieval/{task}/topk.parquet",
     params:
         keep_top=config["retrieval"]["keep_top"],
+    localrule: True
     log:
         "results/logs/merge_topk/{task}.log",
     resources:
@@ -67,6 +69,7 @@ rule dense_similarity:
         matrix="results/retrieval/{task}/similarity.npy",
         query_ids="results/retrieval/{task}/similarity_query_ids.txt",
         target_ids="results/retrieval/{task}/similarity_target_ids.txt",
+    localrule: True
     log:
         "results/logs/dense_similarity/{task}.log",
     resources:
@@ -91,6 +94,7 @@ rule result_table:
         number="1|2",
     params:
         task=table_task,
+    localrule: True
     log:
         "results/logs/result_table/result{number}.log",
     resources:

@@ -10,6 +10,7 @@ checkpoint assign_shards:
     params:
         registry="results/shards/{name}",
         shard_size=config["shards"]["size"],
+    localrule: True
     log:
         "results/logs/assign_shards/{name}.log",
     resources:

@@ -30,6 +30,7 @@ rule train_model:
         "results/benchmarks/train_model/{run}.tsv"
     threads: 2
     resources:
+        gpu=config["gpus_per_job"],
         mem_mb=16000,
         runtime=1440,
     conda:

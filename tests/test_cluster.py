@@ -1,0 +1,109 @@
+"""The same workflow on a real one-node SLURM cluster, through snakemake-executor-plugin-slurm.
+
+Needs root and ../shared/tools/slurm (which installs and starts slurmctld, slurmd, slurmdbd
+with one fake GPU); skipped otherwise. `make test-cluster` runs it; `.ci/run` calls that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SNAKEMAKE, snakemake
+
+pytestmark = pytest.mark.cluster
+HARNESS = REPO.parent / "shared" / "tools" / "slurm"
+CONFIG = {"demo": {"train_pairs": 60, "queries": 20}, "train": {"epochs": 2}}
+GPU_RULES = {"encode_image_shard", "encode_text_shard", "train_model"}
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM harness needs root")
+    if not (HARNESS / "start-slurm.sh").exists():
+        pytest.skip(f"SLURM harness not found at {HARNESS}")
+    subprocess.run(
+        ["timeout", "600", "bash", str(HARNESS / "start-slurm.sh")], check=True, capture_output=True
+    )
+    yield
+    subprocess.run(["timeout", "120", "bash", str(HARNESS / "stop-slurm.sh")], capture_output=True)
+
+
+def run_on_slurm(workdir: Path, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow through profiles/slurm, bounded so a hang fails instead of waiting forever."""
+    command = [
+        "timeout",
+        "1200",
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(REPO / "profiles/slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        *targets,
+        "--configfile",
+        str(workdir / "test-config.yaml"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr[-5000:]
+    return result
+
+
+def submitted_jobs(log: str) -> dict[str, str]:
+    """Give SLURM job id -> rule, from Snakemake's own submission lines."""
+    pattern = r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/"
+    return dict(re.findall(pattern, log))
+
+
+def accounting(job_ids: list[str]) -> dict[str, str]:
+    """Give SLURM job id -> allocated TRES, from sacct."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--format=JobID,AllocTRES,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split("|")[0]: line.split("|")[1] for line in out.splitlines() if line}
+
+
+def test_demo_through_slurm_equals_the_local_run(slurm_cluster, tmp_path):
+    local = tmp_path / "local"
+    snakemake(local, config=CONFIG)
+    cluster = tmp_path / "cluster"
+    snakemake(cluster, "-n", config=CONFIG)  # writes the config file
+    result = run_on_slurm(cluster)
+
+    jobs = submitted_jobs(result.stderr)
+    rules = set(jobs.values())
+    assert {"encode_image_shard", "encode_text_shard", "train_model", "ingest_images"} <= rules
+    assert not rules & {"result_table", "merge_topk", "query_figures"}  # small jobs stay local
+    tres = accounting(list(jobs))
+    assert set(tres) == set(jobs)
+    for job_id, rule in jobs.items():
+        assert ("gres/gpu=1" in tres[job_id]) == (rule in GPU_RULES), (rule, tres[job_id])
+    for table in ("result1.csv", "result2.csv"):
+        assert (cluster / "results" / table).read_bytes() == (local / "results" / table).read_bytes()
+
+
+def test_failed_slurm_job_names_its_log_and_a_rerun_redoes_only_it(slurm_cluster, tmp_path):
+    workdir = tmp_path / "run"
+    broken = {**CONFIG, "train": {"epochs": 1, "precision": "amp"}}  # AMP needs CUDA: the job fails
+    snakemake(workdir, "-n", config=broken)
+    failed = run_on_slurm(workdir, "results/models/finetune/checkpoint.pt", check=False)
+    assert failed.returncode != 0
+    assert "results/logs/train_model/finetune.log" in failed.stderr
+    assert "needs a CUDA device" in (workdir / "results/logs/train_model/finetune.log").read_text()
+
+    snakemake(workdir, "-n", config={**CONFIG, "train": {"epochs": 1}})
+    rerun = run_on_slurm(workdir, "results/models/finetune/checkpoint.pt")
+    assert set(submitted_jobs(rerun.stderr).values()) == {"train_model"}
+    assert (workdir / "results/models/finetune/checkpoint.pt").exists()
