@@ -37,7 +37,7 @@ lint: .venv
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakemake --lint
 
 bench: .venv
-	.venv/bin/python -m bench.encode_decode
+	.venv/bin/python -m bench.train_lock_image
 
 clean:
 	rm -rf results .snakemake

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,8 @@ SAMPLE_DATA = REPO.parent / "shared" / "data" / "teddy2024-sample"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(
-    workdir: Path, *args: str, config: dict | None = None, check: bool = True, timeout: int = 900
-) -> subprocess.CompletedProcess:
-    """Run the workflow of this repository with `workdir` as its working directory."""
+def snakemake_command(workdir: Path, *args: str, config: dict | None = None) -> list[str]:
+    """Give the command that runs this repository's workflow in `workdir` (config written there)."""
     command = [
         *SNAKEMAKE,
         "--snakefile",
@@ -32,12 +33,21 @@ def snakemake(
     ]
     if config:
         # Nested values given with --config arrive as strings; a config file keeps their types.
+        # --configfile takes several values, so it comes last, after any targets.
         workdir.mkdir(parents=True, exist_ok=True)
         config_file = workdir / "test-config.yaml"
         config_file.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
         command += ["--configfile", str(config_file)]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return command
+
+
+def snakemake(
+    workdir: Path, *args: str, config: dict | None = None, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """Run the workflow of this repository with `workdir` as its working directory."""
+    result = subprocess.run(
+        snakemake_command(workdir, *args, config=config), capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
@@ -45,10 +55,27 @@ def snakemake(
     return result
 
 
-def planned_jobs(dry_run_output: str) -> list[tuple[str, dict[str, str]]]:
-    """Give (rule, wildcards) of every job in a dry run's job list, as Snakemake printed it."""
+def start_in_background(command: list[str]) -> subprocess.Popen:
+    """Start a command in its own process group, so that all of it can be killed at once."""
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float = 300) -> None:
+    """Kill -9 the whole process group of `process` as soon as `ready()` is true."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        assert process.poll() is None, "the workflow ended before it could be killed"
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """Give (rule, wildcards) of every job in Snakemake's printed job list."""
     jobs = []
-    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) )", dry_run_output):
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) )", output):
         header = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
         if not header:
             continue

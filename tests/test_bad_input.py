@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, SNAKEMAKE, snakemake
+from tests.conftest import kill_when, snakemake, snakemake_command, start_in_background
 from tests.messy_data import (
     GALLERY_EXPECTED,
     I2T_QUERY_EXPECTED,
@@ -132,29 +129,9 @@ def test_accounting_and_truncated_captions(messy_run):
 def test_killed_encoding_reruns_to_byte_identical_tables(messy_run, tmp_path):
     data, reference = messy_run
     workdir = tmp_path / "run"
-    snakemake(workdir, "-n", config={"data_root": str(data), **CONFIG})  # writes the config file
-    command = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--configfile",
-        str(workdir / "test-config.yaml"),
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    process = start_in_background(snakemake_command(workdir, config={"data_root": str(data), **CONFIG}))
     logs = workdir / "results/logs/encode"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (logs.exists() and any(logs.rglob("*.log"))):
-        assert process.poll() is None, "workflow ended before encoding started"
-        time.sleep(0.1)
-    time.sleep(1.0)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(process, lambda: logs.exists() and any(logs.rglob("*.log")))
     assert not (workdir / "results/result1.csv").exists()
     for path in (workdir / "results").rglob("*.parquet"):
         pq.read_metadata(path)  # every file under its final name is complete

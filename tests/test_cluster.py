@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SNAKEMAKE, snakemake
+from tests.conftest import REPO, snakemake, snakemake_command
 
 pytestmark = pytest.mark.cluster
 HARNESS = REPO.parent / "shared" / "tools" / "slurm"
@@ -36,19 +36,16 @@ def slurm_cluster():
 
 def run_on_slurm(workdir: Path, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow through profiles/slurm, bounded so a hang fails instead of waiting forever."""
-    command = [
-        "timeout",
-        "1200",
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
+    profile = [
         "--workflow-profile",
         str(REPO / "profiles/slurm"),
         "--slurm-init-seconds-before-status-checks",
         "1",
-        *targets,
+    ]
+    command = [
+        "timeout",
+        "1200",
+        *snakemake_command(workdir, *profile, *targets),
         "--configfile",
         str(workdir / "test-config.yaml"),
     ]

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import REPO, SNAKEMAKE, snakemake
+from tests.conftest import kill_when, snakemake, snakemake_command, start_in_background
 from tuwen.parquet import read_features
 
 TRAINING = {
@@ -67,30 +63,12 @@ def test_retrieval_uses_the_fine_tuned_checkpoint_as_cn_clip_loads_it(trained):
 def test_killed_training_resumes_where_it_stopped(tmp_path):
     workdir = tmp_path / "run"
     config = {**TRAINING, "train": {**TRAINING["train"], "epochs": 8}}
-    snakemake(workdir, "results/models/base/model.json", config=config)  # writes the config file
-    command = [
-        *SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "results/models/finetune/checkpoint.pt",
-        "--configfile",
-        str(workdir / "test-config.yaml"),
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=(tmp_path / "stderr.txt").open("w"), start_new_session=True
+    process = start_in_background(
+        snakemake_command(workdir, "results/models/finetune/checkpoint.pt", config=config)
     )
     state = workdir / "results/models/finetune/state/last.pt"
     log = workdir / "results/logs/train_model/finetune.log"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and "epoch 2/8" in log.read_text()):
-        assert process.poll() is None, "training ended before it could be killed"
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(process, lambda: log.exists() and "epoch 2/8" in log.read_text())
     assert state.exists() and not (workdir / "results/models/finetune/checkpoint.pt").exists()
 
     snakemake(workdir, "--unlock", config=config)
