@@ -14,7 +14,9 @@ PYTEST_ARGS ?=
 
 env: .venv
 
-$(READY): $(LOCK)
+# No prerequisite on purpose: the folder name is the lock file's hash, so a changed lock
+# gets a new folder, while a fresh clone (new file times, same content) reuses this one.
+$(READY):
 	rm -rf "$(VENV)"
 	$(PYTHON) -m venv "$(VENV)"
 	"$(VENV)/bin/pip" install --quiet --disable-pip-version-check -r $(LOCK)

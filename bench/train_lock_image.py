@@ -79,9 +79,7 @@ def main(epochs: int = 3, model_name: str = "tuwen-tiny-rn") -> None:
                 f"lock_image={lock!s:5}  {seconds:7.1f} s for {epochs} epochs (validation included), "
                 f"{rate:7.1f} training pairs/s, val mean recall {results[lock][2]:.3f}"
             )
-        print(
-            f"one-off base encoding of {len(pairs)} training images (locked run): {encode_seconds:.1f} s"
-        )
+        print(f"one-off base encoding of {len(pairs)} training images (locked run): {encode_seconds:.1f} s")
         print(
             f"ratio locked/full: wall {results[True][0] / results[False][0]:.2f}, "
             f"pairs/s {results[True][1] / results[False][1]:.2f}"
