@@ -10,7 +10,7 @@ READY := $(VENV)/.tuwen-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-cluster lint bench clean
+.PHONY: env run test test-slow test-cluster lint bench clean
 
 env: .venv
 
@@ -30,6 +30,10 @@ run: .venv
 
 test: .venv
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Long workflow runs (kill -9 and resume, the real sample): CI runs them after `make test`.
+test-slow: .venv
+	.venv/bin/python -m pytest -m "slow and not cluster" $(PYTEST_ARGS)
 
 # The SLURM test: needs root; starts (and afterwards stops) the harness in ../shared/tools/slurm.
 test-cluster: .venv

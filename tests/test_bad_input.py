@@ -126,6 +126,7 @@ def test_accounting_and_truncated_captions(messy_run):
     assert "run summary" in (workdir / "results/logs/account_inputs.log").read_text()
 
 
+@pytest.mark.slow
 def test_killed_encoding_reruns_to_byte_identical_tables(messy_run, tmp_path):
     data, reference = messy_run
     workdir = tmp_path / "run"

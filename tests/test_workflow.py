@@ -188,6 +188,7 @@ def test_bad_config_is_refused_before_any_job(tmp_path, config, message):
 
 
 @pytest.mark.sample
+@pytest.mark.slow
 def test_real_sample_gives_both_tables_and_names_missing_images(sample_data, tmp_path):
     snakemake(tmp_path, config={"data_root": str(sample_data), **NO_TRAINING})
     for table in ("result1.csv", "result2.csv"):

@@ -60,6 +60,7 @@ def test_retrieval_uses_the_fine_tuned_checkpoint_as_cn_clip_loads_it(trained):
     assert not list((trained / "results/features").glob(f"{base['tag']}/*"))
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_where_it_stopped(tmp_path):
     workdir = tmp_path / "run"
     config = {**TRAINING, "train": {**TRAINING["train"], "epochs": 8}}
