@@ -4,9 +4,8 @@ import json
 import logging
 
 from tuwen.atomic import write_text_atomic
-from tuwen.encode import ModelCard
 from tuwen.logs import run_logged
-from tuwen.models import architecture, checkpoint_digest, fetch_pretrained, model_tag
+from tuwen.models import ModelCard, architecture, checkpoint_digest, fetch_pretrained, model_tag
 
 
 def main(snakemake) -> None:

@@ -4,9 +4,10 @@ import logging
 
 import torch
 
-from tuwen.encode import ModelCard, encode_shard
+from tuwen.encode import encode_shard
 from tuwen.errors import TuwenError
 from tuwen.logs import run_logged
+from tuwen.models import ModelCard
 
 
 def main(snakemake) -> None:

@@ -8,10 +8,10 @@ import pandas as pd
 import torch
 
 from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.encode import ModelCard, pick_device
+from tuwen.encode import pick_device
 from tuwen.figures import save_figure, training_curves_figure
 from tuwen.logs import run_logged
-from tuwen.models import load_model
+from tuwen.models import ModelCard, load_model
 from tuwen.train import (
     FineTuner,
     locked_features,

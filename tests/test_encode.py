@@ -11,8 +11,8 @@ from cn_clip.clip import image_transform, tokenize
 from PIL import Image
 
 from tuwen.demo import ALL_SCENES, draw_scene
-from tuwen.encode import ModelCard, encode_shard
-from tuwen.models import architecture, build_model, checkpoint_digest, model_tag, save_checkpoint
+from tuwen.encode import encode_shard
+from tuwen.models import ModelCard, architecture, build_model, checkpoint_digest, model_tag, save_checkpoint
 from tuwen.parquet import read_features
 
 TINY = architecture("tuwen-tiny")

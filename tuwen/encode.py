@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,43 +16,10 @@ from cn_clip.clip.model import CLIP
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tuwen.architectures import CONTEXT_LENGTH, Architecture
+from tuwen.architectures import CONTEXT_LENGTH
 from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, load_image
-from tuwen.models import architecture, load_model
+from tuwen.models import ModelCard, load_model
 from tuwen.parquet import read_table, write_features
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What `describe_model` writes: which weights a model tag stands for."""
-
-    tag: str
-    name: str
-    checkpoint: str
-    weights_sha256: str
-
-    @property
-    def arch(self) -> Architecture:
-        """Give the card's architecture."""
-        return architecture(self.name)
-
-    @classmethod
-    def read(cls, path: str | os.PathLike) -> ModelCard:
-        """Read a model card JSON file."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["tag"], data["name"], data["checkpoint"], data["weights_sha256"])
-
-    def as_dict(self) -> dict:
-        """Give the card as a JSON-ready dict."""
-        arch = self.arch
-        return {
-            "tag": self.tag,
-            "name": self.name,
-            "checkpoint": self.checkpoint,
-            "weights_sha256": self.weights_sha256,
-            "struct": arch.struct,
-            "resolution": arch.resolution,
-        }
 
 
 @dataclass

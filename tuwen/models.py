@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -218,3 +219,36 @@ def checkpoint_digest(path: str | os.PathLike, arch: Architecture | None = None)
 def model_tag(name: str, digest: str) -> str:
     """Give the tag that names a model's features on disk: its name plus its weights digest."""
     return f"{name}-{digest[:12]}"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What `describe_model` writes: which weights a model tag stands for."""
+
+    tag: str
+    name: str
+    checkpoint: str
+    weights_sha256: str
+
+    @property
+    def arch(self) -> Architecture:
+        """Give the card's architecture."""
+        return architecture(self.name)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> ModelCard:
+        """Read a model card JSON file."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(data["tag"], data["name"], data["checkpoint"], data["weights_sha256"])
+
+    def as_dict(self) -> dict:
+        """Give the card as a JSON-ready dict."""
+        arch = self.arch
+        return {
+            "tag": self.tag,
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "weights_sha256": self.weights_sha256,
+            "struct": arch.struct,
+            "resolution": arch.resolution,
+        }

@@ -531,12 +531,9 @@ def run_fingerprint(settings: TrainSettings, weights_sha256: str, pairs: pd.Data
 def locked_features(paths: list[str], images: pd.DataFrame) -> dict[str, np.ndarray]:
     """Give the base model's image embeddings by image id, for the current image bytes only."""
     from tuwen.parquet import read_features
+    from tuwen.retrieval import select_features
 
-    current = dict(zip(images["image_id"], images["digest"], strict=True))
-    features = {}
-    for path in paths:
-        shard = read_features(path)
-        for i, (item_id, digest) in enumerate(zip(shard.ids, shard.digests, strict=True)):
-            if current.get(item_id) == digest:
-                features[item_id] = shard.embeddings[i]
-    return features
+    accepted = images[images["status"] == "ok"]
+    current = pd.DataFrame({"id": accepted["image_id"].to_numpy(), "digest": accepted["digest"].to_numpy()})
+    ids, embeddings, _ = select_features(current["id"].tolist(), current, [read_features(p) for p in paths])
+    return dict(zip(ids, embeddings, strict=True))
