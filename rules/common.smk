@@ -2,6 +2,7 @@
 # Parse-time code stays cheap (it re-runs inside every cluster job): a few stat calls.
 
 import json
+import math
 import os
 import sys
 
@@ -75,6 +76,12 @@ def ground_truth_path():
 
 def image_folder(wildcards):
     return data_path(IMAGE_FOLDERS[wildcards.col])
+
+
+def verify_decode(wildcards):
+    """Decode images at ingest too? Always for the training folder: training reads its
+    images every epoch and cannot drop a pair mid-run, so a bad file must be rejected first."""
+    return config["ingest"]["verify_decode"] or wildcards.col == "train_images"
 
 
 def text_set_inputs(wildcards):
@@ -157,6 +164,26 @@ def card_for_tag(wildcards):
 
 # ---- shards and features -----------------------------------------------------
 
+SHARD_SIZE = {"image": config["shards"]["size"], "text": config["shards"]["text_size"]}
+# Threads of an encode or image-ingest job (torch's and the decode workers'). Locally
+# Snakemake caps them at --cores; on a cluster each such job asks for this many CPUs
+# (a profile's set-threads changes it).
+HEAVY_JOB_THREADS = 8
+
+
+def shard_size_of(wildcards):
+    return SHARD_SIZE["image" if wildcards.name in IMAGE_FOLDERS else "text"]
+
+
+def encode_runtime(kind):
+    """Minutes a scheduler should allow one full shard: start-up plus a generous time per item.
+
+    0.1 s per image is 10 images/s (ViT-H-14 on a modest GPU); 0.01 s per caption.
+    """
+    seconds_per_item = {"image": 0.1, "text": 0.01}[kind]
+    return 10 + math.ceil(SHARD_SIZE[kind] * seconds_per_item / 60)
+
+
 
 def shards_of(name):
     """Active shards of a collection, from its registry checkpoint."""
@@ -194,27 +221,7 @@ def query_inputs(wildcards):
     }
 
 
-def partial_inputs(wildcards):
-    gallery = TASKS[wildcards.task]["gallery"]
-    return {
-        "queries": f"results/retrieval/{wildcards.task}/queries.parquet",
-        "features": f"results/features/{model_tag()}/{gallery}/{wildcards.shard}.parquet",
-        "active": f"results/shards/{gallery}/active/{wildcards.shard}.parquet",
-    }
-
-
-def merge_inputs(wildcards):
-    gallery = TASKS[wildcards.task]["gallery"]
-    return {
-        "queries": f"results/retrieval/{wildcards.task}/queries.parquet",
-        "partials": [
-            f"results/retrieval/{wildcards.task}/partial/{shard}.parquet"
-            for shard in shards_of(gallery)
-        ],
-    }
-
-
-def dense_inputs(wildcards):
+def search_inputs(wildcards):
     gallery = TASKS[wildcards.task]["gallery"]
     return {
         "queries": f"results/retrieval/{wildcards.task}/queries.parquet",

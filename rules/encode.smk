@@ -1,4 +1,5 @@
 # Stage 3, encode: one job per shard, images and captions to Parquet feature shards.
+# A shard is large (shards.size), so a job's ~5 s start-up is a small share of it.
 
 
 rule encode_image_shard:
@@ -11,11 +12,11 @@ rule encode_image_shard:
         "results/logs/encode/{model}/{col}/{shard}.log",
     benchmark:
         "results/benchmarks/encode/{model}/{col}/{shard}.tsv"
-    threads: 2
+    threads: HEAVY_JOB_THREADS
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=8000,
-        runtime=240,
+        runtime=encode_runtime("image"),
     conda:
         "../envs/model.yaml"
     script:
@@ -32,11 +33,11 @@ rule encode_text_shard:
         "results/logs/encode/{model}/{tset}/{shard}.log",
     benchmark:
         "results/benchmarks/encode/{model}/{tset}/{shard}.tsv"
-    threads: 2
+    threads: HEAVY_JOB_THREADS
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
-        runtime=60,
+        runtime=encode_runtime("text"),
     conda:
         "../envs/model.yaml"
     script:

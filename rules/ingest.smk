@@ -18,11 +18,15 @@ rule ingest_images:
         rejects="results/manifest/{col}/rejects.csv",
     params:
         max_pixels=config["ingest"]["max_image_pixels"],
+        verify_decode=verify_decode,
+        # Outside the outputs, which Snakemake deletes before the job: unchanged files
+        # (name, size, mtime) keep their validated rows instead of being decoded again.
+        scan_cache="results/cache/ingest/{col}.parquet",
     log:
         "results/logs/ingest_images/{col}.log",
     benchmark:
         "results/benchmarks/ingest_images/{col}.tsv"
-    threads: 2
+    threads: HEAVY_JOB_THREADS
     resources:
         mem_mb=2000,
         runtime=60,

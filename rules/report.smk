@@ -56,11 +56,12 @@ rule account_inputs:
     input:
         unpack(accounting_inputs),
     output:
-        report(
+        accounting=report(
             "results/summary/accounting.csv",
             caption="../report/accounting.rst",
             category="Accounting",
         ),
+        not_encoded="results/summary/not_encoded.csv",
     params:
         encoded=encoded_collections(),
     localrule: True

@@ -1,4 +1,4 @@
-# Stages 5-6, similarity and tables: queries x each gallery shard, merged top-K, result CSVs.
+# Stages 5-6, similarity and tables: queries x the whole gallery, exact top-K, result CSVs.
 
 
 rule gather_queries:
@@ -20,31 +20,11 @@ rule gather_queries:
         "../scripts/gather_queries.py"
 
 
-rule partial_topk:
+# One job per direction over every gallery shard: at contest size the exact search is about
+# a second of BLAS, less than one job's start-up, so a job per shard would only add start-ups.
+rule search_topk:
     input:
-        unpack(partial_inputs),
-        card=MODEL_CARD,
-    output:
-        "results/retrieval/{task}/partial/{shard}.parquet",
-    params:
-        keep_top=config["retrieval"]["keep_top"],
-    log:
-        "results/logs/partial_topk/{task}/{shard}.log",
-    benchmark:
-        "results/benchmarks/partial_topk/{task}/{shard}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/model.yaml"
-    script:
-        "../scripts/partial_topk.py"
-
-
-rule merge_topk:
-    input:
-        unpack(merge_inputs),
+        unpack(search_inputs),
         card=MODEL_CARD,
     output:
         "results/retrieval/{task}/topk.parquet",
@@ -52,19 +32,22 @@ rule merge_topk:
         keep_top=config["retrieval"]["keep_top"],
     localrule: True
     log:
-        "results/logs/merge_topk/{task}.log",
+        "results/logs/search_topk/{task}.log",
+    benchmark:
+        "results/benchmarks/search_topk/{task}.tsv"
+    threads: 2
     resources:
         mem_mb=4000,
-        runtime=10,
+        runtime=30,
     conda:
         "../envs/data.yaml"
     script:
-        "../scripts/merge_topk.py"
+        "../scripts/search_topk.py"
 
 
 rule dense_similarity:
     input:
-        unpack(dense_inputs),
+        unpack(search_inputs),
     output:
         matrix="results/retrieval/{task}/similarity.npy",
         query_ids="results/retrieval/{task}/similarity_query_ids.txt",

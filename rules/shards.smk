@@ -9,7 +9,7 @@ checkpoint assign_shards:
         assignment="results/shards/{name}/assignment.parquet",
     params:
         registry="results/shards/{name}",
-        shard_size=config["shards"]["size"],
+        shard_size=shard_size_of,
     localrule: True
     log:
         "results/logs/assign_shards/{name}.log",

@@ -22,6 +22,8 @@ def main(snakemake) -> None:
             f"features of model {snakemake.wildcards.model} were asked for, but the configured model is "
             f"{card.tag}; features of different models are never mixed"
         )
+    workers = snakemake.threads if settings["num_workers"] == "auto" else settings["num_workers"]
+    logging.info("%d threads, %d decode workers", snakemake.threads, workers)
     encoded = encode_shard(
         snakemake.input.shard_list,
         snakemake.input.card,
@@ -29,13 +31,14 @@ def main(snakemake) -> None:
         kind,
         device=settings["device"],
         batch_size=settings["batch_size"],
-        num_workers=settings["num_workers"],
+        num_workers=workers,
         max_pixels=snakemake.config["ingest"]["max_image_pixels"],
         jpeg_draft=settings["jpeg_draft"],
+        gpu_jpeg_decode=settings["gpu_jpeg_decode"],
     )
     logging.info("encoded %d %ss", len(encoded.ids), kind)
-    for item_id, why in encoded.skipped:
-        logging.warning("not encoded: %s (%s)", item_id, why)
+    for item_id, code, reason in encoded.skipped:
+        logging.warning("not encoded: %s (%s: %s)", item_id, code, reason)
 
 
 run_logged(main, snakemake)

@@ -4,6 +4,7 @@ import logging
 
 import pandas as pd
 
+from tuwen.accounting import encode_failures
 from tuwen.atomic import atomic_path
 from tuwen.logs import run_logged
 from tuwen.parquet import read_features, write_features
@@ -18,15 +19,15 @@ def main(snakemake) -> None:
     current = pd.read_parquet(snakemake.input.assignment)
     ids, embeddings, missing = select_features(wanted, current, shards)
     digest_of = dict(zip(current["id"], current["digest"], strict=True))
-    write_features(snakemake.output.queries, ids, embeddings, [digest_of[i] for i in ids], shards[0].metadata)
+    metadata = {k: v for k, v in shards[0].metadata.items() if k != "not_encoded"}
+    write_features(
+        snakemake.output.queries, ids, embeddings, [digest_of[i] for i in ids], metadata, normalise=False
+    )
+    reasons = encode_failures(shards)
     with atomic_path(snakemake.output.unencoded) as tmp:
-        pd.DataFrame(
-            {
-                "id": missing,
-                "reason_code": "not_encoded",
-                "reason": "accepted at ingest but could not be encoded; see the encode logs",
-            }
-        ).to_csv(tmp, index=False, lineterminator="\n")
+        pd.DataFrame([(i, *reasons[i]) for i in missing], columns=["id", "reason_code", "reason"]).to_csv(
+            tmp, index=False, lineterminator="\n"
+        )
     logging.info("%d queries with embeddings, %d without", len(ids), len(missing))
 
 

@@ -4,21 +4,31 @@ import logging
 
 from tuwen.ingest import (
     IMAGE_MANIFEST_SCHEMA,
+    read_scan_cache,
     rejects_of,
     scan_image_folder,
     status_counts,
     write_manifest,
     write_rejects,
+    write_scan_cache,
 )
 from tuwen.logs import run_logged
 
 
 def main(snakemake) -> None:
     folder = snakemake.input.folder
-    manifest = scan_image_folder(folder, snakemake.params.max_pixels, workers=snakemake.threads)
+    settings = {"max_pixels": snakemake.params.max_pixels, "verify_decode": snakemake.params.verify_decode}
+    previous = read_scan_cache(snakemake.params.scan_cache, settings)
+    manifest = scan_image_folder(folder, workers=snakemake.threads, previous=previous, **settings)
     write_manifest(manifest, snakemake.output.manifest, IMAGE_MANIFEST_SCHEMA)
     write_rejects(rejects_of(manifest, "image_id", folder), snakemake.output.rejects)
-    logging.info("%s: %s", folder, status_counts(manifest))
+    write_scan_cache(manifest, snakemake.params.scan_cache, settings)
+    logging.info(
+        "%s: %s (%s)",
+        folder,
+        status_counts(manifest),
+        "unchanged files reused from the last scan" if previous is not None else "first scan",
+    )
 
 
 run_logged(main, snakemake)

@@ -14,7 +14,8 @@ from tuwen.demo import ALL_SCENES, caption_of, draw_scene
 
 PIXEL_LIMIT = 20_000_000  # the run's ingest.max_image_pixels: 6000x4000 is over, 5000x3500 under
 
-# Gallery file name -> (status, reason code) that ingest must give it.
+# Gallery file name -> (status, reason code) that ingest must give it when it decodes every
+# image (ingest.verify_decode: true).
 GALLERY_EXPECTED = {
     "Image-ok-0.jpg": ("ok", ""),
     "Image-ok-1.jpg": ("ok", ""),
@@ -42,6 +43,11 @@ GALLERY_EXPECTED = {
     "Thumbs.db": ("ignored", "system_file"),
     "._Image-ok-0.jpg": ("ignored", "system_file"),
 }
+
+# By default ingest reads headers only: these pass ingest and are rejected by the one decode
+# that encoding does, with this reason code (results/summary/not_encoded.csv).
+DECODE_FAILURES = {"Image-truncated.jpg": "undecodable"}
+QUERY_DECODE_FAILURES = {"Image-query-truncated.jpg": "undecodable"}
 
 LONG_CAPTION = "这是一段很长的描述，" * 8  # ~80 tokens: kept, counted as truncated
 
@@ -112,6 +118,10 @@ def write_messy_contest(root: Path, seed: int = 0) -> None:
         (train_folder / f"Image-train-{n}.jpg").write_bytes(_bytes(draw_scene(scene, rng), "JPEG"))
         rows.append(f"Image-train-{n}.jpg,{caption_of(scene, rng)}")
     rows.append("Image-train-missing.jpg,不存在的图片")
+    # Training cannot drop a pair mid-run: its folder is decoded at ingest even by default.
+    whole = (train_folder / "Image-train-0.jpg").read_bytes()
+    (train_folder / "Image-train-truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    rows.append("Image-train-truncated.jpg,截断的图片")
     (root / "附件1" / "ImageWordData.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode("gb18030"))
 
     # 附件2 queries: UTF-8 with BOM, quoting, empty and duplicate rows, an extra column.
@@ -134,7 +144,10 @@ def write_messy_contest(root: Path, seed: int = 0) -> None:
     query_folder.mkdir(parents=True)
     for n in range(6):
         (query_folder / f"Image-query-{n}.jpg").write_bytes(_bytes(_scene(rng), "JPEG"))
+    whole = (query_folder / "Image-query-0.jpg").read_bytes()
+    (query_folder / "Image-query-truncated.jpg").write_bytes(whole[: len(whole) // 2])
     listed = [f"Image-query-{n}.jpg" for n in range(6)] + ["Image-query-absent.jpg", " Image-query-0.jpg "]
+    listed.append("Image-query-truncated.jpg")
     (root / "附件3" / "image_test.csv").write_text("image_id\n" + "\n".join(listed) + "\n", encoding="utf-8")
     texts = ["text_id,caption"] + [
         f"Word-{100 + n},{caption_of(rng.choice(ALL_SCENES), rng)}" for n in range(14)
@@ -154,4 +167,4 @@ T2I_QUERY_EXPECTED = {
     8: "",
     9: "",
 }
-I2T_QUERY_EXPECTED = {1: "", 2: "", 3: "", 4: "", 5: "", 6: "", 7: "image_missing", 8: "duplicate_id"}
+I2T_QUERY_EXPECTED = {1: "", 2: "", 3: "", 4: "", 5: "", 6: "", 7: "image_missing", 8: "duplicate_id", 9: ""}

@@ -12,9 +12,11 @@ from PIL import Image
 
 from tests.conftest import kill_when, snakemake, snakemake_command, start_in_background
 from tests.messy_data import (
+    DECODE_FAILURES,
     GALLERY_EXPECTED,
     I2T_QUERY_EXPECTED,
     PIXEL_LIMIT,
+    QUERY_DECODE_FAILURES,
     T2I_QUERY_EXPECTED,
     write_gallery,
     write_messy_contest,
@@ -31,9 +33,12 @@ def test_every_gallery_case_gets_its_status_and_reason(tmp_path):
     import random
 
     write_gallery(tmp_path / "g", random.Random(0))
-    manifest = scan_image_folder(tmp_path / "g", PIXEL_LIMIT, workers=2)
+    manifest = scan_image_folder(tmp_path / "g", PIXEL_LIMIT, workers=2, verify_decode=True)
     got = {r.image_id: (r.status, r.reason_code) for r in manifest.itertuples()}
     assert got == GALLERY_EXPECTED
+    headers_only = scan_image_folder(tmp_path / "g", PIXEL_LIMIT, workers=2, verify_decode=False)
+    got = {r.image_id: (r.status, r.reason_code) for r in headers_only.itertuples()}
+    assert got == {**GALLERY_EXPECTED, **{name: ("ok", "") for name in DECODE_FAILURES}}
     bomb = manifest.set_index("image_id").loc["Image-bomb.png", "reason"]
     assert str(PIXEL_LIMIT) in bomb and "6000x4000" in bomb
     formats = manifest.set_index("image_id")["format"]
@@ -81,17 +86,24 @@ def messy_run(tmp_path_factory) -> tuple[Path, Path]:
 def test_no_gallery_file_is_lost(messy_run):
     data, workdir = messy_run
     rejects = pd.read_csv(workdir / "results/manifest/t2i_gallery/rejects.csv")
+    not_encoded = pd.read_csv(workdir / "results/summary/not_encoded.csv")
+    not_encoded = not_encoded[not_encoded["collection"] == "t2i_gallery"]
     encoded = {
         i
         for p in (workdir / "results/features").glob("*/t2i_gallery/*.parquet")
         for i in read_features(p).ids
     }
     names = set(os.listdir(data / "附件2/ImageData"))
-    assert encoded | set(rejects["id"]) == names and not encoded & set(rejects["id"])
-    assert encoded == {name for name, (status, _) in GALLERY_EXPECTED.items() if status == "ok"}
+    reported = [encoded, set(rejects["id"]), set(not_encoded["id"])]
+    assert set.union(*reported) == names and sum(map(len, reported)) == len(names)
+    ok = {name for name, (status, _) in GALLERY_EXPECTED.items() if status == "ok"}
+    assert encoded == ok
     reasons = dict(zip(rejects["id"], rejects["reason_code"], strict=True))
-    assert reasons == {n: code for n, (status, code) in GALLERY_EXPECTED.items() if status != "ok"}
+    expected = {n: code for n, (status, code) in GALLERY_EXPECTED.items() if status != "ok"}
+    assert reasons == {n: code for n, code in expected.items() if n not in DECODE_FAILURES}
+    assert dict(zip(not_encoded["id"], not_encoded["reason_code"], strict=True)) == DECODE_FAILURES
     assert rejects["reason"].str.len().gt(20).all()
+    assert not_encoded["reason"].str.contains("Image-truncated.jpg").all()
 
 
 def test_query_rows_are_answered_or_rejected_by_row(messy_run):
@@ -103,11 +115,13 @@ def test_query_rows_are_answered_or_rejected_by_row(messy_run):
         rows = pd.read_parquet(workdir / "results/manifest" / manifest)
         assert dict(zip(rows["row"], rows["reason_code"], strict=True)) == expected
         answered = pd.read_csv(workdir / "results" / table)
-        ok_ids = rows.loc[rows["status"] == "ok"].iloc[:, 0].tolist()
+        ok_ids = [i for i in rows.loc[rows["status"] == "ok"].iloc[:, 0] if i not in QUERY_DECODE_FAILURES]
         assert answered.iloc[::5, 0].tolist() == ok_ids
         assert answered.groupby(answered.columns[0]).size().eq(5).all()
     rejects = pd.read_csv(workdir / "results/manifest/t2i_queries/rejects.csv")
     assert rejects["source_file"].str.endswith("word_test.csv").all() and set(rejects["row"]) == {3, 4, 5, 7}
+    unencoded = pd.read_csv(workdir / "results/retrieval/i2t/unencoded_queries.csv")
+    assert dict(zip(unencoded["id"], unencoded["reason_code"], strict=True)) == QUERY_DECODE_FAILURES
 
 
 def test_accounting_and_truncated_captions(messy_run):
@@ -117,12 +131,15 @@ def test_accounting_and_truncated_captions(messy_run):
         accounting["inputs"] == accounting["accepted"] + accounting["rejected"] + accounting["ignored"]
     ).all()
     encoded = accounting.dropna(subset=["encoded"])
-    assert (encoded["encoded"] == encoded["accepted"]).all()
+    assert (encoded["encoded"] + encoded["not_encoded"] == encoded["accepted"]).all()
+    not_encoded = encoded.loc[encoded["not_encoded"] > 0, "not_encoded"].to_dict()
+    assert not_encoded == {"t2i_gallery": 1, "i2t_images": 1, "i2t queries": 1}
     assert accounting.loc["t2i_queries", "truncated_captions"] == 1
-    assert accounting.loc["train_texts", "reasons"] == "image_missing=1"
+    assert accounting.loc["train_texts", "reasons"] == "image_missing=1; image_rejected=1"
+    assert accounting.loc["train_images", "reasons"] == "undecodable=1"
     queries = pd.read_parquet(workdir / "results/manifest/t2i_queries/texts.parquet")
     long_row = queries.set_index("text_id").loc["Word-7"]
-    assert long_row["status"] == "ok" and long_row["tokens"] > 52
+    assert long_row["status"] == "ok" and long_row["truncated"]
     assert "run summary" in (workdir / "results/logs/account_inputs.log").read_text()
 
 

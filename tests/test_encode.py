@@ -81,3 +81,89 @@ def test_unreadable_image_is_skipped_and_reported(tmp_path):
     encoded = encode_shard(tmp_path / "list.parquet", card, tmp_path / "out.parquet", "image", num_workers=0)
     assert encoded.ids == [] and encoded.skipped[0][0] == "gone.jpg"
     assert read_features(tmp_path / "out.parquet").embeddings.shape == (0, 128)
+
+
+def _mixed_images(folder):
+    """JPEGs of real-photo size plus every file the device decoder must leave to PIL."""
+    import io
+    import random
+
+    rng = random.Random(5)
+    folder.mkdir()
+    rows = []
+
+    def put(name, image, image_format, **options):
+        buffer = io.BytesIO()
+        image.save(buffer, format=image_format, **options)
+        (folder / name).write_bytes(buffer.getvalue())
+        rows.append((name, None, str(folder / name)))
+
+    for i in range(6):
+        put(
+            f"photo-{i}.jpg",
+            draw_scene(ALL_SCENES[i * 7], rng).resize((480 - 40 * i, 360)),
+            "JPEG",
+            quality=90,
+        )
+    put("png.jpg", draw_scene(ALL_SCENES[3], rng), "PNG")
+    put("grey.jpg", draw_scene(ALL_SCENES[9], rng).convert("L"), "JPEG")
+    rotated = Image.Image.getexif(Image.new("RGB", (1, 1)))
+    rotated[0x0112] = 6
+    put("exif.jpg", draw_scene(ALL_SCENES[11], rng).resize((300, 200)), "JPEG", exif=rotated)
+    whole = (folder / "photo-0.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    rows.append(("truncated.jpg", None, str(folder / "truncated.jpg")))
+    return pd.DataFrame(rows, columns=["id", "digest", "source"])
+
+
+def test_device_jpeg_path_gives_the_pil_path_embeddings(tmp_path):
+    """The CUDA path (decode, resize, normalise on tensors) run on the CPU: same ids, same reasons,
+    embeddings within cosine 0.999 of cn_clip's PIL transform."""
+    from tuwen.encode import encode_images
+
+    items = _mixed_images(tmp_path / "images")
+    model = build_model(TINY, seed=3).eval()
+    pil = encode_images(model, items, TINY.resolution, "cpu", batch_size=4, num_workers=0, progress=False)
+    tensor = encode_images(
+        model,
+        items,
+        TINY.resolution,
+        "cpu",
+        batch_size=4,
+        num_workers=0,
+        progress=False,
+        jpeg_decode_device="cpu",
+    )
+    assert (
+        [s[:2] for s in tensor.skipped] == [("truncated.jpg", "undecodable")] == [s[:2] for s in pil.skipped]
+    )
+    assert "truncated.jpg" in tensor.skipped[0][2]
+    assert sorted(tensor.ids) == sorted(pil.ids) and len(pil.ids) == 9
+    pil_rows = dict(
+        zip(pil.ids, pil.embeddings / np.linalg.norm(pil.embeddings, axis=1, keepdims=True), strict=True)
+    )
+    got = tensor.embeddings / np.linalg.norm(tensor.embeddings, axis=1, keepdims=True)
+    cosines = {i: float(row @ pil_rows[i]) for i, row in zip(tensor.ids, got, strict=True)}
+    assert min(cosines.values()) >= 0.999, cosines
+    # The threshold means something only if this model tells different pictures apart.
+    assert float(pil_rows["photo-0.jpg"] @ pil_rows["photo-1.jpg"]) < 0.999
+
+
+def test_device_resize_matches_pil_pixels():
+    """cn_clip's PIL transform and the tensor transform agree to within rounding on a real-size JPEG."""
+    import io
+    import random
+
+    from torchvision.io import decode_jpeg
+
+    from tuwen.tensor_images import resize_normalise
+
+    image = draw_scene(ALL_SCENES[5], random.Random(1)).resize((500, 375))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    data = buffer.getvalue()
+    expected = image_transform(224)(Image.open(io.BytesIO(data)))
+    got = resize_normalise([decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))], 224)[0]
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
+    difference = ((got - expected) * std * 255).abs()  # in 8-bit pixel steps
+    assert difference.mean() < 0.5 and difference.max() <= 3

@@ -94,3 +94,81 @@ def test_image_queries_are_checked_against_the_folder(tmp_path):
     manifest = read_image_queries(path, images)
     assert list(manifest["reason_code"]) == ["", "image_missing", "duplicate_id"]
     assert isinstance(manifest, pd.DataFrame)
+
+
+def test_rescan_reads_only_new_and_changed_files(tmp_path, monkeypatch):
+    import os
+
+    import tuwen.ingest
+
+    folder = make_folder(tmp_path)
+    first = scan_image_folder(folder, workers=1)
+    probed = []
+    real_probe = tuwen.ingest.probe_image
+    monkeypatch.setattr(
+        tuwen.ingest, "probe_image", lambda path, *a: probed.append(path.name) or real_probe(path, *a)
+    )
+
+    again = scan_image_folder(folder, workers=1, previous=first)
+    assert probed == [] and again.equals(first)
+
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(folder / "Image1-0004.jpg", format="JPEG")
+    changed = folder / "Image1-0002.jpg"
+    before = os.stat(changed)
+    Image.new("RGB", (20, 10), (0, 200, 0)).save(changed, format="JPEG")
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    grown = scan_image_folder(folder, workers=1, previous=again)
+    assert sorted(probed) == ["Image1-0002.jpg", "Image1-0004.jpg"]  # the rejected empty file too is kept
+    rows = grown.set_index("image_id")
+    assert rows.loc["Image1-0002.jpg", "width"] == 20 and rows.loc["Image1-0004.jpg", "status"] == "ok"
+    assert (
+        rows.loc["Image1-0002.jpg", "digest"] != first.set_index("image_id").loc["Image1-0002.jpg", "digest"]
+    )
+
+
+def test_scan_cache_is_used_only_with_the_same_settings(tmp_path):
+    from tuwen.ingest import read_scan_cache, write_scan_cache
+
+    manifest = scan_image_folder(make_folder(tmp_path), workers=1)
+    settings = {"max_pixels": 1000, "verify_decode": False}
+    write_scan_cache(manifest, tmp_path / "cache.parquet", settings)
+    assert read_scan_cache(tmp_path / "cache.parquet", settings).equals(manifest)
+    assert read_scan_cache(tmp_path / "cache.parquet", {**settings, "verify_decode": True}) is None
+    assert read_scan_cache(tmp_path / "absent.parquet", settings) is None
+
+
+def test_truncation_flag_equals_cn_clip_tokenizer_and_skips_it_for_short_captions(monkeypatch):
+    import tuwen.tokens
+    from tuwen.tokens import caption_tokens, is_truncated, most_tokens
+
+    captions = [
+        "红色的圆形",
+        "这是一段很长的描述，" * 5,  # 50 characters: 52 with [CLS] and [SEP], not cut
+        "这是一段很长的描述，" * 6,
+        "Café déjà vu, naïve façade " * 3,
+        "English words are split into word pieces by the tokenizer " * 2,
+        "한국어 문장 " * 10,
+        "<人名>说：“你好！”" * 8,
+    ]
+    for caption in captions:
+        assert most_tokens(caption) + 2 >= caption_tokens(caption), caption
+        assert is_truncated(caption) == (caption_tokens(caption) > 52), caption
+    assert [is_truncated(c) for c in captions[:3]] == [False, False, True]
+    calls = []
+    monkeypatch.setattr(tuwen.tokens, "caption_tokens", lambda caption: calls.append(caption) or 99)
+    assert not is_truncated("一只橙色的猫在沙发上睡觉") and calls == []
+
+
+def test_token_counts_equal_cn_clip_tokenizer_without_importing_torch():
+    import subprocess
+    import sys
+
+    from cn_clip.clip import _tokenizer
+
+    from tuwen.tokens import caption_tokens
+
+    caption = "这是一段很长的描述，with English words 和数字 2024"
+    assert caption_tokens(caption) == len(_tokenizer.tokenize(caption)) + 2
+    probe = "import sys, tuwen.tokens as t; t.caption_tokens('你好'); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -4,7 +4,7 @@ import os
 
 import pandas as pd
 
-from tuwen.shards import active_path, assign_shards, list_path, read_active
+from tuwen.shards import assign_shards, list_path
 
 
 def items(ids, digest="d"):
@@ -24,7 +24,6 @@ def test_adding_items_creates_new_shards_and_leaves_old_ones_untouched(tmp_path)
         s: (list_path(tmp_path, s).read_bytes(), os.stat(list_path(tmp_path, s)).st_mtime_ns)
         for s in ("s00000", "s00001")
     }
-    old_active = {s: os.stat(active_path(tmp_path, s)).st_mtime_ns for s in ("s00000", "s00001")}
     assignment = assign_shards(items(list("xabcy")), tmp_path, shard_size=2)
     assert dict(zip(assignment["id"], assignment["shard"], strict=True)) == {
         "x": "s00002",
@@ -36,7 +35,6 @@ def test_adding_items_creates_new_shards_and_leaves_old_ones_untouched(tmp_path)
     for shard, (content, mtime) in old_lists.items():
         assert list_path(tmp_path, shard).read_bytes() == content
         assert os.stat(list_path(tmp_path, shard)).st_mtime_ns == mtime
-        assert os.stat(active_path(tmp_path, shard)).st_mtime_ns == old_active[shard]
 
 
 def test_changed_content_counts_as_removed_plus_added(tmp_path):
@@ -44,12 +42,11 @@ def test_changed_content_counts_as_removed_plus_added(tmp_path):
     changed = pd.concat([items(["a"]), items(["b"], digest="new")], ignore_index=True)
     assignment = assign_shards(changed, tmp_path, shard_size=2)
     assert list(assignment["shard"]) == ["s00000", "s00001"]
-    assert list(read_active(tmp_path, "s00000")["id"]) == ["a"]
-    assert list(read_active(tmp_path, "s00001")["digest"]) == ["new-b"]
+    assert list(assignment["digest"]) == ["d-a", "new-b"]
+    assert pd.read_parquet(list_path(tmp_path, "s00000"))["id"].tolist() == ["a", "b"]  # never rewritten
 
 
-def test_removed_items_leave_the_active_set(tmp_path):
+def test_removed_items_leave_the_assignment(tmp_path):
     assign_shards(items(list("abc")), tmp_path, shard_size=3)
     assignment = assign_shards(items(list("ac")), tmp_path, shard_size=3)
-    assert set(assignment["shard"]) == {"s00000"}
-    assert list(read_active(tmp_path, "s00000")["id"]) == ["a", "c"]
+    assert list(assignment["id"]) == ["a", "c"] and set(assignment["shard"]) == {"s00000"}

@@ -79,6 +79,17 @@ def test_topk_equals_brute_force_on_the_written_features(demo_run, task, gallery
     assert got == expected
 
 
+@pytest.mark.parametrize(("task", "collection"), [("t2i", "t2i_queries"), ("i2t", "i2t_images")])
+def test_query_embeddings_are_the_encoded_rows_bit_for_bit(demo_run, task, collection):
+    results = demo_run / "results"
+    queries = read_features(results / "retrieval" / task / "queries.parquet")
+    shards = [read_features(p) for p in (results / "features").glob(f"*/{collection}/*.parquet")]
+    encoded = {i: row for shard in shards for i, row in zip(shard.ids, shard.embeddings, strict=True)}
+    assert len(queries.ids) == 20
+    for query_id, row in zip(queries.ids, queries.embeddings, strict=True):
+        assert np.array_equal(row, encoded[query_id]), query_id
+
+
 def test_recall_equals_cn_clip_own_evaluation(demo_run, tmp_path):
     metrics = json.loads((demo_run / "results/eval/metrics.json").read_text())
     truth = pd.read_csv(demo_run / "results/demo/data/ground_truth.csv")
@@ -112,28 +123,54 @@ def test_figures_and_report(demo_run):
     assert not (demo_run / "results/retrieval/t2i/similarity.npy").exists()
 
 
-def test_adding_images_encodes_only_the_new_shard(tmp_path):
+def test_adding_images_or_captions_encodes_only_the_new_shard(tmp_path):
     data = tmp_path / "contest"
     generate_demo(data, train_pairs=20, queries=10)
-    config = {"data_root": str(data), "shards": {"size": 8}, **NO_TRAINING}
-    first = snakemake(tmp_path / "run", "results/result1.csv", config=config)
+    config = {"data_root": str(data), "shards": {"size": 8, "text_size": 64}, **NO_TRAINING}
+    run = tmp_path / "run"
+    first = snakemake(run, "results/result1.csv", "results/result2.csv", config=config)
     old_encodes = [w for rule, w in planned_jobs(first.stderr) if rule == "encode_image_shard"]
-    assert sorted(w["shard"] for w in old_encodes) == ["s00000", "s00001", "s00002"]
-    old_features = sorted((tmp_path / "run/results/features").glob("*/t2i_gallery/*.parquet"))
+    assert sorted((w["col"], w["shard"]) for w in old_encodes if w["col"] == "t2i_gallery") == [
+        ("t2i_gallery", "s00000"),
+        ("t2i_gallery", "s00001"),
+        ("t2i_gallery", "s00002"),
+    ]
+    old_features = sorted((run / "results/features").glob("*/*/*.parquet"))
     old_mtimes = [p.stat().st_mtime_ns for p in old_features]
 
     for i in range(3):
         draw_scene(ALL_SCENES[i], random.Random(100 + i)).save(
             data / "附件2/ImageData" / f"Image14009999-{i:04d}.jpg", format="JPEG"
         )
-    second = snakemake(tmp_path / "run", "results/result1.csv", config=config)
+    # One core this time: the encode job's decode workers follow the cores it is given.
+    second = snakemake(run, "results/result1.csv", "results/result2.csv", "--cores", "1", config=config)
     jobs = planned_jobs(second.stderr)
     encodes = [(w["col"], w["shard"]) for rule, w in jobs if rule.startswith("encode_")]
     assert encodes == [("t2i_gallery", "s00003")]
-    assert [w["shard"] for rule, w in jobs if rule == "partial_topk"] == ["s00003"]
+    assert [w["task"] for rule, w in jobs if rule == "search_topk"] == ["t2i"]
     assert [p.stat().st_mtime_ns for p in old_features] == old_mtimes
-    table = pd.read_csv(tmp_path / "run/results/result1.csv")
-    assert len(table) == 50
+    assert len(pd.read_csv(run / "results/result1.csv")) == 50
+    logs = run / "results/logs"
+    assert "unchanged files reused from the last scan" in (logs / "ingest_images/t2i_gallery.log").read_text()
+    (new_log,) = (logs / "encode").glob("*/t2i_gallery/s00003.log")
+    assert "1 threads, 1 decode workers" in new_log.read_text()
+    assert (
+        "2 threads, 2 decode workers" in next((logs / "encode").glob("*/t2i_gallery/s00000.log")).read_text()
+    )
+
+    with open(data / "附件3/word_data.csv", "a", encoding="utf-8") as handle:
+        handle.write("Word-9999001,一个新的红色圆形\nWord-9999002,一个新的蓝色方块\n")
+    third = snakemake(run, "results/result1.csv", "results/result2.csv", config=config)
+    jobs = planned_jobs(third.stderr)
+    assert [(w["tset"], w["shard"]) for rule, w in jobs if rule.startswith("encode_")] == [
+        ("i2t_gallery", "s00001")
+    ]
+    assert [w["task"] for rule, w in jobs if rule == "search_topk"] == ["i2t"]
+    assert [p.stat().st_mtime_ns for p in old_features] == old_mtimes
+    (new_texts,) = (run / "results/features").glob("*/i2t_gallery/s00001.parquet")
+    assert read_features(new_texts).ids == ["Word-9999001", "Word-9999002"]
+    gallery_size = len(pd.read_csv(data / "附件3/word_data.csv"))
+    assert f"over {gallery_size} gallery items" in (logs / "search_topk/i2t.log").read_text()
 
 
 def test_local_checkpoint_is_encoded_with_its_own_weights(tmp_path):

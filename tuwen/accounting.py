@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pandas as pd
 
-from tuwen.architectures import CONTEXT_LENGTH
 from tuwen.parquet import FeatureShard
 
 
@@ -32,11 +33,37 @@ def collection_account(name: str, manifest: pd.DataFrame, shards: list[FeatureSh
     }
 
 
+NOT_ENCODED_COLUMNS = ["collection", "id", "reason_code", "reason"]
+
+
+def not_encoded_report(name: str, manifest: pd.DataFrame, shards: list[FeatureShard]) -> pd.DataFrame:
+    """Give the accepted items of a collection that no feature shard holds, each with its reason.
+
+    Reasons come from the shards' own record of what their encode job could not decode.
+    """
+    id_column = "image_id" if "image_id" in manifest.columns and "path" in manifest.columns else "text_id"
+    wanted = manifest.loc[manifest["status"] == "ok", id_column].tolist()
+    encoded = {item_id for shard in shards for item_id in shard.ids}
+    reasons = encode_failures(shards)
+    rows = [(name, item_id, *reasons[item_id]) for item_id in wanted if item_id not in encoded]
+    return pd.DataFrame(rows, columns=NOT_ENCODED_COLUMNS)
+
+
+def encode_failures(shards: list[FeatureShard]) -> defaultdict[str, tuple[str, str]]:
+    """Give id -> (reason code, sentence) of items the shards' encode jobs could not encode."""
+    fallback = ("not_encoded", "accepted at ingest but no feature shard holds it; see the encode logs")
+    reasons = defaultdict(lambda: fallback)
+    for shard in shards:
+        for row in shard.metadata.get("not_encoded", []):
+            reasons[row["id"]] = (row["reason_code"], row["reason"])
+    return reasons
+
+
 def _truncated(accepted: pd.DataFrame) -> int | None:
     # Captions over cn_clip's 52-token context are kept; the model reads their start only.
-    if "tokens" not in accepted.columns:
+    if "truncated" not in accepted.columns:
         return None
-    return int((accepted["tokens"] > CONTEXT_LENGTH).sum())
+    return int(accepted["truncated"].sum())
 
 
 def query_account(task: str, queries: pd.DataFrame, topk: pd.DataFrame, unencoded: pd.DataFrame) -> dict:

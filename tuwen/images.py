@@ -126,16 +126,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def probe_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageProbe:
-    """Check that an image file reads and fully decodes; give its digest, size and format.
+def probe_image(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, verify_decode: bool = True
+) -> ImageProbe:
+    """Check that an image file reads (and with `verify_decode` decodes); give its digest, size, format.
 
+    Without `verify_decode` only the header is read: truncated or corrupt pixel data is then
+    found by the one decode that encoding does anyway, which records it as a reject.
     Raises `ImageRejected` naming the file and the reason when it cannot be used.
     """
     data = read_image_bytes(path)
     image = open_image(data, str(path), max_pixels)
     width, height, image_format = image.width, image.height, image.format or "unknown"
-    # Decoding at reduced scale still meets truncation and corruption, at a fraction of the cost.
-    _decode(image, str(path), draft_size=64)
+    if verify_decode:
+        # Decoding at reduced scale still meets truncation and corruption, at a fraction of the cost.
+        _decode(image, str(path), draft_size=64)
     return ImageProbe(
         digest=content_digest(data),
         num_bytes=len(data),

@@ -6,20 +6,23 @@ reason code and a sentence); hidden and system files get status `ignored`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from tuwen.atomic import atomic_path
 from tuwen.errors import TuwenError
 from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, probe_image
-from tuwen.parquet import write_table
+from tuwen.parquet import read_metadata, read_table, write_table
+from tuwen.tokens import is_truncated
 
 OK, REJECTED, IGNORED = "ok", "rejected", "ignored"
 SYSTEM_FILE_NAMES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
@@ -31,6 +34,7 @@ IMAGE_MANIFEST_SCHEMA = pa.schema(
         ("image_id", pa.string()),
         ("path", pa.string()),
         ("bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
         ("digest", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
@@ -40,6 +44,10 @@ IMAGE_MANIFEST_SCHEMA = pa.schema(
         ("reason", pa.string()),
     ]
 )
+
+
+# Nullable integers: as float64, a nanosecond mtime loses its last digits and never matches.
+INTEGER_COLUMNS = {"bytes": "Int64", "mtime_ns": "Int64", "width": "Int32", "height": "Int32"}
 
 
 class InputError(TuwenError):
@@ -52,49 +60,120 @@ def is_system_file(name: str) -> bool:
 
 
 def scan_image_folder(
-    folder: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 1
+    folder: str | os.PathLike,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = 1,
+    previous: pd.DataFrame | None = None,
+    verify_decode: bool = True,
 ) -> pd.DataFrame:
-    """Give the image manifest of `folder`: one row per entry, sorted by name."""
+    """Give the image manifest of `folder`: one row per entry, sorted by name.
+
+    `previous` is an earlier manifest of the same folder made with the same settings:
+    a file whose name, size and mtime are unchanged keeps its row there and is not read
+    again; every other file is read, hashed and checked (see `probe_image`).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: image folder does not exist or is not a folder")
     names = sorted(entry.name for entry in os.scandir(folder))
+    reused = _unchanged_rows(folder, names, previous)
+    known = set(reused["image_id"])
+    todo = [name for name in names if name not in known]
 
-    def row_for(name: str) -> dict:
-        path = folder / name
-        row = {"image_id": name, "path": str(path), "bytes": None, "digest": None}
-        row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
-        if is_system_file(name):
-            return {
-                **row,
-                "status": IGNORED,
-                "reason_code": "system_file",
-                "reason": f"{path}: hidden or system file, not an image; ignored",
-            }
-        if path.is_dir():
-            return {
-                **row,
-                "status": IGNORED,
-                "reason_code": "subfolder",
-                "reason": f"{path}: sub-folder inside an image folder; ignored",
-            }
-        try:
-            probe = probe_image(path, max_pixels)
-        except ImageRejected as rejected:
-            return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
+    # Header parsing is pure Python (GIL-bound), so a large scan runs in processes, in
+    # chunks that keep the pool's own bookkeeping small next to the work.
+    chunks = [(str(folder), todo[i : i + 256], max_pixels, verify_decode) for i in range(0, len(todo), 256)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = [row for part in pool.map(_manifest_rows, chunks) for row in part]
+    else:
+        rows = [row for chunk in chunks for row in _manifest_rows(chunk)]
+    # Built as objects first: pandas would turn an int column holding None into float64.
+    fresh = pd.DataFrame(rows, columns=IMAGE_MANIFEST_SCHEMA.names, dtype=object).astype(INTEGER_COLUMNS)
+    manifest = pd.concat([reused, fresh], ignore_index=True) if len(reused) else fresh
+    position = {name: i for i, name in enumerate(names)}
+    order = np.argsort([position[name] for name in manifest["image_id"]], kind="stable")
+    return manifest.iloc[order].reset_index(drop=True).astype(INTEGER_COLUMNS).infer_objects()
+
+
+def _manifest_rows(chunk: tuple[str, list[str], int, bool]) -> list[dict]:
+    folder, names, max_pixels, verify_decode = chunk
+    return [_manifest_row(Path(folder) / name, max_pixels, verify_decode) for name in names]
+
+
+def _manifest_row(path: Path, max_pixels: int, verify_decode: bool) -> dict:
+    row = {"image_id": path.name, "path": str(path), "bytes": None, "mtime_ns": None, "digest": None}
+    row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
+    if is_system_file(path.name):
         return {
             **row,
-            "bytes": probe.num_bytes,
-            "digest": probe.digest,
-            "width": probe.width,
-            "height": probe.height,
-            "format": probe.format,
+            "status": IGNORED,
+            "reason_code": "system_file",
+            "reason": f"{path}: hidden or system file, not an image; ignored",
         }
+    if path.is_dir():
+        return {
+            **row,
+            "status": IGNORED,
+            "reason_code": "subfolder",
+            "reason": f"{path}: sub-folder inside an image folder; ignored",
+        }
+    # Stat before reading: a file that changes during the read gets a new mtime and is
+    # validated again next time.
+    with contextlib.suppress(OSError):
+        stat = path.stat()
+        row.update(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    try:
+        probe = probe_image(path, max_pixels, verify_decode)
+    except ImageRejected as rejected:
+        return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
+    return {
+        **row,
+        "bytes": probe.num_bytes,
+        "digest": probe.digest,
+        "width": probe.width,
+        "height": probe.height,
+        "format": probe.format,
+    }
 
-    # PIL releases the GIL while decoding, so threads give real parallelism here.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(pool.map(row_for, names))
-    return pd.DataFrame(rows, columns=IMAGE_MANIFEST_SCHEMA.names)
+
+def _unchanged_rows(folder: Path, names: list[str], previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Give the rows of `previous` whose file still has the same size and mtime."""
+    empty = pd.DataFrame(columns=IMAGE_MANIFEST_SCHEMA.names)
+    if previous is None or "mtime_ns" not in previous.columns or not names:
+        return empty
+    # Ignored entries are cheap to classify again; rows without a stat cannot be matched.
+    usable = previous[(previous["status"] != IGNORED) & previous["mtime_ns"].notna()]
+    usable = usable[usable["image_id"].isin(names)].astype(INTEGER_COLUMNS)
+    now = [_size_and_mtime(folder / name) for name in usable["image_id"]]
+    sizes = np.asarray([size for size, _ in now], dtype=np.int64)
+    mtimes = np.asarray([mtime for _, mtime in now], dtype=np.int64)
+    same = (usable["bytes"].to_numpy(np.int64) == sizes) & (usable["mtime_ns"].to_numpy(np.int64) == mtimes)
+    unchanged = usable[same].copy()
+    unchanged["path"] = [str(folder / name) for name in unchanged["image_id"]]
+    return unchanged[IMAGE_MANIFEST_SCHEMA.names].reset_index(drop=True)
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
+
+
+def read_scan_cache(path: str | os.PathLike, settings: dict) -> pd.DataFrame | None:
+    """Give the manifest an earlier scan left at `path`, if it was made with the same `settings`."""
+    path = Path(path)
+    if not path.is_file() or read_metadata(path).get("scan_settings") != settings:
+        return None
+    return read_table(path).to_pandas().astype(INTEGER_COLUMNS)
+
+
+def write_scan_cache(manifest: pd.DataFrame, path: str | os.PathLike, settings: dict) -> None:
+    """Keep a folder's manifest for the next scan (outside Snakemake's outputs, which it deletes)."""
+    table = pa.Table.from_pandas(manifest, schema=IMAGE_MANIFEST_SCHEMA, preserve_index=False)
+    write_table(table, path, {"scan_settings": settings})
 
 
 @dataclass(frozen=True)
@@ -142,28 +221,29 @@ def read_csv_records(path: str | os.PathLike, required: list[str]) -> CsvRecords
     return CsvRecords(str(path), encoding, columns, rows)
 
 
-TEXT_MANIFEST_COLUMNS = ["text_id", "image_id", "caption", "tokens", "row", "status", "reason_code", "reason"]
-
-
-def caption_tokens(caption: str) -> int:
-    """Give the number of cn_clip tokens of a caption, [CLS] and [SEP] included.
-
-    Longer than 52 and the model sees only the first 50 word pieces; such captions are
-    kept and counted as truncated.
-    """
-    from cn_clip.clip import _tokenizer  # imports torch: only text ingest needs it
-
-    return len(_tokenizer.tokenize(caption)) + 2
+TEXT_MANIFEST_COLUMNS = [
+    "text_id",
+    "image_id",
+    "caption",
+    "truncated",
+    "row",
+    "status",
+    "reason_code",
+    "reason",
+]
 
 
 def read_text_set(
-    csv_path: str | os.PathLike, id_column: str, images: pd.DataFrame | None = None
+    csv_path: str | os.PathLike,
+    id_column: str,
+    images: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Give the text manifest of a caption CSV, in file order.
 
     `id_column` is `text_id` for caption sets, or `image_id` for the training pairs,
     whose captions are then identified by their image's id; for pairs, `images` is
     the folder's manifest, and a row whose image is absent or rejected is rejected.
+    `truncated` marks captions longer than cn_clip's context: kept, and counted.
     """
     records = read_csv_records(csv_path, [id_column, "caption"])
     image_status = _status_by_id(images) if images is not None else None
@@ -176,7 +256,7 @@ def read_text_set(
             "text_id": item_id,
             "image_id": item_id if image_status is not None else "",
             "caption": caption,
-            "tokens": caption_tokens(caption),
+            "truncated": is_truncated(caption),
             "row": number,
             "status": OK,
             "reason_code": "",

@@ -58,16 +58,21 @@ def write_features(
     embeddings: np.ndarray,
     digests: list[str],
     metadata: dict,
+    normalise: bool = True,
 ) -> None:
-    """Write one feature shard; rows are L2-normalised here so every reader can rely on it."""
+    """Write one feature shard; rows are L2-normalised here so every reader can rely on it.
+
+    `normalise=False` is for rows copied from feature shards: dividing a unit vector by its
+    float32 norm again moves some of its values by one ulp, enough to swap near ties.
+    """
     embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or embeddings.shape[0] != len(ids) or len(ids) != len(digests):
         raise ValueError(
             f"{path}: {len(ids)} ids, {len(digests)} digests, embeddings of shape {embeddings.shape}"
         )
     dim = embeddings.shape[1] if embeddings.ndim == 2 else 0
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    embeddings = embeddings / np.maximum(norms, np.float32(1e-12))
+    if normalise:
+        embeddings = l2_normalised(embeddings)
     flat = pa.array(embeddings.reshape(-1), type=pa.float32())
     table = pa.table(
         {
@@ -77,6 +82,13 @@ def write_features(
         }
     )
     write_table(table, path, {**metadata, "embedding_dim": dim})
+
+
+def l2_normalised(embeddings: np.ndarray) -> np.ndarray:
+    """Give float32 rows scaled to unit length (zero rows stay zero)."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings / np.maximum(norms, np.float32(1e-12))
 
 
 def read_features(path: str | os.PathLike) -> FeatureShard:

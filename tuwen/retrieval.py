@@ -2,17 +2,23 @@
 
 Ranking order everywhere: cosine descending, ties broken by target id ascending, so a
 result never depends on shard layout, block size or thread timing.
+
+Numpy only: the search job must not pay torch's import (seconds) for a second of BLAS.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
-import torch
 
-from tuwen.parquet import FeatureShard
+from tuwen.parquet import FeatureShard, read_features
 
 PARTIAL_COLUMNS = ["query_index", "target_id", "cosine", "shard_logsumexp"]
+TOPK_COLUMNS = ["query_id", "rank", "target_id", "cosine", "probability"]
 
 
 def shard_topk(
@@ -21,47 +27,82 @@ def shard_topk(
     gallery_ids: list[str],
     k: int,
     logit_scale: float,
-    block_rows: int = 4096,
+    block_rows: int = 256,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Give each query's top-`k` targets within one gallery shard.
 
     Rows: query_index, target_id, cosine, and the query's log-sum-exp of
     `logit_scale * cosine` over the whole shard (so the merge can give softmax
-    probabilities over the whole gallery without seeing it again).
+    probabilities over the whole gallery without seeing it again). Blocks of
+    `block_rows` queries run on `threads` threads (numpy releases the GIL); memory
+    holds `threads` blocks of scores, whatever the number of queries.
     """
-    num_queries = len(queries)
-    if len(gallery) == 0 or num_queries == 0:
+    if len(gallery) == 0 or len(queries) == 0:
         return pd.DataFrame(columns=PARTIAL_COLUMNS)
     order = np.argsort(np.asarray(gallery_ids, dtype=str), kind="stable")
     ids_by_order = np.asarray(gallery_ids, dtype=object)[order]
-    gallery_t = torch.from_numpy(np.ascontiguousarray(gallery[order], dtype=np.float32))
-    queries_t = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    gallery_t = np.ascontiguousarray(np.asarray(gallery, dtype=np.float32)[order].T)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     keep = min(k, len(gallery))
-    frames = []
-    for start in range(0, num_queries, block_rows):
-        sims = queries_t[start : start + block_rows] @ gallery_t.T
-        logsumexp = torch.logsumexp(sims * logit_scale, dim=1).numpy()
-        kth = torch.topk(sims, keep, dim=1).values[:, -1:]
-        # Everything tied with the k-th score is a candidate; the sort below breaks ties by id.
-        rows, cols = torch.nonzero(sims >= kth, as_tuple=True)
-        values = sims[rows, cols].numpy()
-        rows, cols = rows.numpy(), cols.numpy()
+
+    def block(start: int) -> pd.DataFrame:
+        sims = queries[start : start + block_rows] @ gallery_t
+        rows, cols = _candidates(sims, keep)
+        values = sims[rows, cols]
         by_rank = np.lexsort((cols, -values, rows))
         rows, cols, values = rows[by_rank], cols[by_rank], values[by_rank]
         rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
         chosen = rank < keep
         rows, cols, values = rows[chosen], cols[chosen], values[chosen]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "query_index": rows + start,
-                    "target_id": ids_by_order[cols],
-                    "cosine": values.astype(np.float32),
-                    "shard_logsumexp": logsumexp[rows],
-                }
-            )
+        logsumexp = _row_logsumexp(sims, logit_scale)  # last: it overwrites sims
+        return pd.DataFrame(
+            {
+                "query_index": rows + start,
+                "target_id": ids_by_order[cols],
+                "cosine": values.astype(np.float32),
+                "shard_logsumexp": logsumexp[rows],
+            }
         )
-    return pd.concat(frames, ignore_index=True)
+
+    starts = range(0, len(queries), block_rows)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return pd.concat(list(pool.map(block, starts)), ignore_index=True)
+
+
+def _candidates(sims: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Give (row, column) of each row's `keep` highest scores and of everything tied with the
+    `keep`-th, sorted by row: the exact top-k once ties are broken by id."""
+    count = sims.shape[1]
+    if count <= keep:
+        rows, cols = np.indices(sims.shape)
+        return rows.ravel(), cols.ravel()
+    # The top keep + 1 per row: column 0 holds the (keep + 1)-th score, the rest the top keep.
+    top = np.argpartition(sims, count - keep - 1, axis=1)[:, count - keep - 1 :]
+    values = np.take_along_axis(sims, top, axis=1)
+    kth = values[:, 1:].min(axis=1)
+    rows = np.repeat(np.arange(len(sims)), keep)
+    cols = top[:, 1:].ravel()
+    tied = np.flatnonzero(values[:, 0] >= kth)
+    if len(tied):
+        # Rare: more scores equal the k-th than fit; take every one of them for those rows.
+        tie_rows, tie_cols = np.nonzero(sims[tied] >= kth[tied, None])
+        keep_rows = ~np.isin(rows, tied)
+        rows = np.concatenate([rows[keep_rows], tied[tie_rows]])
+        cols = np.concatenate([cols[keep_rows], tie_cols])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], cols[order]
+
+
+def _row_logsumexp(sims: np.ndarray, logit_scale: float) -> np.ndarray:
+    """Give each row's log-sum-exp of `logit_scale * sims`, using `sims` as scratch space."""
+    # exp in float32 (logits are at most 2 * logit_scale apart after the shift), sums in
+    # float64: much faster than float64 throughout, error ~1e-7 in the log.
+    peak = sims.max(axis=1, keepdims=True)
+    np.subtract(sims, peak, out=sims)
+    np.multiply(sims, np.float32(logit_scale), out=sims)
+    np.exp(sims, out=sims)
+    return peak[:, 0].astype(np.float64) * logit_scale + np.log(sims.sum(axis=1, dtype=np.float64))
 
 
 def merge_topk(
@@ -72,15 +113,17 @@ def merge_topk(
     Rows: query_id, rank (1 = most similar), target_id, cosine, probability
     (softmax of `logit_scale * cosine` over every gallery item in every shard).
     """
-    columns = ["query_id", "rank", "target_id", "cosine", "probability"]
+    columns = TOPK_COLUMNS
     candidates = [p.assign(shard=i) for i, p in enumerate(partials) if len(p)]
     if not candidates:
         return pd.DataFrame(columns=columns)
     merged = pd.concat(candidates, ignore_index=True)
     per_shard = merged.drop_duplicates(["query_index", "shard"])
-    total = per_shard.groupby("query_index")["shard_logsumexp"].apply(
-        lambda s: float(np.logaddexp.reduce(s.to_numpy(dtype=np.float64)))
-    )
+    by_query = per_shard["query_index"]
+    shard_sums = per_shard["shard_logsumexp"].astype(np.float64)
+    peak = shard_sums.groupby(by_query).transform("max")
+    # log-sum-exp over shards, per query, without a Python call per query.
+    total = np.log(np.exp(shard_sums - peak).groupby(by_query).sum()) + peak.groupby(by_query).max()
     query_index = merged["query_index"].to_numpy()
     cosine = merged["cosine"].to_numpy()
     target = merged["target_id"].to_numpy(dtype=str)
@@ -111,14 +154,40 @@ def select_features(
     count, so an item re-encoded after a change never appears twice. Gives the found
     ids, their embeddings, and the wanted ids that have no current embedding.
     """
-    digest_of = dict(zip(current["id"], current["digest"], strict=True))
-    rows: dict[str, np.ndarray] = {}
-    for shard in shards:
-        for i, (item_id, digest) in enumerate(zip(shard.ids, shard.digests, strict=True)):
-            if digest_of.get(item_id) == digest:
-                rows[item_id] = shard.embeddings[i]
-    found = [item_id for item_id in wanted_ids if item_id in rows]
-    missing = [item_id for item_id in wanted_ids if item_id not in rows]
     dim = shards[0].embeddings.shape[1] if shards else 0
-    matrix = np.stack([rows[i] for i in found]) if found else np.zeros((0, dim), np.float32)
-    return found, matrix, missing
+    if not shards:
+        return [], np.zeros((0, dim), np.float32), list(wanted_ids)
+    ids = np.concatenate([np.asarray(shard.ids, dtype=object) for shard in shards])
+    digests = np.concatenate([np.asarray(shard.digests, dtype=object) for shard in shards])
+    expected = pd.Series(current["digest"].to_numpy(), index=current["id"].to_numpy()).reindex(ids).to_numpy()
+    is_current = expected == digests
+    # A later shard's row wins, as it would in a dict filled shard by shard.
+    row_of = pd.Series(np.flatnonzero(is_current), index=ids[is_current])
+    row_of = row_of[~row_of.index.duplicated(keep="last")]
+    rows = row_of.reindex(wanted_ids).to_numpy()
+    present = ~np.isnan(rows) if rows.dtype.kind == "f" else np.ones(len(rows), dtype=bool)
+    wanted = np.asarray(wanted_ids, dtype=object)
+    embeddings = np.concatenate([shard.embeddings for shard in shards])
+    matrix = embeddings[rows[present].astype(np.int64)].astype(np.float32, copy=False)
+    return wanted[present].tolist(), matrix, wanted[~present].tolist()
+
+
+def search_gallery(
+    queries: FeatureShard,
+    gallery_shards: Iterable[str | os.PathLike],
+    current: pd.DataFrame,
+    k: int,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Give every query's top-`k` over all current items of a gallery's feature shards.
+
+    Shards are read one at a time, so memory holds one shard and a few blocks of scores.
+    `current` is the gallery's shard assignment (id, digest): only those rows count.
+    """
+    logit_scale = queries.metadata["logit_scale"]
+    partials = []
+    for path in gallery_shards:
+        shard = read_features(path)
+        ids, embeddings, _ = select_features(shard.ids, current, [shard])
+        partials.append(shard_topk(queries.embeddings, embeddings, ids, k, logit_scale, threads=threads))
+    return merge_topk(partials, queries.ids, k, logit_scale)

@@ -3,12 +3,11 @@
 An item, identified by (id, content digest), keeps its shard forever; new items go
 into new shards. A shard's list file is written once and never rewritten, so
 Snakemake sees old shards (and their features) as up to date. Changed bytes under
-an old id count as removed + added. Which items of a shard are still current is
-kept in `active/{shard}.parquet`, rewritten only when that set changes.
+an old id count as removed + added. Which items are current is the assignment that
+`assign_shards` gives (the registry checkpoint's output); searches read only those.
 
 Layout under the registry folder:
     lists/{shard}.parquet    id, digest, source (image path or caption); immutable
-    active/{shard}.parquet   id, digest of the shard's items still in the collection
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from tuwen.images import content_digest
 from tuwen.parquet import read_table, write_table
 
 LIST_SCHEMA = pa.schema([("id", pa.string()), ("digest", pa.string()), ("source", pa.string())])
-ACTIVE_SCHEMA = pa.schema([("id", pa.string()), ("digest", pa.string())])
 
 
 def shard_name(number: int) -> str:
@@ -34,11 +32,6 @@ def shard_name(number: int) -> str:
 def list_path(registry: str | os.PathLike, shard: str) -> Path:
     """Give the path of a shard's immutable item list."""
     return Path(registry) / "lists" / f"{shard}.parquet"
-
-
-def active_path(registry: str | os.PathLike, shard: str) -> Path:
-    """Give the path of a shard's current-items file."""
-    return Path(registry) / "active" / f"{shard}.parquet"
 
 
 def read_registry(registry: str | os.PathLike) -> dict[str, pd.DataFrame]:
@@ -82,36 +75,12 @@ def assign_shards(items: pd.DataFrame, registry: str | os.PathLike, shard_size: 
         lists[name] = shard_items
         for i in chunk:
             shards[i] = name
-    assignment = pd.DataFrame(
-        {"id": items["id"].to_numpy(), "digest": items["digest"].to_numpy(), "shard": shards}
-    )
-    current = set(keys)
-    for name, table in lists.items():
-        active = table.loc[
-            [k in current for k in zip(table["id"], table["digest"], strict=True)], ["id", "digest"]
-        ].reset_index(drop=True)
-        _write_if_changed(active, active_path(registry, name))
-    return assignment
+    return pd.DataFrame({"id": items["id"].to_numpy(), "digest": items["digest"].to_numpy(), "shard": shards})
 
 
 def active_shards(assignment: pd.DataFrame) -> list[str]:
     """Give the shards that hold at least one current item, in creation order."""
     return sorted(set(assignment["shard"]))
-
-
-def read_active(registry: str | os.PathLike, shard: str) -> pd.DataFrame:
-    """Give the (id, digest) rows of a shard that are still current."""
-    return read_table(active_path(registry, shard)).to_pandas()
-
-
-def _write_if_changed(table: pd.DataFrame, path: Path) -> None:
-    # Rewriting an unchanged file would bump its mtime and make Snakemake redo the
-    # similarity search of that shard for nothing.
-    if path.exists():
-        old = read_table(path).to_pandas()
-        if old.shape == table.shape and old.equals(table):
-            return
-    write_table(pa.Table.from_pandas(table, schema=ACTIVE_SCHEMA, preserve_index=False), path)
 
 
 def registry_items(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,33 @@
+"""Snakemake entry point: every query's top-K over the whole gallery of one direction."""
+
+import logging
+
+import pandas as pd
+import pyarrow as pa
+
+from tuwen.logs import run_logged
+from tuwen.parquet import read_features, write_table
+from tuwen.retrieval import search_gallery
+
+
+def main(snakemake) -> None:
+    queries = read_features(snakemake.input.queries)
+    current = pd.read_parquet(snakemake.input.assignment, columns=["id", "digest"])
+    topk = search_gallery(
+        queries, snakemake.input.features, current, snakemake.params.keep_top, threads=snakemake.threads
+    )
+    write_table(
+        pa.Table.from_pandas(topk, preserve_index=False),
+        snakemake.output[0],
+        {"logit_scale": queries.metadata["logit_scale"], "model_tag": queries.metadata["model_tag"]},
+    )
+    logging.info(
+        "top-%d of %d queries over %d gallery items in %d shards",
+        snakemake.params.keep_top,
+        len(queries.ids),
+        len(current),
+        len(snakemake.input.features),
+    )
+
+
+run_logged(main, snakemake)
