@@ -10,7 +10,7 @@ READY := $(VENV)/.tuwen-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-slow test-cluster lint bench clean
+.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode clean
 
 env: .venv
 
@@ -44,6 +44,16 @@ lint: .venv
 
 bench: .venv
 	.venv/bin/python -m bench.train_lock_image
+
+# The workflow against a bare one-process script at contest size (see bench/README.md);
+# smaller: make bench-scale BENCH_ARGS="--gallery 5000 --queries 500"
+BENCH_ARGS ?=
+bench-scale: .venv
+	.venv/bin/python -m bench.scale $(BENCH_ARGS)
+
+# End-to-end encoding against the forward pass alone: BENCH_ARGS="--arch ViT-H-14 --device cuda"
+bench-encode: .venv
+	.venv/bin/python -m bench.encode $(BENCH_ARGS)
 
 clean:
 	rm -rf results .snakemake
