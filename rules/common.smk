@@ -165,10 +165,13 @@ def card_for_tag(wildcards):
 # ---- shards and features -----------------------------------------------------
 
 SHARD_SIZE = {"image": config["shards"]["size"], "text": config["shards"]["text_size"]}
-# Threads of an encode or image-ingest job (torch's and the decode workers'). Locally
+# Threads of an encode job (torch's and the decode workers'). Locally
 # Snakemake caps them at --cores; on a cluster each such job asks for this many CPUs
 # (a profile's set-threads changes it).
 HEAVY_JOB_THREADS = 8
+# Image ingest takes half the cores: on a small machine the model-card jobs and caption
+# ingest that start beside it would otherwise wait for it before the first encode job.
+INGEST_THREADS = max(1, min(HEAVY_JOB_THREADS, (workflow.cores or 2) // 2))
 
 
 def shard_size_of(wildcards):

@@ -26,7 +26,7 @@ rule ingest_images:
         "results/logs/ingest_images/{col}.log",
     benchmark:
         "results/benchmarks/ingest_images/{col}.tsv"
-    threads: HEAVY_JOB_THREADS
+    threads: INGEST_THREADS
     resources:
         mem_mb=2000,
         runtime=60,

@@ -5,6 +5,8 @@
 rule init_model:
     output:
         "results/models/init/{arch}-seed{seed}.pt",
+    # First among the jobs that can start at once: every encode job waits for the card.
+    priority: 10
     localrule: True
     log:
         "results/logs/init_model/{arch}-seed{seed}.log",
@@ -25,6 +27,7 @@ checkpoint describe_model:
     params:
         model=config["model"],
         weights_dir=config["weights_dir"],
+    priority: 10
     localrule: True
     log:
         "results/logs/describe_model/{stage}.log",
