@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from cn_clip.clip import image_transform
@@ -29,7 +28,7 @@ from tuwen.demo import ALL_SCENES, draw_scene
 from tuwen.encode import encode_images, inference_autocast
 from tuwen.images import load_image
 from tuwen.models import architecture, build_model
-from tuwen.parquet import write_features
+from tuwen.parquet import l2_normalised, write_features
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "teddy2024-sample"
@@ -120,9 +119,9 @@ def main() -> None:
             gpu_rate, gpu = end_to_end(
                 model, items, arch, args.device, batch, args.workers, True, scratch / "gpu.parquet"
             )
-            a = pil.embeddings / np.linalg.norm(pil.embeddings, axis=1, keepdims=True)
+            a = l2_normalised(pil.embeddings)
             order = {item_id: i for i, item_id in enumerate(pil.ids)}
-            b = gpu.embeddings / np.linalg.norm(gpu.embeddings, axis=1, keepdims=True)
+            b = l2_normalised(gpu.embeddings)
             cosine = min(float(a[order[i]] @ row) for i, row in zip(gpu.ids, b, strict=True))
             rows.append(("end to end, nvjpeg + resize on the GPU", gpu_rate, cosine))
 

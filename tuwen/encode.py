@@ -136,11 +136,10 @@ def encode_images(
             if jpegs:
                 decoded, positions, refused = decode_jpegs(
                     jpegs,
+                    [dataset.paths[i] for i in jpeg_indices],
                     jpeg_decode_device,
                     resolution,
-                    lambda position, data, where=jpeg_indices: dataset.pil_input(
-                        data, dataset.paths[where[position]]
-                    ),
+                    dataset.pil_input,
                 )
                 result.skipped.extend((ids[jpeg_indices[p]], code, reason) for p, code, reason in refused)
                 if decoded is not None:

@@ -93,7 +93,7 @@ def scan_image_folder(
     manifest = pd.concat([reused, fresh], ignore_index=True) if len(reused) else fresh
     position = {name: i for i, name in enumerate(names)}
     order = np.argsort([position[name] for name in manifest["image_id"]], kind="stable")
-    return manifest.iloc[order].reset_index(drop=True).astype(INTEGER_COLUMNS).infer_objects()
+    return manifest.iloc[order].reset_index(drop=True).infer_objects()
 
 
 def _manifest_rows(chunk: tuple[str, list[str], int, bool]) -> list[dict]:
@@ -140,7 +140,7 @@ def _manifest_row(path: Path, max_pixels: int, verify_decode: bool) -> dict:
 def _unchanged_rows(folder: Path, names: list[str], previous: pd.DataFrame | None) -> pd.DataFrame:
     """Give the rows of `previous` whose file still has the same size and mtime."""
     empty = pd.DataFrame(columns=IMAGE_MANIFEST_SCHEMA.names)
-    if previous is None or "mtime_ns" not in previous.columns or not names:
+    if previous is None or not names:
         return empty
     # Ignored entries are cheap to classify again; rows without a stat cannot be matched.
     usable = previous[(previous["status"] != IGNORED) & previous["mtime_ns"].notna()]

@@ -57,14 +57,15 @@ def resize_normalise(images: list[torch.Tensor], resolution: int) -> torch.Tenso
 
 def decode_jpegs(
     jpegs: list[torch.Tensor],
+    sources: list[str],
     device: str,
     resolution: int,
-    fallback: Callable[[int, bytes], torch.Tensor],
+    fallback: Callable[[bytes, str], torch.Tensor],
 ) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str, str]]]:
     """Decode JPEG byte tensors on `device` in one batch and give the model input.
 
     A batch the decoder refuses is retried one file at a time, and a file it refuses
-    goes through `fallback(position, bytes)` (PIL). Gives the input, the positions it holds (in order),
+    goes through `fallback(bytes, source)` (PIL). Gives the input, the positions it holds (in order),
     and (position, reason code, sentence) for files no decoder could read.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -91,7 +92,7 @@ def decode_jpegs(
             positions.append(position)
             continue
         try:
-            pixels.append((position, fallback(position, raw.numpy().tobytes()).to(device)))
+            pixels.append((position, fallback(raw.numpy().tobytes(), sources[position]).to(device)))
         except ImageRejected as rejected:
             failures.append((position, rejected.code, rejected.message))
     parts = [resize_normalise(direct, resolution)] if direct else []
