@@ -7,12 +7,13 @@ LOCK := requirements.lock
 TUWEN_VENV_CACHE ?= $(HOME)/.cache/tuwen/venvs
 VENV := $(TUWEN_VENV_CACHE)/$(shell sha256sum $(LOCK) | cut -c1-16)
 READY := $(VENV)/.tuwen-ready
+CLONE_READY := .venv/.tuwen-clone-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
 .PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode clean
 
-env: .venv
+env: $(CLONE_READY)
 
 # No prerequisite on purpose: the folder name is the lock file's hash, so a changed lock
 # gets a new folder, while a fresh clone (new file times, same content) reuses this one.
@@ -22,37 +23,53 @@ $(READY):
 	"$(VENV)/bin/pip" install --quiet --disable-pip-version-check -r $(LOCK)
 	touch "$(READY)"
 
-.venv: $(READY)
-	ln -sfn "$(VENV)" .venv
+# The clone's own environment, .venv: a small venv that sees the cached one's packages
+# (one .pth line) and has this clone's `tuwen` installed editable. The 6 GB stay shared,
+# while two clones (CI beside a working copy) never import each other's tuwen. The cached
+# venv's commands (snakemake, pytest, ruff, ...) are copied with this venv's python.
+$(CLONE_READY): $(READY) pyproject.toml
+	rm -rf .venv
+	$(PYTHON) -m venv --without-pip .venv
+	echo "import site; site.addsitedir('$$("$(VENV)/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+		> "$$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tuwen-cache.pth"
+	for tool in "$(VENV)"/bin/*; do \
+		name=$${tool##*/}; [ -e ".venv/bin/$$name" ] && continue; \
+		if [ "$$(head -c 2 "$$tool")" = "#!" ]; then \
+			sed "1s|^#!.*python.*$$|#!$(CURDIR)/.venv/bin/python|" "$$tool" > ".venv/bin/$$name"; \
+			chmod +x ".venv/bin/$$name"; \
+		else ln -s "$$tool" ".venv/bin/$$name"; fi; \
+	done
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(CLONE_READY)
 
-run: .venv
+run: $(CLONE_READY)
 	.venv/bin/snakemake --cores $(CORES) --workflow-profile profiles/default
 
-test: .venv
+test: $(CLONE_READY)
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 # Long workflow runs (kill -9 and resume, the real sample): CI runs them after `make test`.
-test-slow: .venv
+test-slow: $(CLONE_READY)
 	.venv/bin/python -m pytest -m "slow and not cluster" $(PYTEST_ARGS)
 
 # The SLURM test: needs root; starts (and afterwards stops) the harness in ../shared/tools/slurm.
-test-cluster: .venv
+test-cluster: $(CLONE_READY)
 	.venv/bin/python -m pytest -m cluster $(PYTEST_ARGS)
 
-lint: .venv
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakemake --lint
+lint: $(CLONE_READY)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakefmt --check Snakefile rules && .venv/bin/snakemake --lint
 
-bench: .venv
+bench: $(CLONE_READY)
 	.venv/bin/python -m bench.train_lock_image
 
 # The workflow against a bare one-process script at contest size (see bench/README.md);
 # smaller: make bench-scale BENCH_ARGS="--gallery 5000 --queries 500"
 BENCH_ARGS ?=
-bench-scale: .venv
+bench-scale: $(CLONE_READY)
 	.venv/bin/python -m bench.scale $(BENCH_ARGS)
 
 # End-to-end encoding against the forward pass alone: BENCH_ARGS="--arch ViT-H-14 --device cuda"
-bench-encode: .venv
+bench-encode: $(CLONE_READY)
 	.venv/bin/python -m bench.encode $(BENCH_ARGS)
 
 clean:

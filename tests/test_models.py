@@ -1,9 +1,14 @@
 """Models: seeded small architectures, cn_clip checkpoints both ways, clear errors."""
 
+import contextlib
+import io
+from pathlib import Path
+
 import cn_clip.clip as cn_clip
 import pytest
 import torch
 
+from tuwen.architectures import RELEASED_MODELS
 from tuwen.models import (
     ModelError,
     architecture,
@@ -44,18 +49,43 @@ def test_checkpoint_round_trip_gives_same_embeddings(saved_tiny):
         assert torch.equal(loaded.encode_text(tokens), model.encode_text(tokens))
 
 
-def test_cn_clip_own_loader_reads_our_checkpoint(saved_tiny):
-    model, path = saved_tiny
-    loaded, preprocess = cn_clip.load_from_name(
-        str(path),
-        device="cpu",
-        vision_model_name=TINY.vision,
-        text_model_name=TINY.text,
-        input_resolution=TINY.resolution,
-    )
-    images = torch.randn(2, 3, TINY.resolution, TINY.resolution)
+def test_cn_clip_own_loader_reads_our_checkpoint_as_we_do(tmp_path):
+    # cn_clip's public loader knows only its released architectures: RN50 is the smallest.
+    rn50 = architecture("RN50")
+    path = tmp_path / "rn50.pt"
+    save_checkpoint(build_model(rn50, seed=1), path, rn50)
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs, _ = cn_clip.load_from_name(
+            str(path),
+            device="cpu",
+            vision_model_name=rn50.vision,
+            text_model_name=rn50.text,
+            input_resolution=rn50.resolution,
+        )
+    ours = load_model(rn50, path)
+    images = torch.randn(2, 3, rn50.resolution, rn50.resolution)
+    tokens = cn_clip.tokenize(["红色的圆形", "蓝色的星形"])
     with torch.inference_mode():
-        assert torch.allclose(loaded.eval().encode_image(images), model.encode_image(images), atol=1e-5)
+        assert torch.equal(theirs.eval().encode_image(images), ours.encode_image(images))
+        assert torch.equal(theirs.encode_text(tokens), ours.encode_text(tokens))
+
+
+def test_released_models_table_equals_cn_clips_own():
+    from cn_clip.clip import utils
+
+    assert set(RELEASED_MODELS) == set(utils.available_models())
+    for name, released in RELEASED_MODELS.items():
+        assert released.arch.struct == utils._MODEL_INFO[name]["struct"]
+        assert released.arch.resolution == utils._MODEL_INFO[name]["input_resolution"]
+        assert (released.repo, released.file) == utils._MODELS[name]
+
+
+def test_small_architectures_are_never_written_into_cn_clip():
+    folder = Path(cn_clip.__file__).parent / "model_configs"
+    before = sorted(p.name for p in folder.iterdir())
+    build_model(TINY, seed=0)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert not [name for name in before if name.startswith("tuwen-")]
 
 
 def test_checkpoint_of_another_architecture_is_a_short_clear_error(saved_tiny):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import kill_when, snakemake, snakemake_command, start_in_background
+from tests.conftest import REPO, kill_when, snakemake, snakemake_command, start_in_background
 from tuwen.parquet import read_features
 
 TRAINING = {
@@ -38,19 +38,28 @@ def test_training_clearly_beats_the_untrained_model(trained):
     assert log["loss"].tail(5).mean() < log["loss"].head(5).mean()
 
 
+def cn_clip_create_model(checkpoint: Path):
+    """cn_clip's `create_model` steps with the small architecture's config files (which cn_clip
+    would read only from its own package folder): CLIP(**config), fp16 conversion, weights."""
+    from cn_clip.clip.model import CLIP, convert_weights
+
+    config = {}
+    for part in ("tuwen-tiny-rn", "tuwen-tiny-bert"):
+        config.update(json.loads((REPO / "tuwen/model_configs" / f"{part}.json").read_text()))
+    config["vision_layers"] = json.loads(config["vision_layers"])
+    model = CLIP(**config)
+    convert_weights(model)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu")["state_dict"])
+    return model.float()
+
+
 def test_retrieval_uses_the_fine_tuned_checkpoint_as_cn_clip_loads_it(trained):
     import cn_clip.clip as cn_clip
 
     card = json.loads((trained / "results/models/finetune/model.json").read_text())
     base = json.loads((trained / "results/models/base/model.json").read_text())
     assert card["tag"] != base["tag"]
-    model, _ = cn_clip.load_from_name(
-        str(trained / "results/models/finetune/checkpoint.pt"),
-        device="cpu",
-        vision_model_name="tuwen-tiny-rn",
-        text_model_name="tuwen-tiny-bert",
-        input_resolution=64,
-    )
+    model = cn_clip_create_model(trained / "results/models/finetune/checkpoint.pt")
     shard = read_features(trained / f"results/features/{card['tag']}/t2i_queries/s00000.parquet")
     captions = pd.read_csv(trained / "results/demo/data/附件2/word_test.csv").set_index("text_id")["caption"]
     with torch.inference_mode():

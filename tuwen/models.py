@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import cn_clip.clip as cn_clip
 import torch
-from cn_clip.clip import utils as cn_clip_utils
-from cn_clip.clip.model import CLIP
+from cn_clip.clip.model import CLIP, convert_weights
 
-from tuwen.architectures import SMALL_ARCHITECTURES, Architecture
+from tuwen.architectures import RELEASED_MODELS, SMALL_ARCHITECTURES, Architecture
 from tuwen.atomic import atomic_path
 from tuwen.errors import TuwenError
 
@@ -36,54 +36,36 @@ class ModelError(TuwenError):
 
 def pretrained_names() -> list[str]:
     """Give the names of cn_clip's released models."""
-    return list(cn_clip_utils.available_models())
+    return list(RELEASED_MODELS)
 
 
 def architecture(name: str) -> Architecture:
     """Give the architecture called `name` (a cn_clip model name or a small test architecture)."""
     if name in SMALL_ARCHITECTURES:
         return SMALL_ARCHITECTURES[name]
-    if name in pretrained_names():
-        # cn_clip keeps the struct and resolution of each released model in this table.
-        info = cn_clip_utils._MODEL_INFO[name]
-        vision, text = info["struct"].split("@")
-        return Architecture(name, vision, text, int(info["input_resolution"]))
+    if name in RELEASED_MODELS:
+        return RELEASED_MODELS[name].arch
     known = ", ".join(pretrained_names() + list(SMALL_ARCHITECTURES))
     raise ModelError(f"unknown model '{name}'; known models: {known}")
 
 
-def register_small_architectures() -> None:
-    """Make cn_clip's loaders know the small architectures.
-
-    cn_clip resolves `vision@text` names only from JSON files in its own package folder
-    `cn_clip/clip/model_configs/`; adding ours there is how cn_clip itself is extended,
-    and lets `cn_clip.clip.load_from_name(path, vision_model_name=..., ...)` load them.
-    """
-    target_dir = Path(cn_clip_utils.__file__).parent / "model_configs"
-    for source in resources.files("tuwen.model_configs").iterdir():
-        if not source.name.endswith(".json"):
-            continue
-        target = target_dir / source.name
-        content = source.read_bytes()
-        if target.exists() and target.read_bytes() == content:
-            continue
-        try:
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(content)
-        except OSError as error:
-            raise ModelError(
-                f"cannot add architecture config {source.name} to {target_dir} ({error}); "
-                "cn_clip reads architectures only from there: make that folder writable once"
-            ) from None
+def _config_file(part: str):
+    """The JSON config of one tower: ours for the small architectures, cn_clip's shipped one otherwise."""
+    ours = resources.files("tuwen.model_configs") / f"{part}.json"
+    if ours.is_file():
+        return ours
+    return resources.files("cn_clip.clip") / "model_configs" / f"{part}.json"
 
 
 def model_config(arch: Architecture) -> dict:
-    """Give the keyword arguments of cn_clip's `CLIP` class for `arch`, from cn_clip's config files."""
-    register_small_architectures()
-    config_dir = Path(cn_clip_utils.__file__).parent / "model_configs"
+    """Give the keyword arguments of cn_clip's `CLIP` class for `arch`.
+
+    The same merge of a vision and a text config as cn_clip's `create_model`, which reads
+    only its own package folder; ours are read from tuwen, never written into cn_clip.
+    """
     config: dict = {}
     for part in (arch.vision, arch.text):
-        config.update(json.loads((config_dir / f"{part}.json").read_text()))
+        config.update(json.loads(_config_file(part).read_text(encoding="utf-8")))
     if isinstance(config["vision_layers"], str):  # cn_clip writes ResNet depths as "[3, 4, 6, 3]"
         config["vision_layers"] = json.loads(config["vision_layers"])
     return config
@@ -92,7 +74,7 @@ def model_config(arch: Architecture) -> dict:
 def build_model(arch: Architecture, seed: int) -> CLIP:
     """Give a random-initialised float32 CN-CLIP model of `arch`; the same seed gives the same weights."""
     torch.manual_seed(seed)
-    return _quiet_create_model(arch, None).float()
+    return _create_model(arch, None).float()
 
 
 def save_checkpoint(model: CLIP, path: str | os.PathLike, arch: Architecture, **extra) -> None:
@@ -119,7 +101,7 @@ def load_model(arch: Architecture, checkpoint_path: str | os.PathLike, device: s
     path = Path(checkpoint_path)
     checkpoint = _read_checkpoint(path)
     _check_fits(arch, checkpoint["state_dict"], path)
-    model = _quiet_create_model(arch, checkpoint).float()
+    model = _create_model(arch, checkpoint).float()
     return model.to(device).eval()
 
 
@@ -135,11 +117,20 @@ def _read_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def _quiet_create_model(arch: Architecture, checkpoint: dict | None) -> CLIP:
-    register_small_architectures()
-    # create_model prints its whole config on stdout; keep the rule logs readable.
-    with contextlib.redirect_stdout(io.StringIO()):
-        return cn_clip_utils.create_model(arch.struct, checkpoint)
+def _create_model(arch: Architecture, checkpoint: dict | None) -> CLIP:
+    """Build `arch` as cn_clip's `create_model` does, weights rounded through fp16 included.
+
+    cn_clip converts the model to fp16 before loading weights; keeping that step makes a
+    model loaded here equal, bit for bit, to the same checkpoint loaded by cn_clip.
+    """
+    model = CLIP(**model_config(arch))
+    convert_weights(model)
+    if checkpoint is not None:
+        weights = checkpoint["state_dict"]
+        model.load_state_dict(
+            {k.removeprefix("module."): v for k, v in weights.items() if "bert.pooler" not in k}
+        )
+    return model
 
 
 def _check_fits(arch: Architecture, state_dict: dict, path: Path) -> None:
@@ -167,21 +158,26 @@ def _check_fits(arch: Architecture, state_dict: dict, path: Path) -> None:
 def pretrained_weights_path(name: str, weights_dir: str | os.PathLike) -> Path:
     """Give where cn_clip keeps (or expects by hand) the released weights of model `name`."""
     architecture(name)  # clear error for unknown names
-    if name not in pretrained_names():
+    if name not in RELEASED_MODELS:
         raise ModelError(f"'{name}' is a small test architecture; it has no released weights")
-    return Path(os.path.expanduser(weights_dir)) / cn_clip_utils._MODELS[name][1]
+    return Path(os.path.expanduser(weights_dir)) / RELEASED_MODELS[name].file
 
 
 def fetch_pretrained(name: str, weights_dir: str | os.PathLike) -> Path:
-    """Make sure the released weights of `name` are in `weights_dir`, downloading them through cn_clip."""
+    """Make sure the released weights of `name` are in `weights_dir`, downloading them through cn_clip.
+
+    cn_clip's public way to fetch a model is `load_from_name(name, download_root=...)`,
+    which downloads into `download_root` and then loads the model once (discarded here).
+    """
     target = pretrained_weights_path(name, weights_dir)
     if target.is_file():
         return target
-    repo = cn_clip_utils._MODELS[name][0]
+    repo = RELEASED_MODELS[name].repo
     try:
         # Without this look-up the hub client retries for ~25 s before saying it is offline.
         socket.getaddrinfo("huggingface.co", 443)
-        downloaded = Path(cn_clip_utils._download(name, str(target.parent)))
+        with contextlib.redirect_stdout(io.StringIO()):
+            cn_clip.load_from_name(name, device="cpu", download_root=str(target.parent))
     except Exception as error:  # noqa: BLE001 - offline shows up as many exception types
         shutil.rmtree(target.parent / ".cache", ignore_errors=True)
         raise ModelError(
@@ -190,7 +186,9 @@ def fetch_pretrained(name: str, weights_dir: str | os.PathLike) -> Path:
             f"{target.name} from the Hugging Face repository OFA-Sys/{repo} (or ModelScope "
             f"AI-ModelScope/{repo}) and place it at {target}; or set weights_dir to where it is."
         ) from None
-    return downloaded
+    if not target.is_file():
+        raise ModelError(f"cn_clip reported a download of {name}, but {target} is not there")
+    return target
 
 
 def weights_digest(state_dict: dict) -> str:
