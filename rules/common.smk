@@ -4,15 +4,16 @@
 import json
 import math
 import os
-import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-sys.path.insert(0, workflow.basedir)
-from tuwen.architectures import SMALL_ARCHITECTURES  # noqa: E402 - torch-free, cheap
+from tuwen.architectures import SMALL_ARCHITECTURES  # torch-free, cheap
+from tuwen.config import coerce_config, load_schema, result_settings
 
-
+CONFIG_SCHEMA = load_schema(os.path.join(workflow.basedir, "config.schema.yaml"))
+# Nested --config values arrive as strings; the schema says what each one is.
+coerce_config(config, CONFIG_SCHEMA)
 validate(config, workflow.source_path("../config.schema.yaml"))
 
 DEMO = config["data_root"] == "demo"
@@ -42,7 +43,11 @@ TABLE_TASK = {spec["table"]: task for task, spec in TASKS.items()}
 def _check_data_root():
     if DEMO:
         return
-    wanted = [*IMAGE_FOLDERS.values(), *(s["csv"] for s in TEXT_SETS.values()), IMAGE_QUERY_LIST]
+    wanted = [
+        *IMAGE_FOLDERS.values(),
+        *(s["csv"] for s in TEXT_SETS.values()),
+        IMAGE_QUERY_LIST,
+    ]
     missing = [p for p in wanted if not os.path.exists(os.path.join(DATA_ROOT, p))]
     if missing:
         raise WorkflowError(
@@ -80,14 +85,17 @@ def image_folder(wildcards):
 
 def verify_decode(wildcards):
     """Decode images at ingest too? Always for the training folder: training reads its
-    images every epoch and cannot drop a pair mid-run, so a bad file must be rejected first."""
+    images every epoch and cannot drop a pair mid-run, so a bad file must be rejected first.
+    """
     return config["ingest"]["verify_decode"] or wildcards.col == "train_images"
 
 
 def text_set_inputs(wildcards):
     inputs = {"csv": data_path(TEXT_SETS[wildcards.tset]["csv"])}
     if wildcards.tset in PAIRED_FOLDER:
-        inputs["images"] = f"results/manifest/{PAIRED_FOLDER[wildcards.tset]}/images.parquet"
+        inputs["images"] = (
+            f"results/manifest/{PAIRED_FOLDER[wildcards.tset]}/images.parquet"
+        )
     return inputs
 
 
@@ -187,7 +195,6 @@ def encode_runtime(kind):
     return 10 + math.ceil(SHARD_SIZE[kind] * seconds_per_item / 60)
 
 
-
 def shards_of(name):
     """Active shards of a collection, from its registry checkpoint."""
     import pandas as pd
@@ -199,13 +206,17 @@ def shards_of(name):
 def shard_list(wildcards):
     """A shard's item list; written by the registry checkpoint, never by a rule of its own."""
     name = getattr(wildcards, "col", None) or wildcards.tset
-    registry = os.path.dirname(checkpoints.assign_shards.get(name=name).output.assignment)
+    registry = os.path.dirname(
+        checkpoints.assign_shards.get(name=name).output.assignment
+    )
     return f"{registry}/lists/{wildcards.shard}.parquet"
 
 
 def features_of(name, stage=None):
     tag = model_tag(stage)
-    return [f"results/features/{tag}/{name}/{shard}.parquet" for shard in shards_of(name)]
+    return [
+        f"results/features/{tag}/{name}/{shard}.parquet" for shard in shards_of(name)
+    ]
 
 
 # ---- retrieval ---------------------------------------------------------------
@@ -247,10 +258,20 @@ def table_topk(wildcards):
 def figure_inputs(wildcards):
     task = wildcards.task
     if task == "t2i":
-        captions, images = "results/manifest/t2i_queries/texts.parquet", "results/manifest/t2i_gallery/images.parquet"
+        captions, images = (
+            "results/manifest/t2i_queries/texts.parquet",
+            "results/manifest/t2i_gallery/images.parquet",
+        )
     else:
-        captions, images = "results/manifest/i2t_gallery/texts.parquet", "results/manifest/i2t_images/images.parquet"
-    return {"topk": f"results/retrieval/{task}/topk.parquet", "captions": captions, "images": images}
+        captions, images = (
+            "results/manifest/i2t_gallery/texts.parquet",
+            "results/manifest/i2t_images/images.parquet",
+        )
+    return {
+        "topk": f"results/retrieval/{task}/topk.parquet",
+        "captions": captions,
+        "images": images,
+    }
 
 
 FIGURE_COUNT = config["figures"]["queries_per_task"]
@@ -262,7 +283,9 @@ def figure_files(task):
 
 def encoded_collections():
     """Collections this run encodes: those retrieval searches (training adds its own)."""
-    return [name for spec in TASKS.values() for name in (spec["queries"], spec["gallery"])]
+    return [
+        name for spec in TASKS.values() for name in (spec["queries"], spec["gallery"])
+    ]
 
 
 def accounting_inputs(wildcards):
@@ -270,13 +293,17 @@ def accounting_inputs(wildcards):
     manifests += [f"results/manifest/{name}/texts.parquet" for name in TEXT_SETS]
     return {
         "manifests": manifests,
-        "features": [path for name in encoded_collections() for path in features_of(name)],
+        "features": [
+            path for name in encoded_collections() for path in features_of(name)
+        ],
         "query_manifests": [
             "results/manifest/t2i_queries/texts.parquet",
             "results/manifest/i2t_queries/queries.parquet",
         ],
         "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
-        "unencoded": [f"results/retrieval/{task}/unencoded_queries.csv" for task in TASKS],
+        "unencoded": [
+            f"results/retrieval/{task}/unencoded_queries.csv" for task in TASKS
+        ],
     }
 
 
@@ -284,7 +311,8 @@ def evaluation_inputs(wildcards):
     return {
         "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
         "gallery_assignments": [
-            f"results/shards/{spec['gallery']}/assignment.parquet" for spec in TASKS.values()
+            f"results/shards/{spec['gallery']}/assignment.parquet"
+            for spec in TASKS.values()
         ],
         "ground_truth": ground_truth_path(),
     }
@@ -301,6 +329,11 @@ def train_inputs(wildcards):
     return inputs
 
 
+def train_result_settings():
+    """The train settings its results depend on; speed-only ones are read inside the job."""
+    return result_settings(config, CONFIG_SCHEMA, "train")
+
+
 def train_state_path(wildcards):
     return f"results/models/{wildcards.run}/state/last.pt"
 
@@ -313,7 +346,11 @@ def training_outputs():
 
 
 def final_outputs():
-    outputs = ["results/result1.csv", "results/result2.csv", "results/summary/accounting.csv"]
+    outputs = [
+        "results/result1.csv",
+        "results/result2.csv",
+        "results/summary/accounting.csv",
+    ]
     for task in TASKS:
         outputs += figure_files(task)
         outputs.append(f"results/figures/{task}/score_histogram.png")

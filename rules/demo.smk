@@ -11,15 +11,15 @@ rule generate_demo:
         i2t_queries="results/demo/data/附件3/image_test.csv",
         i2t_gallery="results/demo/data/附件3/word_data.csv",
         ground_truth="results/demo/data/ground_truth.csv",
+    log:
+        "results/logs/generate_demo.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     params:
         root=demo_root,
         train_pairs=config["demo"]["train_pairs"],
         queries=config["demo"]["queries"],
         seed=config["seed"],
-    log:
-        "results/logs/generate_demo.log",
-    localrule: True
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/generate_demo.py"

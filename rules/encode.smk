@@ -12,13 +12,13 @@ rule encode_image_shard:
         "results/logs/encode/{model}/{col}/{shard}.log",
     benchmark:
         "results/benchmarks/encode/{model}/{col}/{shard}.tsv"
+    conda:
+        "../envs/tuwen.yaml"
     threads: HEAVY_JOB_THREADS
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=8000,
         runtime=encode_runtime("image"),
-    conda:
-        "../envs/model.yaml"
     script:
         "../scripts/encode_shard.py"
 
@@ -33,12 +33,12 @@ rule encode_text_shard:
         "results/logs/encode/{model}/{tset}/{shard}.log",
     benchmark:
         "results/benchmarks/encode/{model}/{tset}/{shard}.tsv"
+    conda:
+        "../envs/tuwen.yaml"
     threads: HEAVY_JOB_THREADS
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
         runtime=encode_runtime("text"),
-    conda:
-        "../envs/model.yaml"
     script:
         "../scripts/encode_shard.py"

@@ -16,22 +16,22 @@ rule ingest_images:
     output:
         manifest="results/manifest/{col}/images.parquet",
         rejects="results/manifest/{col}/rejects.csv",
+    log:
+        "results/logs/ingest_images/{col}.log",
+    benchmark:
+        "results/benchmarks/ingest_images/{col}.tsv"
+    conda:
+        "../envs/tuwen.yaml"
+    threads: INGEST_THREADS
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         max_pixels=config["ingest"]["max_image_pixels"],
         verify_decode=verify_decode,
         # Outside the outputs, which Snakemake deletes before the job: unchanged files
         # (name, size, mtime) keep their validated rows instead of being decoded again.
         scan_cache="results/cache/ingest/{col}.parquet",
-    log:
-        "results/logs/ingest_images/{col}.log",
-    benchmark:
-        "results/benchmarks/ingest_images/{col}.tsv"
-    threads: INGEST_THREADS
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/ingest_images.py"
 
@@ -42,16 +42,16 @@ rule ingest_texts:
     output:
         manifest="results/manifest/{tset}/texts.parquet",
         rejects="results/manifest/{tset}/rejects.csv",
-    params:
-        id_column=text_id_column,
-    localrule: True
     log:
         "results/logs/ingest_texts/{tset}.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../envs/data.yaml"
+    params:
+        id_column=text_id_column,
     script:
         "../scripts/ingest_texts.py"
 
@@ -63,13 +63,13 @@ rule ingest_image_queries:
     output:
         manifest="results/manifest/i2t_queries/queries.parquet",
         rejects="results/manifest/i2t_queries/rejects.csv",
-    localrule: True
     log:
         "results/logs/ingest_image_queries.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/ingest_image_queries.py"

@@ -5,16 +5,16 @@
 rule init_model:
     output:
         "results/models/init/{arch}-seed{seed}.pt",
+    log:
+        "results/logs/init_model/{arch}-seed{seed}.log",
     # First among the jobs that can start at once: every encode job waits for the card.
     priority: 10
     localrule: True
-    log:
-        "results/logs/init_model/{arch}-seed{seed}.log",
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../envs/model.yaml"
     script:
         "../scripts/init_model.py"
 
@@ -24,17 +24,17 @@ checkpoint describe_model:
         checkpoint=model_checkpoint,
     output:
         card="results/models/{stage}/model.json",
-    params:
-        model=config["model"],
-        weights_dir=config["weights_dir"],
-    priority: 10
-    localrule: True
     log:
         "results/logs/describe_model/{stage}.log",
+    priority: 10
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=16000,
         runtime=60,
-    conda:
-        "../envs/model.yaml"
+    params:
+        model=config["model"],
+        weights_dir=config["weights_dir"],
     script:
         "../scripts/describe_model.py"

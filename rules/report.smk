@@ -16,16 +16,16 @@ rule query_figures:
             caption="../report/score_histogram.rst",
             category="Scores",
         ),
-    params:
-        seed=config["seed"],
-    localrule: True
     log:
         "results/logs/query_figures/{task}.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/report.yaml"
+    params:
+        seed=config["seed"],
     script:
         "../scripts/query_figures.py"
 
@@ -40,14 +40,14 @@ rule evaluate:
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
-    localrule: True
     log:
         "results/logs/evaluate.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -62,15 +62,15 @@ rule account_inputs:
             category="Accounting",
         ),
         not_encoded="results/summary/not_encoded.csv",
-    params:
-        encoded=encoded_collections(),
-    localrule: True
     log:
         "results/logs/account_inputs.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        encoded=encoded_collections(),
     script:
         "../scripts/account_inputs.py"

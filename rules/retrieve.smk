@@ -8,14 +8,14 @@ rule gather_queries:
     output:
         queries="results/retrieval/{task}/queries.parquet",
         unencoded="results/retrieval/{task}/unencoded_queries.csv",
-    localrule: True
     log:
         "results/logs/gather_queries/{task}.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/gather_queries.py"
 
@@ -28,19 +28,19 @@ rule search_topk:
         card=MODEL_CARD,
     output:
         "results/retrieval/{task}/topk.parquet",
-    params:
-        keep_top=config["retrieval"]["keep_top"],
-    localrule: True
     log:
         "results/logs/search_topk/{task}.log",
     benchmark:
         "results/benchmarks/search_topk/{task}.tsv"
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
+    params:
+        keep_top=config["retrieval"]["keep_top"],
     script:
         "../scripts/search_topk.py"
 
@@ -52,14 +52,14 @@ rule dense_similarity:
         matrix="results/retrieval/{task}/similarity.npy",
         query_ids="results/retrieval/{task}/similarity_query_ids.txt",
         target_ids="results/retrieval/{task}/similarity_target_ids.txt",
-    localrule: True
     log:
         "results/logs/dense_similarity/{task}.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=8000,
         runtime=30,
-    conda:
-        "../envs/data.yaml"
     script:
         "../scripts/dense_similarity.py"
 
@@ -73,17 +73,17 @@ rule result_table:
             caption="../report/result_table.rst",
             category="Result tables",
         ),
-    wildcard_constraints:
-        number="1|2",
-    params:
-        task=table_task,
-    localrule: True
     log:
         "results/logs/result_table/result{number}.log",
+    wildcard_constraints:
+        number="1|2",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        task=table_task,
     script:
         "../scripts/result_table.py"

@@ -7,16 +7,16 @@ checkpoint assign_shards:
         manifest=manifest_of,
     output:
         assignment="results/shards/{name}/assignment.parquet",
-    params:
-        registry="results/shards/{name}",
-        shard_size=shard_size_of,
-    localrule: True
     log:
         "results/logs/assign_shards/{name}.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/data.yaml"
+    params:
+        registry="results/shards/{name}",
+        shard_size=shard_size_of,
     script:
         "../scripts/assign_shards.py"

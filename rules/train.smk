@@ -20,20 +20,20 @@ rule train_model:
             caption="../report/curves.rst",
             category="Training",
         ),
-    params:
-        settings=config["train"],
-        seed=config["seed"],
-        state=train_state_path,
     log:
         "results/logs/train_model/{run}.log",
     benchmark:
         "results/benchmarks/train_model/{run}.tsv"
+    conda:
+        "../envs/tuwen.yaml"
     threads: 2
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=16000,
         runtime=1440,
-    conda:
-        "../envs/model.yaml"
+    params:
+        settings=train_result_settings(),
+        seed=config["seed"],
+        state=train_state_path,
     script:
         "../scripts/train_model.py"

@@ -29,8 +29,11 @@ def main(snakemake) -> None:
     card = ModelCard.read(snakemake.input.card)
     images = pd.read_parquet(snakemake.input.images)
     pairs = training_pairs(pd.read_parquet(snakemake.input.pairs), images)
-    device = pick_device(snakemake.params.settings["device"])
-    settings = resolve_settings(snakemake.params.settings, card.name, snakemake.params.seed, device)
+    # Speed-only settings (device, workers, saves, preloading) come from the config, not
+    # params, so that changing them does not retrain.
+    train_config = {**snakemake.config["train"], **snakemake.params.settings}
+    device = pick_device(train_config["device"])
+    settings = resolve_settings(train_config, card.name, snakemake.params.seed, device)
     logging.info("settings: %s", settings)
     locked = None
     if settings.lock_image:

@@ -89,6 +89,18 @@ def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+# The default workflow (embedded demo, with training), smaller: run once per test session.
+SMALL_DEMO = {"demo": {"train_pairs": 60, "queries": 20}, "train": {"epochs": 2}}
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """A finished run of the default workflow on a small demo, shared by the tests that read it."""
+    workdir = tmp_path_factory.mktemp("demo")
+    snakemake(workdir, config=SMALL_DEMO)
+    return workdir
+
+
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
     """The real contest sample in ../shared; tests that need it skip where it is absent."""

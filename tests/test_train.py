@@ -60,6 +60,7 @@ def settings(**changes) -> TrainSettings:
         num_workers=0,
         save_every_steps=1,
         device="cpu",
+        preload_mb=2048,
     )
     return TrainSettings(**{**base, **changes})
 

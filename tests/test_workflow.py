@@ -12,22 +12,13 @@ import pandas as pd
 import pytest
 
 from tests.cn_clip_reference import cn_clip_recall
-from tests.conftest import planned_jobs, snakemake
+from tests.conftest import SMALL_DEMO, planned_jobs, snakemake
 from tuwen.demo import ALL_SCENES, draw_scene, generate_demo
 from tuwen.evaluation import positives_by_query
 from tuwen.models import architecture, build_model, checkpoint_digest, load_model, model_tag, save_checkpoint
 from tuwen.parquet import read_features
 
-SMALL_DEMO = {"demo": {"train_pairs": 60, "queries": 20}, "train": {"epochs": 2}}
 NO_TRAINING = {"train": {"enabled": False}}
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    """The default workflow (embedded demo, smaller), run once for the tests below."""
-    workdir = tmp_path_factory.mktemp("demo")
-    snakemake(workdir, config=SMALL_DEMO)
-    return workdir
 
 
 def read_rows(path: Path) -> list[list[str]]:

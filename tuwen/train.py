@@ -64,10 +64,11 @@ class TrainSettings:
     grad_checkpointing: bool
     precision: str
     seed: int
-    num_workers: int = 2
-    save_every_steps: int = 25
-    device: str = "cpu"
-    preload_mb: int = 2048
+    # Speed only: a resumed run may change them (see SPEED_FIELDS).
+    num_workers: int
+    save_every_steps: int
+    device: str
+    preload_mb: int
 
     @property
     def global_batch(self) -> int:
@@ -518,10 +519,18 @@ def resolve_settings(config: dict, model_name: str, seed: int, device: str) -> T
     )
 
 
+# Settings that change how fast a run goes, not what it computes.
+SPEED_FIELDS = ("num_workers", "save_every_steps", "device", "preload_mb")
+
+
 def run_fingerprint(settings: TrainSettings, weights_sha256: str, pairs: pd.DataFrame) -> str:
-    """Give the identity of a run: a saved state is resumed only by the very same run."""
+    """Give the identity of a run: a saved state is resumed only by the very same run.
+
+    Speed settings are left out, so a killed run resumes with more workers or another device.
+    """
     digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    identity = {k: v for k, v in asdict(settings).items() if k not in SPEED_FIELDS}
+    digest.update(json.dumps(identity, sort_keys=True).encode())
     digest.update(weights_sha256.encode())
     for row in pairs.itertuples(index=False):
         digest.update(f"{row.id}\t{row.digest}\t{row.caption}\n".encode())

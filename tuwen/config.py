@@ -1,0 +1,112 @@
+"""The workflow's config, typed by its schema (torch-free: the Snakefile imports it at parse time).
+
+Snakemake parses a nested `--config` value such as `train={enabled: true, epochs: 5}`
+with YAML's base loader, so every scalar inside arrives as a string ("true", "5"), and
+an empty value (`checkpoint=`) as None. `coerce_by_schema` turns such values into the
+types `config.schema.yaml` declares, before validation, so that every key can be set
+from the command line. Values that do not fit are left alone for the validator to name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Schema annotation of a key that changes only how fast results come, never what they
+# are: such keys are kept out of rule params, so changing one reruns nothing.
+SPEED_ONLY = "x-speed-only"
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def load_schema(path: str | Path) -> dict:
+    """Read the config schema."""
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def coerce_by_schema(value: Any, schema: dict) -> Any:
+    """Give `value` with strings turned into the types that `schema` declares, recursively."""
+    for option in schema.get("oneOf", []) + schema.get("anyOf", []):
+        coerced = coerce_by_schema(value, option)
+        if _fits(coerced, option):
+            return coerced
+    if "enum" in schema or "const" in schema:
+        allowed = schema.get("enum", [schema.get("const")])
+        return next((a for a in allowed if isinstance(value, str) and str(a) == value), value)
+    kind = schema.get("type")
+    if kind == "object":
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+        if not isinstance(value, dict):
+            return value
+        properties = schema.get("properties", {})
+        return {k: coerce_by_schema(v, properties[k]) if k in properties else v for k, v in value.items()}
+    if value is None and kind == "string":
+        return ""  # `--config checkpoint=` means the empty string, not null
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if kind == "boolean":
+        return _BOOLEANS.get(text.lower(), value)
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            return value
+    if kind == "number":
+        try:
+            return float(text) if any(c in text.lower() for c in ".e") else int(text)
+        except ValueError:
+            return value
+    return value
+
+
+def _fits(value: Any, schema: dict) -> bool:
+    if "const" in schema:
+        return value == schema["const"]
+    if "enum" in schema:
+        return value in schema["enum"]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return {
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": number,
+        "boolean": isinstance(value, bool),
+        "string": isinstance(value, str),
+        "object": isinstance(value, dict),
+    }.get(schema.get("type"), True)
+
+
+def coerce_config(config: dict, schema: dict) -> None:
+    """Coerce a whole config in place (Snakemake's `config` object is shared by every rule file)."""
+    typed = coerce_by_schema(config, schema)
+    config.clear()
+    config.update(typed)
+
+
+def schema_defaults(schema: dict) -> dict:
+    """Give the config that the schema's defaults alone make (nested objects filled in)."""
+    defaults = {}
+    for key, spec in schema.get("properties", {}).items():
+        if spec.get("type") == "object" and "properties" in spec:
+            defaults[key] = schema_defaults(spec)
+        elif "default" in spec:
+            defaults[key] = spec["default"]
+    return defaults
+
+
+def speed_only_keys(schema: dict, section: str) -> set[str]:
+    """Give the keys of `section` that the schema marks as changing speed only."""
+    properties = schema["properties"][section]["properties"]
+    return {key for key, spec in properties.items() if spec.get(SPEED_ONLY)}
+
+
+def result_settings(config: dict, schema: dict, section: str) -> dict:
+    """Give a config section without its speed-only keys: what a rule's results depend on."""
+    speed = speed_only_keys(schema, section)
+    return {key: value for key, value in config[section].items() if key not in speed}
