@@ -318,6 +318,19 @@ def evaluation_inputs(wildcards):
     }
 
 
+def browse_inputs(wildcards):
+    inputs = {
+        "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
+        "t2i_captions": "results/manifest/t2i_queries/texts.parquet",
+        "i2t_captions": "results/manifest/i2t_gallery/texts.parquet",
+        "t2i_images": "results/manifest/t2i_gallery/images.parquet",
+        "i2t_images": "results/manifest/i2t_images/images.parquet",
+    }
+    if ground_truth_path():
+        inputs["ground_truth"] = ground_truth_path()
+    return inputs
+
+
 def train_inputs(wildcards):
     inputs = {
         "pairs": "results/manifest/train_texts/texts.parquet",
@@ -358,4 +371,6 @@ def final_outputs():
             outputs.append(f"results/retrieval/{task}/similarity.npy")
     if ground_truth_path():
         outputs.append("results/eval/metrics.json")
+    if config["browse"]["enabled"]:
+        outputs.append("results/browse/index.html")
     return outputs + training_outputs()

@@ -74,3 +74,27 @@ rule account_inputs:
         encoded=encoded_collections(),
     script:
         "../scripts/account_inputs.py"
+
+
+rule browse_page:
+    input:
+        unpack(browse_inputs),
+    output:
+        page="results/browse/index.html",
+        script="results/browse/browse.js",
+        style="results/browse/browse.css",
+        data="results/browse/data.js",
+    log:
+        "results/logs/browse_page.log",
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
+    threads: INGEST_THREADS
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        shown=5,
+        thumbnail_size=config["browse"]["thumbnail_size"],
+    script:
+        "../scripts/browse_page.py"

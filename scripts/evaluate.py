@@ -6,14 +6,19 @@ import logging
 import pandas as pd
 
 from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.evaluation import RECALL_KS, positives_by_query, rankings_of, recall_at_k, summarise
-from tuwen.ingest import read_csv_records
+from tuwen.evaluation import (
+    RECALL_KS,
+    positives_by_query,
+    rankings_of,
+    read_ground_truth,
+    recall_at_k,
+    summarise,
+)
 from tuwen.logs import run_logged
 
 
 def main(snakemake) -> None:
-    records = read_csv_records(snakemake.input.ground_truth, ["text_id", "image_id"])
-    truth = pd.DataFrame([row for _, row in records.rows])
+    truth = read_ground_truth(snakemake.input.ground_truth)
     per_task = {}
     for task, topk_path, assignment_path in zip(
         ("t2i", "i2t"), snakemake.input.topk, snakemake.input.gallery_assignments, strict=True

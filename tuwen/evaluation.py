@@ -7,6 +7,14 @@ import pandas as pd
 RECALL_KS = (1, 5, 10)
 
 
+def read_ground_truth(path: str) -> pd.DataFrame:
+    """Read a `text_id,image_id` ground-truth CSV (any of the encodings ingest accepts)."""
+    from tuwen.ingest import read_csv_records
+
+    records = read_csv_records(path, ["text_id", "image_id"])
+    return pd.DataFrame([row for _, row in records.rows], columns=["text_id", "image_id"])
+
+
 def positives_by_query(ground_truth: pd.DataFrame, task: str) -> dict[str, set[str]]:
     """Give each query's true targets from `text_id,image_id` pairs: texts for i2t, images for t2i."""
     query, target = ("text_id", "image_id") if task == "t2i" else ("image_id", "text_id")

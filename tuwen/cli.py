@@ -1,0 +1,145 @@
+"""Query a finished run from the command line, without Snakemake and without re-encoding.
+
+    python -m tuwen search "一只橙色的猫"            # text → the run's 附件2 images
+    python -m tuwen search --image photo.jpg        # image → the run's 附件3 captions
+
+The query is encoded with the model the run retrieved with (its tag is in the run's
+top-k table), and searched exactly, as the workflow searches, over the run's current
+feature shards of the gallery. Problems are one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from tuwen.errors import TuwenError
+
+# Which gallery a query of each kind searches, and the run's top-k table that names the model.
+DEFAULT_GALLERY = {"text": "t2i_gallery", "image": "i2t_gallery"}
+TASK_OF_QUERY = {"text": "t2i", "image": "i2t"}
+
+
+class RunError(TuwenError):
+    """A run folder that cannot answer a query, and what to do about it."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tuwen", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    search = commands.add_parser("search", help="top-k of one caption or image against a finished run")
+    search.add_argument("text", nargs="?", help="a caption to find images for")
+    search.add_argument("--image", type=Path, help="an image file to find captions for")
+    search.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
+    search.add_argument("--top", type=int, default=5, help="how many hits to print (5)")
+    search.add_argument(
+        "--gallery",
+        help="encoded collection to search (default: t2i_gallery for text, i2t_gallery for images)",
+    )
+    args = parser.parse_args(argv)
+    if (args.text is None) == (args.image is None):
+        parser.error("give either a caption or --image PATH, not both")
+    if args.top < 1:
+        parser.error("--top must be at least 1")
+    return args
+
+
+def run_model_card(run: Path, query_kind: str) -> Path:
+    """Give the model card of the model the run retrieved with."""
+    results = run / "results"
+    topk = results / "retrieval" / TASK_OF_QUERY[query_kind] / "topk.parquet"
+    if not topk.is_file():
+        raise RunError(
+            f"{run} holds no finished run ({topk.relative_to(run)} is missing); "
+            f"run the workflow there first (make run, or snakemake --directory {run})"
+        )
+    from tuwen.parquet import read_metadata
+
+    tag = read_metadata(topk)["model_tag"]
+    for card in sorted((results / "models").glob("*/model.json")):
+        if json.loads(card.read_text(encoding="utf-8"))["tag"] == tag:
+            return card
+    raise RunError(f"{run}: no model card in results/models/*/model.json has the run's model tag {tag}")
+
+
+def gallery_files(run: Path, tag: str, gallery: str) -> tuple[list[Path], pd.DataFrame]:
+    results = run / "results"
+    shards = sorted((results / "features" / tag / gallery).glob("*.parquet"))
+    assignment = results / "shards" / gallery / "assignment.parquet"
+    if not shards or not assignment.is_file():
+        encoded = ", ".join(sorted(p.name for p in (results / "features" / tag).glob("*") if p.is_dir()))
+        raise RunError(f"{run}: no features of gallery {gallery!r} for model {tag} (encoded: {encoded})")
+    return shards, pd.read_parquet(assignment, columns=["id", "digest"])
+
+
+def encode_query(card_path: Path, run: Path, text: str | None, image: Path | None):
+    """Give the run's model's embedding of the query (L2-normalised), and its logit scale."""
+    from tuwen.encode import encode_images, encode_texts
+    from tuwen.models import ModelCard, ModelError, load_model
+    from tuwen.parquet import l2_normalised
+
+    card = ModelCard.read(card_path)
+    checkpoint = Path(card.checkpoint)
+    if not checkpoint.is_absolute():
+        checkpoint = run / checkpoint
+    try:
+        model = load_model(card.arch, checkpoint)
+    except ModelError as error:
+        raise RunError(f"the run's model {card.tag} cannot be loaded: {error}") from None
+    if text is not None:
+        items = pd.DataFrame({"id": ["query"], "digest": [None], "source": [text]})
+        encoded = encode_texts(model, items, "cpu", progress=False)
+    else:
+        if not image.is_file():
+            raise RunError(f"image {image} does not exist")
+        items = pd.DataFrame({"id": ["query"], "digest": [None], "source": [str(image)]})
+        encoded = encode_images(model, items, card.arch.resolution, "cpu", num_workers=0, progress=False)
+        if encoded.skipped:
+            raise RunError(encoded.skipped[0][2])
+    return l2_normalised(encoded.embeddings), float(model.logit_scale.exp().item()), card.tag
+
+
+def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:
+    """Add what each hit is: the caption of a text, the file of an image."""
+    manifests = run / "results" / "manifest" / gallery
+    if (manifests / "texts.parquet").is_file():
+        texts = pd.read_parquet(manifests / "texts.parquet", columns=["text_id", "caption"])
+        shown = texts.drop_duplicates("text_id").set_index("text_id")["caption"]
+    else:
+        images = pd.read_parquet(manifests / "images.parquet", columns=["image_id", "path"])
+        shown = images.drop_duplicates("image_id").set_index("image_id")["path"]
+    return hits.assign(what=hits["target_id"].map(shown).fillna(""))
+
+
+def search(args: argparse.Namespace) -> pd.DataFrame:
+    from tuwen.parquet import FeatureShard
+    from tuwen.retrieval import search_gallery
+
+    kind = "text" if args.text is not None else "image"
+    gallery = args.gallery or DEFAULT_GALLERY[kind]
+    card = run_model_card(args.run, kind)
+    tag = json.loads(card.read_text(encoding="utf-8"))["tag"]
+    shards, current = gallery_files(args.run, tag, gallery)
+    embedding, logit_scale, _ = encode_query(card, args.run, args.text, args.image)
+    query = FeatureShard(["query"], embedding, [""], {"logit_scale": logit_scale})
+    hits = search_gallery(query, shards, current, min(args.top, len(current)))
+    return describe_hits(args.run, gallery, hits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        hits = search(args)
+    except TuwenError as error:
+        print(f"tuwen search: {error}", file=sys.stderr)
+        return 2
+    for row in hits.itertuples(index=False):
+        print(f"{row.rank}\t{row.cosine:.4f}\t{row.probability:.4f}\t{row.target_id}\t{row.what}")
+    print(f"({len(hits)} hits in {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
