@@ -8,7 +8,7 @@ Usage: python -m bench.train_gpu [model] [batch] [steps]
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import torch
@@ -72,4 +72,9 @@ def main(model_name: str = "ViT-B-16", batch: int = 128, steps: int = 20) -> Non
 
 
 if __name__ == "__main__":
-    main(*(int(a) if a.isdigit() else a for a in sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-16", help="cn_clip architecture (ViT-B-16)")
+    parser.add_argument("--batch", type=int, default=128, help="pairs per step (128)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (20)")
+    args = parser.parse_args()
+    main(args.model, args.batch, args.steps)
