@@ -20,6 +20,7 @@ include: "rules/models.smk"
 include: "rules/encode.smk"
 include: "rules/train.smk"
 include: "rules/retrieve.smk"
+include: "rules/fusion.smk"
 include: "rules/report.smk"
 
 

@@ -33,6 +33,11 @@ TEXT_SETS = {
 IMAGE_QUERY_LIST = "附件3/image_test.csv"
 # Pairs of a text set with the image folder its ids must name.
 PAIRED_FOLDER = {"train_texts": "train_images"}
+# Fusion's validation task: 附件1's held-out pairs, as collections of their own (encoded,
+# and read by OCR, like any other), made from the training manifests, not from folders.
+VALIDATION = {"images": "val_images", "texts": "val_texts"}
+IMAGE_COLLECTIONS = [*IMAGE_FOLDERS, VALIDATION["images"]]
+TEXT_COLLECTIONS = [*TEXT_SETS, VALIDATION["texts"]]
 TASKS = {
     "t2i": {"queries": "t2i_queries", "gallery": "t2i_gallery", "table": "1"},
     "i2t": {"queries": "i2t_images", "gallery": "i2t_gallery", "table": "2"},
@@ -105,7 +110,7 @@ def text_id_column(wildcards):
 
 def manifest_of(wildcards):
     name = wildcards.name
-    kind = "images" if name in IMAGE_FOLDERS else "texts"
+    kind = "images" if name in IMAGE_COLLECTIONS else "texts"
     return f"results/manifest/{name}/{kind}.parquet"
 
 
@@ -183,7 +188,7 @@ INGEST_THREADS = max(1, min(HEAVY_JOB_THREADS, (workflow.cores or 2) // 2))
 
 
 def shard_size_of(wildcards):
-    return SHARD_SIZE["image" if wildcards.name in IMAGE_FOLDERS else "text"]
+    return SHARD_SIZE["image" if wildcards.name in IMAGE_COLLECTIONS else "text"]
 
 
 def encode_runtime(kind):
@@ -331,6 +336,95 @@ def browse_inputs(wildcards):
     return inputs
 
 
+# ---- fusion ------------------------------------------------------------------
+
+FUSION = config["fusion"]
+USE_OCR = FUSION["enabled"] and FUSION["ocr"]
+
+
+# Image collections whose text OCR reads: the t2i gallery, the i2t queries, validation images.
+OCR_COLLECTIONS = [
+    TASKS["t2i"]["gallery"],
+    TASKS["i2t"]["queries"],
+    VALIDATION["images"],
+]
+
+
+def ocr_of(name):
+    return [f"results/ocr/{name}/{shard}.parquet" for shard in shards_of(name)]
+
+
+def ocr_inputs(wildcards):
+    return [path for name in OCR_COLLECTIONS for path in ocr_of(name)]
+
+
+def fusion_task_inputs(queries, gallery, query_order):
+    """The files of one fused task: each model's features of both sides, the shard
+    assignments, and the texts of the lexical channel (captions, or OCR of the images).
+    """
+    inputs = {
+        "query_order": query_order,
+        "query_assignment": f"results/shards/{queries}/assignment.parquet",
+        "gallery_assignment": f"results/shards/{gallery}/assignment.parquet",
+        "cards": [f"results/models/{stage}/model.json" for stage in STAGES],
+    }
+    for stage in STAGES:
+        inputs[f"query_features_{stage}"] = features_of(queries, stage)
+        inputs[f"gallery_features_{stage}"] = features_of(gallery, stage)
+    if USE_OCR:
+        image_side, text_side = (
+            (gallery, queries) if queries in TEXT_COLLECTIONS else (queries, gallery)
+        )
+        inputs["ocr"] = ocr_of(image_side)
+        inputs["captions"] = f"results/manifest/{text_side}/texts.parquet"
+    return inputs
+
+
+def fused_search_inputs(wildcards):
+    spec = TASKS[wildcards.task]
+    inputs = fusion_task_inputs(
+        spec["queries"],
+        spec["gallery"],
+        f"results/retrieval/{wildcards.task}/queries.parquet",
+    )
+    return {**inputs, "chosen": "results/fusion/chosen.json"}
+
+
+def tune_fusion_inputs(wildcards):
+    images, texts = VALIDATION["images"], VALIDATION["texts"]
+    return {
+        **{
+            f"t2i_{k}": v
+            for k, v in fusion_task_inputs(
+                texts, images, f"results/manifest/{texts}/texts.parquet"
+            ).items()
+        },
+        **{
+            f"i2t_{k}": v
+            for k, v in fusion_task_inputs(
+                images, texts, f"results/manifest/{images}/images.parquet"
+            ).items()
+        },
+        "pairs": f"results/manifest/{texts}/texts.parquet",
+    }
+
+
+def evaluate_fusion_inputs(wildcards):
+    inputs = {
+        "validation": "results/fusion/validation.csv",
+        "chosen": "results/fusion/chosen.json",
+    }
+    if ground_truth_path():
+        inputs["ground_truth"] = ground_truth_path()
+        for task, spec in TASKS.items():
+            order = f"results/retrieval/{task}/queries.parquet"
+            for key, value in fusion_task_inputs(
+                spec["queries"], spec["gallery"], order
+            ).items():
+                inputs[f"{task}_{key}"] = value
+    return inputs
+
+
 def train_inputs(wildcards):
     inputs = {
         "pairs": "results/manifest/train_texts/texts.parquet",
@@ -373,4 +467,8 @@ def final_outputs():
         outputs.append("results/eval/metrics.json")
     if config["browse"]["enabled"]:
         outputs.append("results/browse/index.html")
+    if FUSION["enabled"]:
+        outputs.append("results/eval/fusion.csv")
+    if USE_OCR:
+        outputs.append("results/summary/ocr.csv")
     return outputs + training_outputs()

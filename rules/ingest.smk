@@ -2,9 +2,9 @@
 
 
 wildcard_constraints:
-    col="|".join(IMAGE_FOLDERS),
-    tset="|".join(TEXT_SETS),
-    name="|".join([*IMAGE_FOLDERS, *TEXT_SETS]),
+    col="|".join(IMAGE_COLLECTIONS),
+    tset="|".join(TEXT_COLLECTIONS),
+    name="|".join([*IMAGE_COLLECTIONS, *TEXT_COLLECTIONS]),
     task="|".join(TASKS),
     shard=r"s\d+",
     stage="|".join(STAGES),
@@ -20,6 +20,8 @@ rule ingest_images:
         "results/logs/ingest_images/{col}.log",
     benchmark:
         "results/benchmarks/ingest_images/{col}.tsv"
+    wildcard_constraints:
+        col="|".join(IMAGE_FOLDERS),
     conda:
         "../envs/tuwen.yaml"
     threads: INGEST_THREADS
@@ -44,6 +46,8 @@ rule ingest_texts:
         rejects="results/manifest/{tset}/rejects.csv",
     log:
         "results/logs/ingest_texts/{tset}.log",
+    wildcard_constraints:
+        tset="|".join(TEXT_SETS),
     localrule: True
     conda:
         "../envs/tuwen.yaml"

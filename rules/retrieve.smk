@@ -20,29 +20,56 @@ rule gather_queries:
         "../scripts/gather_queries.py"
 
 
-# One job per direction over every gallery shard: at contest size the exact search is about
-# a second of BLAS, less than one job's start-up, so a job per shard would only add start-ups.
-rule search_topk:
-    input:
-        unpack(search_inputs),
-        card=MODEL_CARD,
-    output:
-        "results/retrieval/{task}/topk.parquet",
-    log:
-        "results/logs/search_topk/{task}.log",
-    benchmark:
-        "results/benchmarks/search_topk/{task}.tsv"
-    localrule: True
-    conda:
-        "../envs/tuwen.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    params:
-        keep_top=config["retrieval"]["keep_top"],
-    script:
-        "../scripts/search_topk.py"
+if not FUSION["enabled"]:
+
+    # One job per direction over every gallery shard: at contest size the exact search is about
+    # a second of BLAS, less than one job's start-up, so a job per shard would only add start-ups.
+    rule search_topk:
+        input:
+            unpack(search_inputs),
+            card=MODEL_CARD,
+        output:
+            "results/retrieval/{task}/topk.parquet",
+        log:
+            "results/logs/search_topk/{task}.log",
+        benchmark:
+            "results/benchmarks/search_topk/{task}.tsv"
+        localrule: True
+        conda:
+            "../envs/tuwen.yaml"
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=30,
+        params:
+            keep_top=config["retrieval"]["keep_top"],
+        script:
+            "../scripts/search_topk.py"
+
+else:
+
+    # The fused search (rules/fusion.smk's settings): every channel of every query x gallery item.
+    rule fused_search:
+        input:
+            unpack(fused_search_inputs),
+        output:
+            "results/retrieval/{task}/topk.parquet",
+        log:
+            "results/logs/fused_search/{task}.log",
+        benchmark:
+            "results/benchmarks/fused_search/{task}.tsv"
+        localrule: True
+        conda:
+            "../envs/tuwen.yaml"
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=60,
+        params:
+            keep_top=config["retrieval"]["keep_top"],
+            stages=STAGES,
+        script:
+            "../scripts/fused_search.py"
 
 
 rule dense_similarity:

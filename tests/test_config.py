@@ -42,6 +42,7 @@ def test_command_line_strings_are_typed_by_the_schema():
         "checkpoint": None,
         "seed": "4",
         "retrieval": "{keep_top: 12}",
+        "fusion": {"enabled": "true", "weights": ["0.5", "2"], "temperatures": "[0.1]"},
     }
     assert coerce_by_schema(given, SCHEMA) == {
         "train": {"enabled": True, "epochs": 5, "val_fraction": 0.2, "lr": 1e-4},
@@ -49,6 +50,7 @@ def test_command_line_strings_are_typed_by_the_schema():
         "checkpoint": "",
         "seed": 4,
         "retrieval": {"keep_top": 12},
+        "fusion": {"enabled": True, "weights": [0.5, 2], "temperatures": [0.1]},
     }
     assert coerce_by_schema({"encode": {"num_workers": "auto"}}, SCHEMA) == {
         "encode": {"num_workers": "auto"}

@@ -87,3 +87,24 @@ def query_account(task: str, queries: pd.DataFrame, topk: pd.DataFrame, unencode
             .items()
         ),
     }
+
+
+OCR_FAILURE_COLUMNS = ["collection", "id", "reason"]
+
+
+def ocr_account(name: str, shards: list[pd.DataFrame]) -> tuple[dict, pd.DataFrame]:
+    """Give the OCR counts of one collection (images with text, without, failed) and its
+    failures, each naming the file and why: those images have no text in the fusion."""
+    table = (
+        pd.concat(shards, ignore_index=True) if shards else pd.DataFrame(columns=["id", "status", "reason"])
+    )
+    counts = table["status"].value_counts()
+    failed = table[table["status"] == "failed"]
+    row = {
+        "collection": name,
+        "images": len(table),
+        "with_text": int(counts.get("ok", 0)),
+        "without_text": int(counts.get("empty", 0)),
+        "failed": int(counts.get("failed", 0)),
+    }
+    return row, pd.DataFrame({"collection": name, "id": failed["id"], "reason": failed["reason"]})

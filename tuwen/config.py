@@ -47,6 +47,15 @@ def coerce_by_schema(value: Any, schema: dict) -> Any:
             return value
         properties = schema.get("properties", {})
         return {k: coerce_by_schema(v, properties[k]) if k in properties else v for k, v in value.items()}
+    if kind == "array":
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+        if not isinstance(value, list):
+            return value
+        return [coerce_by_schema(item, schema.get("items", {})) for item in value]
     if value is None and kind == "string":
         return ""  # `--config checkpoint=` means the empty string, not null
     if not isinstance(value, str):
@@ -79,6 +88,7 @@ def _fits(value: Any, schema: dict) -> bool:
         "boolean": isinstance(value, bool),
         "string": isinstance(value, str),
         "object": isinstance(value, dict),
+        "array": isinstance(value, list),
     }.get(schema.get("type"), True)
 
 

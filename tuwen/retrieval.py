@@ -48,7 +48,7 @@ def shard_topk(
 
     def block(start: int) -> pd.DataFrame:
         sims = queries[start : start + block_rows] @ gallery_t
-        rows, cols = _candidates(sims, keep)
+        rows, cols = top_candidates(sims, keep)
         values = sims[rows, cols]
         by_rank = np.lexsort((cols, -values, rows))
         rows, cols, values = rows[by_rank], cols[by_rank], values[by_rank]
@@ -70,7 +70,7 @@ def shard_topk(
         return pd.concat(list(pool.map(block, starts)), ignore_index=True)
 
 
-def _candidates(sims: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+def top_candidates(sims: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
     """Give (row, column) of each row's `keep` highest scores and of everything tied with the
     `keep`-th, sorted by row: the exact top-k once ties are broken by id."""
     count = sims.shape[1]

@@ -38,6 +38,7 @@ from tuwen.encode import encode_images, encode_texts
 from tuwen.evaluation import RECALL_KS, recall_at_k
 from tuwen.images import load_image
 from tuwen.models import save_checkpoint
+from tuwen.splits import is_validation
 
 LOG = logging.getLogger("tuwen.train")
 LOGIT_SCALE_MAX = float(np.log(100.0))  # cn_clip clamps to ln(100) = 4.6052
@@ -80,12 +81,6 @@ def recipe_lr(model_name: str, global_batch: int) -> float:
     """Give the default peak learning rate for `model_name` at `global_batch`."""
     reference_lr, reference_batch = LR_RECIPES.get(model_name, RELEASED_RECIPE)
     return reference_lr * global_batch / reference_batch
-
-
-def is_validation(item_id: str, fraction: float) -> bool:
-    """Tell whether a pair belongs to the validation split: a stable hash of its id, not luck."""
-    bucket = int(hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:8], 16) / 2**32
-    return bucket < fraction
 
 
 def training_pairs(pairs: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,29 @@
+"""Snakemake entry point: how many images OCR read text in, per collection, and every failure."""
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from tuwen.accounting import OCR_FAILURE_COLUMNS, ocr_account
+from tuwen.atomic import atomic_path
+from tuwen.logs import run_logged
+
+
+def main(snakemake) -> None:
+    by_collection: dict[str, list[pd.DataFrame]] = {}
+    for path in snakemake.input.ocr:
+        by_collection.setdefault(Path(path).parent.name, []).append(pd.read_parquet(path))
+    rows, failures = [], [pd.DataFrame(columns=OCR_FAILURE_COLUMNS)]
+    for name in snakemake.params.collections:
+        row, failed = ocr_account(name, by_collection.get(name, []))
+        rows.append(row)
+        failures.append(failed)
+    with atomic_path(snakemake.output.counts) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, lineterminator="\n")
+    with atomic_path(snakemake.output.failures) as tmp:
+        pd.concat(failures, ignore_index=True).to_csv(tmp, index=False, lineterminator="\n")
+    logging.info("OCR:\n%s", pd.DataFrame(rows).to_string(index=False))
+
+
+run_logged(main, snakemake)

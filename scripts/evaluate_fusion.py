@@ -1,0 +1,48 @@
+"""Snakemake entry point: results/eval/fusion.csv, each channel and fusion on validation and test."""
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+
+from tuwen.atomic import atomic_path
+from tuwen.evaluation import positives_by_query, read_ground_truth
+from tuwen.fusion import FusionSetting, evaluate_settings, load_task
+from tuwen.logs import run_logged
+
+COLUMNS = ["split", "task", "channels", "R@1", "R@5", "R@10", "chosen", "weights", "temperature"]
+
+
+def main(snakemake) -> None:
+    validation = pd.read_csv(snakemake.input.validation)
+    rows = [validation]
+    files = dict(snakemake.input.items())
+    if "ground_truth" in files:
+        truth = read_ground_truth(files["ground_truth"])
+        models = list(reversed(snakemake.params.stages))
+        for task in ("t2i", "i2t"):
+            channels = load_task(files, f"{task}_", models)
+            on_task = validation[validation["task"] == task]
+            settings = [
+                FusionSetting.from_dict(
+                    {
+                        "weights": json.loads(r.weights),
+                        "temperature": None if np.isnan(r.temperature) else r.temperature,
+                    }
+                )
+                for r in on_task.itertuples(index=False)
+            ]
+            groups = np.zeros(len(channels.query_ids), dtype=np.int64)  # all test queries are known at once
+            evaluated = evaluate_settings(channels, settings, positives_by_query(truth, task), groups)
+            test = on_task.assign(split="test")
+            for key in ("R@1", "R@5", "R@10"):
+                test[key] = [item.recall[key] for item in evaluated]
+            rows.append(test)
+    table = pd.concat(rows, ignore_index=True)[COLUMNS]
+    with atomic_path(snakemake.output.table) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")
+    logging.info("fusion:\n%s", table.to_string(index=False))
+
+
+run_logged(main, snakemake)

@@ -1,0 +1,25 @@
+"""Snakemake entry point: the held-out pairs of 附件1 as the collections of fusion's validation task."""
+
+import logging
+
+import pandas as pd
+import pyarrow as pa
+
+from tuwen.logs import run_logged
+from tuwen.parquet import write_table
+from tuwen.validation import validation_manifests
+
+
+def main(snakemake) -> None:
+    images, texts = validation_manifests(
+        pd.read_parquet(snakemake.input.images),
+        pd.read_parquet(snakemake.input.texts),
+        snakemake.params.fraction,
+        snakemake.params.max_pairs,
+    )
+    write_table(pa.Table.from_pandas(images, preserve_index=False), snakemake.output.images)
+    write_table(pa.Table.from_pandas(texts, preserve_index=False), snakemake.output.texts)
+    logging.info("validation task: %d held-out pairs", len(texts))
+
+
+run_logged(main, snakemake)

@@ -1,0 +1,143 @@
+"""Fusion: lexical scores, the exact fused top-k against a dense float64 reference, and tuning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tuwen.fusion import (
+    FusionSetting,
+    build_channels,
+    candidate_settings,
+    fused_topk,
+    query_groups,
+    recall,
+)
+from tuwen.lexical import BM25Index, normalised_by_query, text_units
+
+
+def test_text_units_are_characters_and_bigrams_of_word_runs():
+    assert text_units("Ｆ1 红色,猫!") == ["f", "1", "f1", "红", "色", "红色", "猫"]
+    assert text_units("") == [] and text_units("，。！") == []
+
+
+def test_bm25_matches_the_formula():
+    documents = ["红色的猫", "蓝色的狗", "", "猫猫猫"]
+    scores = BM25Index(documents).scores(["猫"]).toarray()[0]
+    n, lengths = 4, [len(text_units(d)) for d in documents]
+    average = sum(lengths) / n
+    idf = math.log1p((n - 2 + 0.5) / (2 + 0.5))  # 猫 is in 2 of 4 documents
+
+    def bm25(tf, length):
+        return idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * length / average))
+
+    assert scores == pytest.approx([bm25(1, lengths[0]), 0.0, 0.0, bm25(3, lengths[3])])
+    normalised = normalised_by_query(BM25Index(documents).scores(["猫", "鱼"])).toarray()
+    assert normalised[0].max() == 1.0 and not normalised[1].any()
+
+
+def random_task(seed: int, queries: int = 40, gallery: int = 90):
+    rng = np.random.default_rng(seed)
+    words = list("红橙黄绿青蓝紫猫狗鱼鸟山水花草书店报纸新闻")
+    gallery_ids = [f"g{i:03d}" for i in rng.permutation(gallery)]
+    query_ids = [f"q{i:03d}" for i in range(queries)]
+
+    def unit(n):
+        x = rng.normal(size=(n, 16)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    clip = {
+        m: (
+            dict(zip(query_ids, unit(queries), strict=True)),
+            dict(zip(gallery_ids, unit(gallery), strict=True)),
+        )
+        for m in ("a", "b")
+    }
+    # Coarse values make exact ties common, so tie-breaking is tested too.
+    for model in clip:
+        for table in clip[model]:
+            for key in table:
+                table[key] = np.round(table[key] * 4) / 4
+    texts = (
+        {q: "".join(rng.choice(words, rng.integers(0, 6))) for q in query_ids},
+        {g: "".join(rng.choice(words, rng.integers(0, 6))) for g in gallery_ids},
+    )
+    return build_channels(query_ids, clip, texts, logit_scale=50.0)
+
+
+def dense_reference(channels, setting: FusionSetting, k: int, groups: np.ndarray) -> pd.DataFrame:
+    everything = slice(0, len(channels.query_ids))
+    fused = sum(w * channels.block(n, everything) for n, w in setting.weights if w)
+    final = fused.copy()
+    if setting.temperature:
+        for group in np.unique(groups):
+            scaled = fused[groups == group] / setting.temperature
+            lse = np.log(np.exp(scaled - scaled.max(axis=0)).sum(axis=0)) + scaled.max(axis=0)
+            final[groups == group] = fused[groups == group] - setting.temperature * lse
+    rows = []
+    for i, query in enumerate(channels.query_ids):
+        ids = channels.gallery_ids
+        order = sorted(range(len(ids)), key=lambda j: (-final[i, j], ids[j]))
+        rows += [(query, r + 1, channels.gallery_ids[j], final[i, j]) for r, j in enumerate(order[:k])]
+    return pd.DataFrame(rows, columns=["query_id", "rank", "target_id", "score"])
+
+
+@pytest.mark.parametrize("temperature", [None, 0.05])
+@pytest.mark.parametrize("block_rows", [1, 7, 256])
+def test_fused_topk_equals_the_dense_float64_reference(temperature, block_rows):
+    channels = random_task(0)
+    groups = query_groups(channels.query_ids, len(channels.gallery_ids), ratio=10)
+    assert len(set(groups)) > 1
+    setting = FusionSetting((("clip:a", 1.0), ("clip:b", 0.5), ("ocr", 0.3)), temperature)
+    topk = fused_topk(channels, setting, 10, groups, block_rows=block_rows)
+    expected = dense_reference(channels, setting, 10, groups)
+    columns = ["query_id", "rank", "target_id"]
+    assert topk[columns].values.tolist() == expected[columns].values.tolist()
+    assert np.allclose(topk["score"], expected["score"], rtol=0, atol=1e-12)
+    expected_columns = {"score_clip_a", "score_clip_b", "score_ocr", "cosine", "fused", "probability"}
+    assert expected_columns <= set(topk.columns)
+    assert (topk["cosine"] == topk["score_clip_a"].astype(np.float32)).all()
+
+
+def test_gallery_order_and_shard_layout_do_not_change_the_result():
+    channels = random_task(1)
+    setting = FusionSetting((("clip:a", 1.0), ("clip:b", 0.0), ("ocr", 1.0)), 0.1)
+    # The same task with its gallery given in another order (another shard layout) and as
+    # a model's embeddings split differently: build_channels sorts the gallery by id.
+    clip = {
+        m: (
+            dict(zip(channels.query_ids, channels.clip[m][0], strict=True)),
+            dict(reversed(list(zip(channels.gallery_ids, channels.clip[m][1], strict=True)))),
+        )
+        for m in channels.clip
+    }
+    rebuilt = build_channels(channels.query_ids, clip, None, 50.0)
+    rebuilt.ocr = channels.ocr
+    assert rebuilt.gallery_ids == channels.gallery_ids
+    assert fused_topk(rebuilt, setting, 5).equals(fused_topk(channels, setting, 5))
+
+
+def test_reranking_lowers_a_hub():
+    # g0 is a hub: close to every query; each query's own target is slightly less close.
+    queries = [f"q{i}" for i in range(5)]
+    eye = np.eye(6, dtype=np.float32)
+    hub = np.full(6, 1 / math.sqrt(6), dtype=np.float32)
+    query_vectors = {q: (eye[i + 1] + hub) / np.linalg.norm(eye[i + 1] + hub) for i, q in enumerate(queries)}
+    gallery = {"g0": hub, **{f"t{i}": eye[i + 1] for i in range(5)}}
+    channels = build_channels(queries, {"m": (query_vectors, gallery)}, None, 100.0)
+    positives = {q: {f"t{i}"} for i, q in enumerate(queries)}
+    plain = fused_topk(channels, FusionSetting((("clip", 1.0),)), 1)
+    reranked = fused_topk(channels, FusionSetting((("clip", 1.0),), 0.05), 1)
+    assert recall(plain, positives)["R@1"] == 0.0
+    assert recall(reranked, positives)["R@1"] == 1.0
+
+
+def test_candidate_settings_start_with_each_channel_alone():
+    settings = candidate_settings(["clip", "ocr"], [0.5, 1.0], [0.1])
+    labels = [s.label for s in settings]
+    assert labels[:4] == ["clip", "clip+rerank", "ocr", "ocr+rerank"]
+    assert labels.count("clip+ocr") == 2 and labels.count("clip+ocr+rerank") == 2
+    assert FusionSetting.from_dict(settings[5].describe()) == settings[5]

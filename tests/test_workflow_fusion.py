@@ -1,0 +1,90 @@
+"""Fusion inside the workflow: validation from the training hold-out, OCR, fusion.csv, fused tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import SMALL_DEMO, planned_jobs, snakemake
+from tuwen.retrieval import TOPK_COLUMNS
+from tuwen.splits import is_validation
+
+FUSION = {
+    **SMALL_DEMO,
+    "fusion": {"enabled": True, "weights": [0.5, 1.0], "temperatures": [0.05]},
+}
+# A whole workflow run with training, OCR and tuning: minutes, so `make test-slow`.
+pytestmark = pytest.mark.slow
+
+FUSION_CSV_COLUMNS = ["split", "task", "channels", "R@1", "R@5", "R@10", "chosen", "weights", "temperature"]
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("fusion")
+    snakemake(workdir, config=FUSION)
+    return workdir
+
+
+def test_fusion_csv_has_each_channel_and_one_chosen_setting_per_task(fused):
+    table = pd.read_csv(fused / "results/eval/fusion.csv")
+    assert list(table.columns) == FUSION_CSV_COLUMNS
+    assert set(table["split"]) == {"validation", "test"} and set(table["task"]) == {"t2i", "i2t"}
+    labels = set(table["channels"])
+    # Training on: two models (the base and the fine-tuned one), and the OCR channel.
+    assert {"clip:finetune", "clip:base", "ocr", "clip:finetune+ocr", "clip:finetune+rerank"} <= labels
+    for (split, task), rows in table.groupby(["split", "task"]):
+        assert rows["chosen"].sum() == 1, (split, task)
+        assert rows["channels"].is_unique
+    for task, rows in table[table["split"] == "validation"].groupby("task"):
+        mean = rows[["R@1", "R@5", "R@10"]].mean(axis=1)
+        assert mean[rows["chosen"]].iloc[0] == pytest.approx(mean.max())
+        test_chosen = table[(table["split"] == "test") & (table["task"] == task) & table["chosen"]]
+        assert test_chosen["channels"].item() == rows.loc[rows["chosen"], "channels"].item()
+
+
+def test_validation_is_exactly_the_training_hold_out(fused):
+    pairs = pd.read_parquet(fused / "results/manifest/train_texts/texts.parquet")
+    accepted = pairs[pairs["status"] == "ok"]
+    held_out = {i for i in accepted["image_id"] if is_validation(i, 0.2)}
+    validation = pd.read_parquet(fused / "results/manifest/val_texts/texts.parquet")
+    assert set(validation["text_id"]) == held_out
+    trained = json.loads((fused / "results/models/finetune/val_metrics.json").read_text())
+    assert trained["validation_pairs"] == len(held_out)
+
+
+def test_tables_follow_the_fused_ranking_and_keep_every_channel(fused):
+    chosen = json.loads((fused / "results/fusion/chosen.json").read_text())
+    for task, number in (("t2i", 1), ("i2t", 2)):
+        topk = pd.read_parquet(fused / f"results/retrieval/{task}/topk.parquet")
+        assert {"score", "fused", "score_clip_finetune", "score_clip_base", "score_ocr"} <= set(topk.columns)
+        assert (topk.groupby("query_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+        table = pd.read_csv(fused / f"results/result{number}.csv")
+        top5 = topk[topk["rank"] <= 5]
+        assert table.iloc[:, 2].tolist() == top5["target_id"].tolist()
+        assert set(chosen[task]) == {"label", "weights", "temperature"}
+
+
+def test_ocr_is_accounted_for(fused):
+    counts = pd.read_csv(fused / "results/summary/ocr.csv").set_index("collection")
+    assert list(counts.index) == ["t2i_gallery", "i2t_images", "val_images"]
+    for name in ("t2i_gallery", "i2t_images"):
+        accepted = pd.read_parquet(fused / f"results/manifest/{name}/images.parquet").query("status == 'ok'")
+        row = counts.loc[name]
+        assert row["images"] == len(accepted) == row["with_text"] + row["without_text"] + row["failed"]
+    assert pd.read_csv(fused / "results/summary/ocr_failures.csv").columns.tolist() == [
+        "collection",
+        "id",
+        "reason",
+    ]
+
+
+def test_fusion_off_is_the_plain_search(demo_run):
+    topk = pd.read_parquet(demo_run / "results/retrieval/t2i/topk.parquet")
+    assert list(topk.columns) == TOPK_COLUMNS
+    # Fusion's settings do not touch a run with fusion off.
+    changed = {**SMALL_DEMO, "fusion": {"enabled": False, "ocr": False, "weights": [3.0]}}
+    assert planned_jobs(snakemake(demo_run, "-n", config=changed).stdout) == []

@@ -1,0 +1,335 @@
+"""Fusion of retrieval channels: several CLIP models' cosines, an OCR–caption lexical score,
+and re-ranking with the whole query set.
+
+For one task (queries x gallery), each channel gives a score per pair:
+- `clip:<model>`: the cosine of that model's embeddings;
+- `ocr`: BM25 of the query's text against the gallery item's text (caption vs the text
+  read in the image), divided by the query's best score, so it lies in [0, 1] for every query.
+
+A setting fuses them as a weighted sum, `fused = sum(w_c * score_c)`, and may re-rank with
+the query set (inverted softmax, QB-Norm): `final = fused - T * log sum_q' exp(fused[q', g] / T)`,
+the sum over the queries of the query's group (all queries in a task, or the groups of
+the validation task, each ~1/10 of the gallery as in the contest). This ranks by
+`exp(fused / T)` normalised over the queries for each gallery item, and so lowers the
+"hubs" that are near every query. Everything is float64 and exact: the top-k equals a
+dense computation of the same formula, ties broken by target id (a test holds this).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from tuwen.lexical import BM25Index, normalised_by_query
+from tuwen.retrieval import top_candidates
+from tuwen.splits import id_bucket
+
+OCR = "ocr"
+RECALL_KS = (1, 5, 10)
+
+
+@dataclass
+class TaskChannels:
+    """The channels of one task; gallery rows sorted by id, so that ties break by id."""
+
+    query_ids: list[str]
+    gallery_ids: list[str]
+    clip: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # model: (Q x D, G x D)
+    ocr: sparse.csr_matrix | None = None  # Q x G, normalised per query
+    logit_scale: float = 100.0
+    _dense: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        """Give the channel names: `clip` for a single model, else `clip:<model>`; then `ocr`."""
+        clip = ["clip"] if len(self.clip) == 1 else [f"clip:{m}" for m in self.clip]
+        return clip + ([OCR] if self.ocr is not None else [])
+
+    def block(self, name: str, rows: slice) -> np.ndarray:
+        """Give one channel's float64 scores for a block of query rows against the whole gallery."""
+        if name in self._dense:
+            return self._dense[name][rows]
+        if name == OCR:
+            return self.ocr[rows].toarray()
+        model = next(iter(self.clip)) if name == "clip" else name.removeprefix("clip:")
+        queries, gallery = self.clip[model]
+        return queries[rows].astype(np.float64) @ gallery.astype(np.float64).T
+
+    def materialise(self) -> None:
+        """Keep every channel's whole score matrix in memory, for the many settings of tuning."""
+        everything = slice(0, len(self.query_ids))
+        self._dense = {name: self.block(name, everything) for name in self.names}
+
+
+@dataclass(frozen=True)
+class FusionSetting:
+    """A weight per channel (0: unused) and the re-ranking temperature (None: no re-ranking)."""
+
+    weights: tuple[tuple[str, float], ...]
+    temperature: float | None = None
+
+    @property
+    def used(self) -> list[str]:
+        """Give the channels with a non-zero weight."""
+        return [name for name, weight in self.weights if weight]
+
+    @property
+    def label(self) -> str:
+        """Give the row label of fusion.csv: the used channels, and `rerank` when re-ranking."""
+        return "+".join(self.used + (["rerank"] if self.temperature else []))
+
+    def describe(self) -> dict:
+        """Give the setting as JSON-ready data."""
+        return {"weights": dict(self.weights), "temperature": self.temperature}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FusionSetting:
+        """Read a setting written by `describe`."""
+        return cls(tuple((k, float(v)) for k, v in data["weights"].items()), data["temperature"])
+
+
+def score_column(channel: str) -> str:
+    """Give the topk.parquet column of a channel's raw score, e.g. score_clip, score_ocr."""
+    return "score_" + channel.replace(":", "_")
+
+
+def fused_block(channels: TaskChannels, setting: FusionSetting, rows: slice) -> np.ndarray:
+    """Give the weighted sum of the used channels for a block of query rows."""
+    total = None
+    for name, weight in setting.weights:
+        if weight:
+            part = weight * channels.block(name, rows)
+            total = part if total is None else total + part
+    return total
+
+
+def query_groups(query_ids: list[str], gallery_size: int, ratio: int) -> np.ndarray:
+    """Give each query's re-ranking group: groups of about gallery_size / ratio queries, by id hash.
+
+    `ratio` 0 puts every query in one group (the contest, where all queries are known at once).
+    """
+    if ratio <= 0 or not query_ids:
+        return np.zeros(len(query_ids), dtype=np.int64)
+    count = max(1, round(len(query_ids) / max(1.0, gallery_size / ratio)))
+    return np.array([int(id_bucket(q, "rerank-group") * count) for q in query_ids], dtype=np.int64)
+
+
+def column_logsumexp(
+    channels: TaskChannels, setting: FusionSetting, groups: np.ndarray, block_rows: int
+) -> np.ndarray:
+    """Give, per group and gallery item, the log of the sum over the group's queries of exp(fused / T)."""
+    result = np.full((int(groups.max()) + 1, len(channels.gallery_ids)), -np.inf)
+    for start in range(0, len(channels.query_ids), block_rows):
+        rows = slice(start, start + block_rows)
+        scaled = fused_block(channels, setting, rows) / setting.temperature
+        block_groups = groups[rows]
+        for group in np.unique(block_groups):
+            part = scaled[block_groups == group]
+            peak = part.max(axis=0)
+            result[group] = np.logaddexp(result[group], peak + np.log(np.exp(part - peak).sum(axis=0)))
+    return result
+
+
+def fused_topk(
+    channels: TaskChannels,
+    setting: FusionSetting,
+    k: int,
+    groups: np.ndarray | None = None,
+    block_rows: int = 256,
+) -> pd.DataFrame:
+    """Give each query's top-`k` by the setting's final score, with every channel's raw score.
+
+    Rows, in query order: query_id, rank, target_id, score (final), fused (weighted sum),
+    cosine (the first CLIP channel), probability (softmax over the gallery of
+    logit_scale x final), and `score_<channel>` for every channel, used or not.
+    """
+    if groups is None:
+        groups = np.zeros(len(channels.query_ids), dtype=np.int64)
+    lse = column_logsumexp(channels, setting, groups, block_rows) if setting.temperature else None
+    gallery_ids = np.asarray(channels.gallery_ids, dtype=object)
+    query_ids = np.asarray(channels.query_ids, dtype=object)
+    keep = min(k, len(gallery_ids))
+    parts = []
+    for start in range(0, len(query_ids), block_rows):
+        rows = slice(start, start + block_rows)
+        fused = fused_block(channels, setting, rows)
+        final = fused - setting.temperature * lse[groups[rows]] if lse is not None else fused
+        row, col = top_candidates(final, keep)
+        value = final[row, col]
+        order = np.lexsort((col, -value, row))
+        row, col, value = row[order], col[order], value[order]
+        rank = np.arange(len(row)) - np.searchsorted(row, row)
+        chosen = rank < keep
+        row, col, value, rank = row[chosen], col[chosen], value[chosen], rank[chosen]
+        # Softmax over the gallery of logit_scale x final, each row shifted by its peak.
+        peak = final.max(axis=1)
+        log_norm = np.log(np.exp(channels.logit_scale * (final - peak[:, None])).sum(axis=1))
+        probability = np.exp(channels.logit_scale * (value - peak[row]) - log_norm[row])
+        part = pd.DataFrame(
+            {
+                "query_id": query_ids[row + start],
+                "rank": (rank + 1).astype(np.int32),
+                "target_id": gallery_ids[col],
+                "score": value,
+                "fused": fused[row, col],
+                "probability": probability,
+            }
+        )
+        for name in channels.names:
+            part[score_column(name)] = channels.block(name, rows)[row, col]
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    first_clip = next((name for name in channels.names if name != OCR), None)
+    cosine = table[score_column(first_clip)] if first_clip else table["fused"]
+    table.insert(5, "cosine", cosine.astype(np.float32))
+    return table
+
+
+def recall(topk: pd.DataFrame, positives: dict[str, set[str]]) -> dict[str, float]:
+    """Give R@1/5/10 of a top-k table over its queries that have a positive."""
+    ranked = topk.sort_values(["query_id", "rank"]).groupby("query_id")["target_id"].apply(list)
+    scored = [q for q in ranked.index if positives.get(q)]
+    result = {}
+    for k in RECALL_KS:
+        hits = sum(1 for q in scored if positives[q] & set(ranked[q][:k]))
+        result[f"R@{k}"] = hits / len(scored) if scored else float("nan")
+    return result
+
+
+def candidate_settings(
+    names: list[str], weights: list[float], temperatures: list[float]
+) -> list[FusionSetting]:
+    """Give every setting to try, simplest first: each channel alone, then each combination
+    of channels, the first used one with weight 1 and each later one with every weight of
+    `weights`; each without and with re-ranking at every temperature."""
+    settings = []
+    for size in range(1, len(names) + 1):
+        for used in itertools.combinations(names, size):
+            for rest in itertools.product([w for w in weights if w > 0], repeat=size - 1):
+                chosen = dict(zip(used, (1.0, *rest), strict=True))
+                pairs = tuple((name, chosen.get(name, 0.0)) for name in names)
+                settings.append(FusionSetting(pairs))
+                settings += [FusionSetting(pairs, t) for t in temperatures]
+    return settings
+
+
+def build_channels(
+    query_ids: list[str],
+    clip: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
+    texts: tuple[dict[str, str], dict[str, str]] | None,
+    logit_scale: float,
+) -> TaskChannels:
+    """Give the channels of a task from each model's (query, gallery) embeddings by id, and
+    the (query, gallery) texts of the lexical channel (None: no OCR channel).
+
+    Queries keep the given order (those without an embedding of every model are left
+    out); the gallery is every id that each model embedded, sorted.
+    """
+    models = list(clip)
+    present = set.intersection(*(set(clip[m][0]) for m in models)) if models else set(query_ids)
+    queries = [q for q in query_ids if q in present]
+    gallery = sorted(set.intersection(*(set(clip[m][1]) for m in models)))
+    channels = TaskChannels(queries, gallery, logit_scale=logit_scale)
+    for model in models:
+        by_query, by_gallery = clip[model]
+        channels.clip[model] = (
+            np.stack([by_query[q] for q in queries]) if queries else np.zeros((0, 0), np.float32),
+            np.stack([by_gallery[g] for g in gallery]) if gallery else np.zeros((0, 0), np.float32),
+        )
+    if texts is not None:
+        query_texts, gallery_texts = texts
+        index = BM25Index([gallery_texts.get(g, "") for g in gallery])
+        channels.ocr = normalised_by_query(index.scores([query_texts.get(q, "") for q in queries])).tocsr()
+    return channels
+
+
+def embeddings_by_id(shard_paths: list[str], assignment_path: str) -> tuple[dict[str, np.ndarray], float]:
+    """Give a collection's current embeddings by id, from its feature shards, and the model's logit scale."""
+    from tuwen.parquet import read_features
+    from tuwen.retrieval import select_features
+
+    shards = [read_features(path) for path in shard_paths]
+    current = pd.read_parquet(assignment_path, columns=["id", "digest"])
+    ids, embeddings, _ = select_features(current["id"].tolist(), current, shards)
+    logit_scale = float(shards[0].metadata["logit_scale"]) if shards else 100.0
+    return dict(zip(ids, embeddings, strict=True)), logit_scale
+
+
+def captions_by_id(manifest_path: str) -> dict[str, str]:
+    """Give the accepted captions of a text manifest by text id."""
+    texts = pd.read_parquet(manifest_path, columns=["text_id", "caption", "status"])
+    texts = texts[texts["status"] == "ok"]
+    return dict(zip(texts["text_id"], texts["caption"], strict=True))
+
+
+def ordered_ids(path: str) -> list[str]:
+    """Give the query ids of a task in order: from gathered query features, or a manifest's accepted rows."""
+    if path.endswith("texts.parquet") or path.endswith("images.parquet"):
+        column = "text_id" if path.endswith("texts.parquet") else "image_id"
+        manifest = pd.read_parquet(path, columns=[column, "status"])
+        return manifest.loc[manifest["status"] == "ok", column].drop_duplicates().tolist()
+    from tuwen.parquet import read_features
+
+    return read_features(path).ids
+
+
+def load_task(files: dict, prefix: str, models: list[str]) -> TaskChannels:
+    """Give the channels of one task from the files a rule declared under `prefix` (see
+    rules/common.smk `fusion_task_inputs`); the first model is the one whose cosine is `cosine`."""
+    from tuwen.ocr import read_ocr_texts
+
+    def file(key):
+        return files[prefix + key]
+
+    clip, logit_scale = {}, None
+    for model in models:
+        by_query, scale = embeddings_by_id(list(file(f"query_features_{model}")), file("query_assignment"))
+        by_gallery, _ = embeddings_by_id(list(file(f"gallery_features_{model}")), file("gallery_assignment"))
+        clip[model] = (by_query, by_gallery)
+        logit_scale = logit_scale if logit_scale is not None else scale
+    texts = None
+    if prefix + "ocr" in files:
+        captions = captions_by_id(file("captions"))
+        queries_are_texts = Path(file("captions")).parent.name == Path(file("query_assignment")).parent.name
+        image_assignment = file("gallery_assignment" if queries_are_texts else "query_assignment")
+        read = read_ocr_texts(list(file("ocr")), pd.read_parquet(image_assignment, columns=["id", "digest"]))
+        texts = (captions, read) if queries_are_texts else (read, captions)
+    return build_channels(ordered_ids(file("query_order")), clip, texts, logit_scale or 100.0)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A setting and its recall on a task."""
+
+    setting: FusionSetting
+    recall: dict[str, float]
+
+    @property
+    def mean(self) -> float:
+        """Give the mean of R@1, R@5 and R@10."""
+        return sum(self.recall[f"R@{k}"] for k in RECALL_KS) / len(RECALL_KS)
+
+
+def evaluate_settings(
+    channels: TaskChannels, settings: list[FusionSetting], positives: dict, groups: np.ndarray
+) -> list[Evaluated]:
+    """Give the recall of every setting on a task (its channels kept in memory meanwhile)."""
+    channels.materialise()
+    return [
+        Evaluated(s, recall(fused_topk(channels, s, max(RECALL_KS), groups), positives)) for s in settings
+    ]
+
+
+def best_per_label(evaluated: list[Evaluated]) -> dict[str, Evaluated]:
+    """Give the best setting of each label (channels, rerank) by mean recall; the first of equals."""
+    best: dict[str, Evaluated] = {}
+    for item in evaluated:
+        label = item.setting.label
+        if label not in best or item.mean > best[label].mean:
+            best[label] = item
+    return best
