@@ -97,3 +97,18 @@ def test_changing_speed_settings_reruns_nothing(demo_run, section):
         changed["train"]["epochs"] += 1
         rules = {rule for rule, _ in planned_jobs(snakemake(demo_run, "-n", config=changed).stdout)}
         assert "train_model" in rules
+
+
+def test_library_keyword_defaults_equal_the_schema():
+    # Library functions keep keyword defaults for direct use (tests, notebooks); where one
+    # stands for a config key, it must be the schema's default, or the two drift apart.
+    import inspect
+
+    from tuwen.encode import encode_shard
+    from tuwen.images import DEFAULT_MAX_PIXELS
+
+    defaults = schema_defaults(SCHEMA)
+    signature = inspect.signature(encode_shard).parameters
+    for key in ("device", "batch_size", "jpeg_draft", "gpu_jpeg_decode"):
+        assert signature[key].default == defaults["encode"][key], key
+    assert defaults["ingest"]["max_image_pixels"] == DEFAULT_MAX_PIXELS

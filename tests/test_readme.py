@@ -20,6 +20,9 @@ import pytest
 from tests.conftest import REPO, SAMPLE_DATA
 from tuwen.demo import generate_demo
 
+# About a dozen Snakemake dry runs and a report: minutes, so `make test-slow` (CI runs it).
+pytestmark = pytest.mark.slow
+
 README = REPO / "README.md"
 COMMAND_START = re.compile(r"^(make |\.venv/bin/|python -m |snakemake )")
 

@@ -37,25 +37,14 @@ def coerce_by_schema(value: Any, schema: dict) -> Any:
         allowed = schema.get("enum", [schema.get("const")])
         return next((a for a in allowed if isinstance(value, str) and str(a) == value), value)
     kind = schema.get("type")
-    if kind == "object":
-        if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                return value
-        if not isinstance(value, dict):
-            return value
-        properties = schema.get("properties", {})
-        return {k: coerce_by_schema(v, properties[k]) if k in properties else v for k, v in value.items()}
-    if kind == "array":
-        if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                return value
-        if not isinstance(value, list):
-            return value
-        return [coerce_by_schema(item, schema.get("items", {})) for item in value]
+    if kind in ("object", "array"):
+        value = _yaml_or_same(value)
+        if kind == "object" and isinstance(value, dict):
+            properties = schema.get("properties", {})
+            return {k: coerce_by_schema(v, properties[k]) if k in properties else v for k, v in value.items()}
+        if kind == "array" and isinstance(value, list):
+            return [coerce_by_schema(item, schema.get("items", {})) for item in value]
+        return value
     if value is None and kind == "string":
         return ""  # `--config checkpoint=` means the empty string, not null
     if not isinstance(value, str):
@@ -74,6 +63,16 @@ def coerce_by_schema(value: Any, schema: dict) -> Any:
         except ValueError:
             return value
     return value
+
+
+def _yaml_or_same(value: Any) -> Any:
+    """Give a string parsed as YAML (a mapping or list written on the command line), else `value`."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def _fits(value: Any, schema: dict) -> bool:

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import sparse
 
 from tuwen.lexical import BM25Index, normalised_by_query
-from tuwen.retrieval import top_candidates
+from tuwen.retrieval import ranked_top
 from tuwen.splits import id_bucket
 
 OCR = "ocr"
@@ -159,13 +159,7 @@ def fused_topk(
         rows = slice(start, start + block_rows)
         fused = fused_block(channels, setting, rows)
         final = fused - setting.temperature * lse[groups[rows]] if lse is not None else fused
-        row, col = top_candidates(final, keep)
-        value = final[row, col]
-        order = np.lexsort((col, -value, row))
-        row, col, value = row[order], col[order], value[order]
-        rank = np.arange(len(row)) - np.searchsorted(row, row)
-        chosen = rank < keep
-        row, col, value, rank = row[chosen], col[chosen], value[chosen], rank[chosen]
+        row, col, value, rank = ranked_top(final, keep)
         # Softmax over the gallery of logit_scale x final, each row shifted by its peak.
         peak = final.max(axis=1)
         log_norm = np.log(np.exp(channels.logit_scale * (final - peak[:, None])).sum(axis=1))

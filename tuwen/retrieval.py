@@ -48,13 +48,7 @@ def shard_topk(
 
     def block(start: int) -> pd.DataFrame:
         sims = queries[start : start + block_rows] @ gallery_t
-        rows, cols = top_candidates(sims, keep)
-        values = sims[rows, cols]
-        by_rank = np.lexsort((cols, -values, rows))
-        rows, cols, values = rows[by_rank], cols[by_rank], values[by_rank]
-        rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
-        chosen = rank < keep
-        rows, cols, values = rows[chosen], cols[chosen], values[chosen]
+        rows, cols, values, _ = ranked_top(sims, keep)
         logsumexp = _row_logsumexp(sims, logit_scale)  # last: it overwrites sims
         return pd.DataFrame(
             {
@@ -68,6 +62,18 @@ def shard_topk(
     starts = range(0, len(queries), block_rows)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return pd.concat(list(pool.map(block, starts)), ignore_index=True)
+
+
+def ranked_top(scores: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Give (row, column, score, rank from 0) of each row's `keep` best scores, rows in order,
+    each row's best first and ties broken by column (the columns are in id order)."""
+    rows, cols = top_candidates(scores, keep)
+    values = scores[rows, cols]
+    by_rank = np.lexsort((cols, -values, rows))
+    rows, cols, values = rows[by_rank], cols[by_rank], values[by_rank]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    chosen = rank < keep
+    return rows[chosen], cols[chosen], values[chosen], rank[chosen]
 
 
 def top_candidates(sims: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
