@@ -11,7 +11,7 @@ CLONE_READY := .venv/.tuwen-clone-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode clean
+.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr clean
 
 env: $(CLONE_READY)
 
@@ -71,6 +71,10 @@ bench-scale: $(CLONE_READY)
 # End-to-end encoding against the forward pass alone: BENCH_ARGS="--arch ViT-H-14 --device cuda"
 bench-encode: $(CLONE_READY)
 	.venv/bin/python -m bench.encode $(BENCH_ARGS)
+
+# PP-OCR images/s on the sample's photos against CLIP encoding of the same images.
+bench-ocr: $(CLONE_READY)
+	.venv/bin/python -m bench.ocr $(BENCH_ARGS)
 
 clean:
 	rm -rf results .snakemake

@@ -64,7 +64,7 @@ def main() -> None:
         f"{len(paths)} images from {args.sample.name if args.sample.is_dir() else 'generated scenes'}, "
         f"{args.threads} threads; OCR found text in {with_text} of {len(paths)}\n"
     )
-    print("| stage | images/s | 50,000 images | OCR / this |")
+    print("| stage | images/s | 50,000 images | speed / OCR's |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| {ocr_name} | {ocr:.2f} | {CONTEST_GALLERY / ocr / 3600:.1f} h | 1.00 |")
     for name, rate in encoded.items():
