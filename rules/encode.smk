@@ -18,7 +18,7 @@ rule encode_image_shard:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=8000,
-        runtime=encode_runtime("image"),
+        runtime=shard_runtime("image", 0.1),
     script:
         "../scripts/encode_shard.py"
 
@@ -39,6 +39,6 @@ rule encode_text_shard:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
-        runtime=encode_runtime("text"),
+        runtime=shard_runtime("text", 0.01),
     script:
         "../scripts/encode_shard.py"

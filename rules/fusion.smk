@@ -39,8 +39,7 @@ rule ocr_shard:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
-        # 1 s an image on one CPU core (0.78 s measured on 2 cores), plus start-up.
-        runtime=10 + math.ceil(SHARD_SIZE["image"] / 60),
+        runtime=shard_runtime("image", 1.0),
     params:
         max_pixels=config["ingest"]["max_image_pixels"],
     script:

@@ -7,6 +7,7 @@ import pandas as pd
 
 from tuwen.browse import make_thumbnails, page_data, write_page
 from tuwen.evaluation import positives_by_query, read_ground_truth
+from tuwen.ingest import accepted_captions
 from tuwen.logs import run_logged
 
 
@@ -15,12 +16,10 @@ def main(snakemake) -> None:
     topk = {
         task: pd.read_parquet(path) for task, path in zip(("t2i", "i2t"), snakemake.input.topk, strict=True)
     }
-    captions = {}
-    for task, path in (("t2i", snakemake.input.t2i_captions), ("i2t", snakemake.input.i2t_captions)):
-        texts = pd.read_parquet(path, columns=["text_id", "caption", "status"])
-        captions[task] = (
-            texts[texts["status"] == "ok"].drop_duplicates("text_id").set_index("text_id")["caption"]
-        )
+    captions = {
+        "t2i": accepted_captions(snakemake.input.t2i_captions),
+        "i2t": accepted_captions(snakemake.input.i2t_captions),
+    }
     # Images on the page: the hits of text → image and the queries of image → text.
     shown_images = {
         "t2i": set(topk["t2i"].loc[topk["t2i"]["rank"] <= shown, "target_id"]),

@@ -75,7 +75,7 @@ def accounting(job_ids: list[str], field: str = "AllocTRES") -> dict[str, str]:
     return {line.split("|")[0]: line.split("|")[1] for line in out.splitlines() if line}
 
 
-# Time limits follow the default shard sizes (rules/common.smk, encode_runtime):
+# Time limits follow the default shard sizes (rules/common.smk, shard_runtime):
 # 10 min + 0.1 s per image of 16,384, and 10 min + 0.01 s per caption of 65,536.
 ENCODE_TIME_LIMITS = {"encode_image_shard": "00:38:00", "encode_text_shard": "00:21:00"}
 

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tuwen.evaluation import rankings_of, recall_at_k
 from tuwen.fusion import (
     FusionSetting,
     build_channels,
     candidate_settings,
     fused_topk,
     query_groups,
-    recall,
 )
 from tuwen.lexical import BM25Index, normalised_by_query, text_units
 
@@ -131,8 +131,9 @@ def test_reranking_lowers_a_hub():
     positives = {q: {f"t{i}"} for i, q in enumerate(queries)}
     plain = fused_topk(channels, FusionSetting((("clip", 1.0),)), 1)
     reranked = fused_topk(channels, FusionSetting((("clip", 1.0),), 0.05), 1)
-    assert recall(plain, positives)["R@1"] == 0.0
-    assert recall(reranked, positives)["R@1"] == 1.0
+    gallery_ids = set(channels.gallery_ids)
+    assert recall_at_k(rankings_of(plain), positives, gallery_ids)["R@1"] == 0.0
+    assert recall_at_k(rankings_of(reranked), positives, gallery_ids)["R@1"] == 1.0
 
 
 def test_candidate_settings_start_with_each_channel_alone():

@@ -108,8 +108,9 @@ def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:
     """Add what each hit is: the caption of a text, the file of an image."""
     manifests = run / "results" / "manifest" / gallery
     if (manifests / "texts.parquet").is_file():
-        texts = pd.read_parquet(manifests / "texts.parquet", columns=["text_id", "caption"])
-        shown = texts.drop_duplicates("text_id").set_index("text_id")["caption"]
+        from tuwen.ingest import accepted_captions
+
+        shown = accepted_captions(manifests / "texts.parquet")
     else:
         images = pd.read_parquet(manifests / "images.parquet", columns=["image_id", "path"])
         shown = images.drop_duplicates("image_id").set_index("image_id")["path"]

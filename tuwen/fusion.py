@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from tuwen.evaluation import RECALL_KS, rankings_of, recall_at_k
 from tuwen.lexical import BM25Index, normalised_by_query
 from tuwen.retrieval import ranked_top
 from tuwen.splits import id_bucket
 
 OCR = "ocr"
-RECALL_KS = (1, 5, 10)
 
 
 @dataclass
@@ -100,10 +100,15 @@ def score_column(channel: str) -> str:
 
 def fused_block(channels: TaskChannels, setting: FusionSetting, rows: slice) -> np.ndarray:
     """Give the weighted sum of the used channels for a block of query rows."""
+    return weighted_sum({name: channels.block(name, rows) for name in setting.used}, setting)
+
+
+def weighted_sum(blocks: dict[str, np.ndarray], setting: FusionSetting) -> np.ndarray:
+    """Give the setting's weighted sum of channel score blocks (every used channel present)."""
     total = None
     for name, weight in setting.weights:
         if weight:
-            part = weight * channels.block(name, rows)
+            part = weight * blocks[name]
             total = part if total is None else total + part
     return total
 
@@ -157,7 +162,9 @@ def fused_topk(
     parts = []
     for start in range(0, len(query_ids), block_rows):
         rows = slice(start, start + block_rows)
-        fused = fused_block(channels, setting, rows)
+        # Each channel once per block: for the fused score and for its own column.
+        blocks = {name: channels.block(name, rows) for name in channels.names}
+        fused = weighted_sum(blocks, setting)
         final = fused - setting.temperature * lse[groups[rows]] if lse is not None else fused
         row, col, value, rank = ranked_top(final, keep)
         # Softmax over the gallery of logit_scale x final, each row shifted by its peak.
@@ -175,24 +182,13 @@ def fused_topk(
             }
         )
         for name in channels.names:
-            part[score_column(name)] = channels.block(name, rows)[row, col]
+            part[score_column(name)] = blocks[name][row, col]
         parts.append(part)
     table = pd.concat(parts, ignore_index=True)
     first_clip = next((name for name in channels.names if name != OCR), None)
     cosine = table[score_column(first_clip)] if first_clip else table["fused"]
     table.insert(5, "cosine", cosine.astype(np.float32))
     return table
-
-
-def recall(topk: pd.DataFrame, positives: dict[str, set[str]]) -> dict[str, float]:
-    """Give R@1/5/10 of a top-k table over its queries that have a positive."""
-    ranked = topk.sort_values(["query_id", "rank"]).groupby("query_id")["target_id"].apply(list)
-    scored = [q for q in ranked.index if positives.get(q)]
-    result = {}
-    for k in RECALL_KS:
-        hits = sum(1 for q in scored if positives[q] & set(ranked[q][:k]))
-        result[f"R@{k}"] = hits / len(scored) if scored else float("nan")
-    return result
 
 
 def candidate_settings(
@@ -254,13 +250,6 @@ def embeddings_by_id(shard_paths: list[str], assignment_path: str) -> tuple[dict
     return dict(zip(ids, embeddings, strict=True)), logit_scale
 
 
-def captions_by_id(manifest_path: str) -> dict[str, str]:
-    """Give the accepted captions of a text manifest by text id."""
-    texts = pd.read_parquet(manifest_path, columns=["text_id", "caption", "status"])
-    texts = texts[texts["status"] == "ok"]
-    return dict(zip(texts["text_id"], texts["caption"], strict=True))
-
-
 def ordered_ids(path: str) -> list[str]:
     """Give the query ids of a task in order: from gathered query features, or a manifest's accepted rows."""
     if path.endswith("texts.parquet") or path.endswith("images.parquet"):
@@ -275,6 +264,7 @@ def ordered_ids(path: str) -> list[str]:
 def load_task(files: dict, prefix: str, models: list[str]) -> TaskChannels:
     """Give the channels of one task from the files a rule declared under `prefix` (see
     rules/common.smk `fusion_task_inputs`); the first model is the one whose cosine is `cosine`."""
+    from tuwen.ingest import accepted_captions
     from tuwen.ocr import read_ocr_texts
 
     def file(key):
@@ -288,7 +278,7 @@ def load_task(files: dict, prefix: str, models: list[str]) -> TaskChannels:
         logit_scale = logit_scale if logit_scale is not None else scale
     texts = None
     if prefix + "ocr" in files:
-        captions = captions_by_id(file("captions"))
+        captions = accepted_captions(file("captions"))
         queries_are_texts = Path(file("captions")).parent.name == Path(file("query_assignment")).parent.name
         image_assignment = file("gallery_assignment" if queries_are_texts else "query_assignment")
         read = read_ocr_texts(list(file("ocr")), pd.read_parquet(image_assignment, columns=["id", "digest"]))
@@ -314,9 +304,13 @@ def evaluate_settings(
 ) -> list[Evaluated]:
     """Give the recall of every setting on a task (its channels kept in memory meanwhile)."""
     channels.materialise()
-    return [
-        Evaluated(s, recall(fused_topk(channels, s, max(RECALL_KS), groups), positives)) for s in settings
-    ]
+    gallery = set(channels.gallery_ids)
+    evaluated = []
+    for setting in settings:
+        rankings = rankings_of(fused_topk(channels, setting, max(RECALL_KS), groups))
+        metrics = recall_at_k(rankings, positives, gallery)
+        evaluated.append(Evaluated(setting, {f"R@{k}": metrics[f"R@{k}"] for k in RECALL_KS}))
+    return evaluated
 
 
 def best_per_label(evaluated: list[Evaluated]) -> dict[str, Evaluated]:

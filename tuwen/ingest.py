@@ -368,3 +368,10 @@ def status_counts(manifest: pd.DataFrame) -> dict[str, int]:
     for code, count in manifest.loc[manifest["status"] != OK, "reason_code"].value_counts().items():
         counts[f"reason:{code}"] = int(count)
     return counts
+
+
+def accepted_captions(manifest_path: str | os.PathLike) -> dict[str, str]:
+    """Give the accepted captions of a text manifest by text id (the first of a repeated id)."""
+    texts = pd.read_parquet(manifest_path, columns=["text_id", "caption", "status"])
+    texts = texts[texts["status"] == OK].drop_duplicates("text_id")
+    return dict(zip(texts["text_id"], texts["caption"], strict=True))

@@ -67,7 +67,7 @@ def make_thumbnails(images: pd.DataFrame, folder: str | os.PathLike, size: int, 
 
 def page_data(
     topk: dict[str, pd.DataFrame],
-    captions: dict[str, pd.Series],
+    captions: dict[str, dict[str, str]],
     image_digests: dict[str, pd.Series],
     thumbnails: dict[str, str],
     positives: dict[str, dict[str, set[str]]],
@@ -102,7 +102,9 @@ def page_data(
     return {"tasks": tasks, "shown": shown}
 
 
-def _item(item_id: str, is_text: bool, captions: pd.Series, digests: pd.Series, thumbnails: dict) -> dict:
+def _item(
+    item_id: str, is_text: bool, captions: dict[str, str], digests: pd.Series, thumbnails: dict
+) -> dict:
     if is_text:
         return {"text": str(captions.get(item_id, ""))}
     digest = digests.get(item_id)
