@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/settings.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/shards.smk"

@@ -9,7 +9,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from tuwen.architectures import SMALL_ARCHITECTURES  # torch-free, cheap
-from tuwen.config import coerce_config, load_schema, result_settings
+from tuwen.config import coerce_config, load_schema
+from tuwen.settings import SETTINGS_GROUPS, group_settings, settings_text
 
 CONFIG_SCHEMA = load_schema(os.path.join(workflow.basedir, "config.schema.yaml"))
 # Nested --config values arrive as strings; the schema says what each one is.
@@ -65,6 +66,19 @@ def _check_data_root():
 _check_data_root()
 
 
+# ---- settings ----------------------------------------------------------------
+# A setting that changes results reaches its jobs as the input settings_file(group), and
+# never as a param of theirs (tuwen/settings.py says why, and lists the groups).
+
+
+def settings_file(group):
+    return f"results/settings/{group}.json"
+
+
+def settings_of(wildcards):
+    return settings_text(group_settings(config, wildcards.group))
+
+
 def demo_root(wildcards, output):
     return os.path.dirname(os.path.dirname(output.train_pairs))
 
@@ -88,11 +102,12 @@ def image_folder(wildcards):
     return data_path(IMAGE_FOLDERS[wildcards.col])
 
 
-def verify_decode(wildcards):
-    """Decode images at ingest too? Always for the training folder: training reads its
-    images every epoch and cannot drop a pair mid-run, so a bad file must be rejected first.
+def always_verify_decode(wildcards):
+    """Decode this folder's images at ingest whatever ingest.verify_decode says? The training
+    folder's: training reads its images every epoch and cannot drop a pair mid-run, so a bad
+    file must be rejected first.
     """
-    return config["ingest"]["verify_decode"] or wildcards.col == "train_images"
+    return wildcards.col == "train_images"
 
 
 def text_set_inputs(wildcards):
@@ -187,8 +202,10 @@ HEAVY_JOB_THREADS = 8
 INGEST_THREADS = max(1, min(HEAVY_JOB_THREADS, (workflow.cores or 2) // 2))
 
 
-def shard_size_of(wildcards):
-    return SHARD_SIZE["image" if wildcards.name in IMAGE_COLLECTIONS else "text"]
+def shard_size_key(wildcards):
+    """Which key of `shards` sizes this collection's new shards (read in the job: a size
+    applies to shards made from then on, so changing it reruns nothing)."""
+    return "size" if wildcards.name in IMAGE_COLLECTIONS else "text_size"
 
 
 def shard_runtime(kind, seconds_per_item):
@@ -274,6 +291,7 @@ def figure_inputs(wildcards):
         "topk": f"results/retrieval/{task}/topk.parquet",
         "captions": captions,
         "images": images,
+        "settings": settings_file("figures"),
     }
 
 
@@ -318,6 +336,7 @@ def evaluation_inputs(wildcards):
             for spec in TASKS.values()
         ],
         "ground_truth": ground_truth_path(),
+        "settings": settings_file("ground_truth"),
     }
 
 
@@ -328,9 +347,11 @@ def browse_inputs(wildcards):
         "i2t_captions": "results/manifest/i2t_gallery/texts.parquet",
         "t2i_images": "results/manifest/t2i_gallery/images.parquet",
         "i2t_images": "results/manifest/i2t_images/images.parquet",
+        "settings": settings_file("browse"),
     }
     if ground_truth_path():
         inputs["ground_truth"] = ground_truth_path()
+        inputs["ground_truth_settings"] = settings_file("ground_truth")
     return inputs
 
 
@@ -385,7 +406,7 @@ def fused_search_inputs(wildcards):
         spec["gallery"],
         f"results/retrieval/{wildcards.task}/queries.parquet",
     )
-    return {**inputs, "chosen": "results/fusion/chosen.json"}
+    return inputs
 
 
 def tune_fusion_inputs(wildcards):
@@ -408,12 +429,10 @@ def tune_fusion_inputs(wildcards):
 
 
 def evaluate_fusion_inputs(wildcards):
-    inputs = {
-        "validation": "results/fusion/validation.csv",
-        "chosen": "results/fusion/chosen.json",
-    }
+    inputs = {}
     if ground_truth_path():
         inputs["ground_truth"] = ground_truth_path()
+        inputs["ground_truth_settings"] = settings_file("ground_truth")
         for task, spec in TASKS.items():
             order = f"results/retrieval/{task}/queries.parquet"
             for key, value in fusion_task_inputs(
@@ -428,15 +447,11 @@ def train_inputs(wildcards):
         "pairs": "results/manifest/train_texts/texts.parquet",
         "images": "results/manifest/train_images/images.parquet",
         "card": "results/models/base/model.json",
+        "settings": settings_file("train"),
     }
     if TRAIN["lock_image"]:
         inputs["locked_features"] = features_of("train_images", stage="base")
     return inputs
-
-
-def train_result_settings():
-    """The train settings its results depend on; speed-only ones are read inside the job."""
-    return result_settings(config, CONFIG_SCHEMA, "train")
 
 
 def train_state_path(wildcards):
@@ -450,8 +465,46 @@ def training_outputs():
     return [f"results/models/{run}/curves.png", f"results/models/{run}/val_metrics.csv"]
 
 
+def used_collections():
+    """Collections whose shard registry this run reads: searched, trained on, or fusion's."""
+    used = encoded_collections()
+    if TRAIN["lock_image"] and TRAIN["enabled"]:
+        used.append("train_images")
+    if FUSION["enabled"]:
+        used += [VALIDATION["images"], VALIDATION["texts"]]
+    return used
+
+
+def used_settings_groups():
+    """The settings groups (tuwen/settings.py) of the stages this run has."""
+    groups = ["ingest", "model", "encode_images", "retrieval", "figures"]
+    groups += ["demo"] if DEMO else []
+    groups += ["train"] if TRAIN["enabled"] else []
+    groups += ["validation", "fusion"] if FUSION["enabled"] else []
+    groups += ["ocr"] if USE_OCR else []
+    groups += ["browse"] if config["browse"]["enabled"] else []
+    groups += ["ground_truth"] if ground_truth_path() else []
+    return groups
+
+
+def decision_files():
+    """Every checkpoint output and settings file the run reads, as targets of `all`.
+
+    Snakemake checks a job's params and inputs for changes only once its checkpoint inputs
+    are known, and it resolves in one round only the checkpoints that the first DAG reaches:
+    a job two checkpoints deep (fusion's tuning, behind the validation shards) is then never
+    checked. Asking for every registry, model card and settings file up front puts them all
+    in the first DAG, so a changed setting reruns its jobs on every path.
+    """
+    return (
+        [settings_file(group) for group in used_settings_groups()]
+        + [f"results/shards/{name}/assignment.parquet" for name in used_collections()]
+        + [f"results/models/{stage}/model.json" for stage in STAGES]
+    )
+
+
 def final_outputs():
-    outputs = [
+    outputs = decision_files() + [
         "results/result1.csv",
         "results/result2.csv",
         "results/summary/accounting.csv",

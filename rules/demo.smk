@@ -2,6 +2,8 @@
 
 
 rule generate_demo:
+    input:
+        settings=settings_file("demo"),
     output:
         train_images=directory("results/demo/data/附件1/ImageData"),
         train_pairs="results/demo/data/附件1/ImageWordData.csv",
@@ -18,8 +20,5 @@ rule generate_demo:
         "../envs/tuwen.yaml"
     params:
         root=demo_root,
-        train_pairs=config["demo"]["train_pairs"],
-        queries=config["demo"]["queries"],
-        seed=config["seed"],
     script:
         "../scripts/generate_demo.py"

@@ -6,6 +6,7 @@ rule encode_image_shard:
     input:
         shard_list=shard_list,
         card=card_for_tag,
+        settings=settings_file("encode_images"),
     output:
         "results/features/{model}/{col}/{shard}.parquet",
     log:

@@ -6,6 +6,7 @@ rule validation_split:
     input:
         images="results/manifest/train_images/images.parquet",
         texts="results/manifest/train_texts/texts.parquet",
+        settings=settings_file("validation"),
     output:
         images="results/manifest/val_images/images.parquet",
         texts="results/manifest/val_texts/texts.parquet",
@@ -17,9 +18,6 @@ rule validation_split:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        fraction=config["train"]["val_fraction"],
-        max_pairs=FUSION["validation_max_pairs"],
     script:
         "../scripts/validation_split.py"
 
@@ -27,6 +25,7 @@ rule validation_split:
 rule ocr_shard:
     input:
         shard_list=shard_list,
+        settings=settings_file("ocr"),
     output:
         "results/ocr/{col}/{shard}.parquet",
     log:
@@ -40,8 +39,6 @@ rule ocr_shard:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
         runtime=shard_runtime("image", 1.0),
-    params:
-        max_pixels=config["ingest"]["max_image_pixels"],
     script:
         "../scripts/ocr_shard.py"
 
@@ -49,6 +46,7 @@ rule ocr_shard:
 rule tune_fusion:
     input:
         unpack(tune_fusion_inputs),
+        settings=settings_file("fusion"),
     output:
         chosen="results/fusion/chosen.json",
         table="results/fusion/validation.csv",
@@ -65,9 +63,6 @@ rule tune_fusion:
         runtime=60,
     params:
         stages=STAGES,
-        weights=FUSION["weights"],
-        temperatures=FUSION["temperatures"],
-        group_ratio=FUSION["validation_ratio"],
     script:
         "../scripts/tune_fusion.py"
 
@@ -75,6 +70,8 @@ rule tune_fusion:
 rule evaluate_fusion:
     input:
         unpack(evaluate_fusion_inputs),
+        validation="results/fusion/validation.csv",
+        chosen="results/fusion/chosen.json",
     output:
         table=report(
             "results/eval/fusion.csv",

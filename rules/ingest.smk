@@ -13,6 +13,7 @@ wildcard_constraints:
 rule ingest_images:
     input:
         folder=image_folder,
+        settings=settings_file("ingest"),
     output:
         manifest="results/manifest/{col}/images.parquet",
         rejects="results/manifest/{col}/rejects.csv",
@@ -29,8 +30,7 @@ rule ingest_images:
         mem_mb=2000,
         runtime=60,
     params:
-        max_pixels=config["ingest"]["max_image_pixels"],
-        verify_decode=verify_decode,
+        always_verify_decode=always_verify_decode,
         # Outside the outputs, which Snakemake deletes before the job: unchanged files
         # (name, size, mtime) keep their validated rows instead of being decoded again.
         scan_cache="results/cache/ingest/{col}.parquet",

@@ -22,6 +22,7 @@ rule init_model:
 checkpoint describe_model:
     input:
         checkpoint=model_checkpoint,
+        settings=settings_file("model"),
     output:
         card="results/models/{stage}/model.json",
     log:
@@ -33,8 +34,5 @@ checkpoint describe_model:
     resources:
         mem_mb=16000,
         runtime=60,
-    params:
-        model=config["model"],
-        weights_dir=config["weights_dir"],
     script:
         "../scripts/describe_model.py"

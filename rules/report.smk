@@ -24,8 +24,6 @@ rule query_figures:
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        seed=config["seed"],
     script:
         "../scripts/query_figures.py"
 
@@ -95,6 +93,5 @@ rule browse_page:
         runtime=30,
     params:
         shown=5,
-        thumbnail_size=config["browse"]["thumbnail_size"],
     script:
         "../scripts/browse_page.py"

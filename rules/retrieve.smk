@@ -28,6 +28,7 @@ if not FUSION["enabled"]:
         input:
             unpack(search_inputs),
             card=MODEL_CARD,
+            settings=settings_file("retrieval"),
         output:
             "results/retrieval/{task}/topk.parquet",
         log:
@@ -41,8 +42,6 @@ if not FUSION["enabled"]:
         resources:
             mem_mb=4000,
             runtime=30,
-        params:
-            keep_top=config["retrieval"]["keep_top"],
         script:
             "../scripts/search_topk.py"
 
@@ -52,6 +51,8 @@ else:
     rule fused_search:
         input:
             unpack(fused_search_inputs),
+            chosen="results/fusion/chosen.json",
+            settings=settings_file("retrieval"),
         output:
             "results/retrieval/{task}/topk.parquet",
         log:
@@ -66,7 +67,6 @@ else:
             mem_mb=8000,
             runtime=60,
         params:
-            keep_top=config["retrieval"]["keep_top"],
             stages=STAGES,
         script:
             "../scripts/fused_search.py"

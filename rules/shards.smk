@@ -17,6 +17,6 @@ checkpoint assign_shards:
         runtime=10,
     params:
         registry="results/shards/{name}",
-        shard_size=shard_size_of,
+        shard_size_key=shard_size_key,
     script:
         "../scripts/assign_shards.py"

@@ -32,8 +32,6 @@ rule train_model:
         mem_mb=16000,
         runtime=1440,
     params:
-        settings=train_result_settings(),
-        seed=config["seed"],
         state=train_state_path,
     script:
         "../scripts/train_model.py"

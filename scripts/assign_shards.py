@@ -12,7 +12,10 @@ from tuwen.shards import active_shards, assign_shards, registry_items
 
 def main(snakemake) -> None:
     items = registry_items(pd.read_parquet(snakemake.input.manifest))
-    assignment = assign_shards(items, snakemake.params.registry, snakemake.params.shard_size)
+    # Read here, not as a param: a size applies to shards made from now on (old ones keep
+    # their items), so changing it must rerun nothing.
+    shard_size = snakemake.config["shards"][snakemake.params.shard_size_key]
+    assignment = assign_shards(items, snakemake.params.registry, shard_size)
     write_table(pa.Table.from_pandas(assignment, preserve_index=False), snakemake.output.assignment)
     logging.info("%d items in shards %s", len(assignment), active_shards(assignment))
 

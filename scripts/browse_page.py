@@ -9,6 +9,7 @@ from tuwen.browse import make_thumbnails, page_data, write_page
 from tuwen.evaluation import positives_by_query, read_ground_truth
 from tuwen.ingest import accepted_captions
 from tuwen.logs import run_logged
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
@@ -33,7 +34,10 @@ def main(snakemake) -> None:
         wanted.append(images[["path", "digest"]])
     folder = Path(snakemake.output.page).parent
     thumbnails = make_thumbnails(
-        pd.concat(wanted), folder / "thumbs", snakemake.params.thumbnail_size, workers=snakemake.threads
+        pd.concat(wanted),
+        folder / "thumbs",
+        read_settings(snakemake.input.settings)["browse"]["thumbnail_size"],
+        workers=snakemake.threads,
     )
     positives = {}
     if snakemake.input.get("ground_truth"):

@@ -6,15 +6,17 @@ import logging
 from tuwen.atomic import write_text_atomic
 from tuwen.logs import run_logged
 from tuwen.models import ModelCard, architecture, checkpoint_digest, fetch_pretrained, model_tag
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
-    name = snakemake.params.model
+    name = read_settings(snakemake.input.settings)["model"]
     arch = architecture(name)
     if snakemake.input.get("checkpoint"):
         checkpoint = snakemake.input.checkpoint
     else:
-        checkpoint = str(fetch_pretrained(name, snakemake.params.weights_dir))
+        # Where the weights are kept changes no result: read from the config, not a setting.
+        checkpoint = str(fetch_pretrained(name, snakemake.config["weights_dir"]))
     digest = checkpoint_digest(checkpoint, arch)
     card = ModelCard(model_tag(arch.name, digest), arch.name, checkpoint, digest)
     write_text_atomic(snakemake.output.card, json.dumps(card.as_dict(), indent=2) + "\n")

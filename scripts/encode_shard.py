@@ -8,37 +8,46 @@ from tuwen.encode import encode_shard
 from tuwen.errors import TuwenError
 from tuwen.logs import run_logged
 from tuwen.models import ModelCard
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
     torch.set_num_threads(snakemake.threads)
-    # Batch size, workers and device change speed, not embeddings: read from the config, not
-    # params, so changing them does not trigger re-encoding every shard.
-    settings = snakemake.config["encode"]
+    # Batch size, workers and device change speed, not embeddings: read from the config, so
+    # that changing them re-encodes nothing. What changes embeddings comes as the settings file.
+    speed = snakemake.config["encode"]
     kind = "image" if hasattr(snakemake.wildcards, "col") else "text"
+    results = read_settings(snakemake.input.settings) if kind == "image" else None
     card = ModelCard.read(snakemake.input.card)
     if card.tag != snakemake.wildcards.model:
         raise TuwenError(
             f"features of model {snakemake.wildcards.model} were asked for, but the configured model is "
             f"{card.tag}; features of different models are never mixed"
         )
-    workers = snakemake.threads if settings["num_workers"] == "auto" else settings["num_workers"]
+    workers = snakemake.threads if speed["num_workers"] == "auto" else speed["num_workers"]
     logging.info("%d threads, %d decode workers", snakemake.threads, workers)
     encoded = encode_shard(
         snakemake.input.shard_list,
         snakemake.input.card,
         snakemake.output[0],
         kind,
-        device=settings["device"],
-        batch_size=settings["batch_size"],
+        device=speed["device"],
+        batch_size=speed["batch_size"],
         num_workers=workers,
-        max_pixels=snakemake.config["ingest"]["max_image_pixels"],
-        jpeg_draft=settings["jpeg_draft"],
-        gpu_jpeg_decode=settings["gpu_jpeg_decode"],
+        **(image_settings(results) if results else {}),
     )
     logging.info("encoded %d %ss", len(encoded.ids), kind)
     for item_id, code, reason in encoded.skipped:
         logging.warning("not encoded: %s (%s: %s)", item_id, code, reason)
+
+
+def image_settings(settings: dict) -> dict:
+    """Give encode_shard's keywords for the settings that change image embeddings."""
+    return {
+        "max_pixels": settings["ingest"]["max_image_pixels"],
+        "jpeg_draft": settings["encode"]["jpeg_draft"],
+        "gpu_jpeg_decode": settings["encode"]["gpu_jpeg_decode"],
+    }
 
 
 run_logged(main, snakemake)

@@ -9,6 +9,7 @@ from tuwen.fusion import FusionSetting, fused_topk, load_task
 from tuwen.logs import run_logged
 from tuwen.models import ModelCard
 from tuwen.parquet import write_table
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
@@ -18,7 +19,8 @@ def main(snakemake) -> None:
     with open(snakemake.input.chosen, encoding="utf-8") as handle:
         chosen = json.load(handle)[task]
     setting = FusionSetting.from_dict(chosen)
-    topk = fused_topk(channels, setting, snakemake.params.keep_top)
+    keep_top = read_settings(snakemake.input.settings)["retrieval"]["keep_top"]
+    topk = fused_topk(channels, setting, keep_top)
     card = ModelCard.read(snakemake.input.cards[-1])
     write_table(
         pa.Table.from_pandas(topk, preserve_index=False),

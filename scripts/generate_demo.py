@@ -4,11 +4,13 @@ import logging
 
 from tuwen.demo import generate_demo
 from tuwen.logs import run_logged
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
+    settings = read_settings(snakemake.input.settings)
     counts = generate_demo(
-        snakemake.params.root, snakemake.params.train_pairs, snakemake.params.queries, snakemake.params.seed
+        snakemake.params.root, settings["demo"]["train_pairs"], settings["demo"]["queries"], settings["seed"]
     )
     logging.info("demo dataset written to %s: %s", snakemake.params.root, counts)
 

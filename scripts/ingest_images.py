@@ -13,11 +13,16 @@ from tuwen.ingest import (
     write_scan_cache,
 )
 from tuwen.logs import run_logged
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
     folder = snakemake.input.folder
-    settings = {"max_pixels": snakemake.params.max_pixels, "verify_decode": snakemake.params.verify_decode}
+    ingest = read_settings(snakemake.input.settings)["ingest"]
+    settings = {
+        "max_pixels": ingest["max_image_pixels"],
+        "verify_decode": ingest["verify_decode"] or snakemake.params.always_verify_decode,
+    }
     previous = read_scan_cache(snakemake.params.scan_cache, settings)
     manifest = scan_image_folder(folder, workers=snakemake.threads, previous=previous, **settings)
     write_manifest(manifest, snakemake.output.manifest, IMAGE_MANIFEST_SCHEMA)

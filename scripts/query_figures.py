@@ -14,6 +14,7 @@ from tuwen.figures import (
     text_to_image_figure,
 )
 from tuwen.logs import run_logged
+from tuwen.settings import read_settings
 from tuwen.tables import TABLE_RANKS
 
 
@@ -26,7 +27,8 @@ def main(snakemake) -> None:
     images = pd.read_parquet(snakemake.input.images)
     path_of = dict(zip(images["image_id"], images["path"], strict=False))
     query_ids = topk["query_id"].drop_duplicates().tolist()
-    chosen = sample_queries(query_ids, len(snakemake.output.figures), snakemake.params.seed)
+    seed = read_settings(snakemake.input.settings)["seed"]
+    chosen = sample_queries(query_ids, len(snakemake.output.figures), seed)
     by_query = {q: rows for q, rows in topk.groupby("query_id", sort=False)}
     missing_glyphs = []
     for index, path in enumerate(snakemake.output.figures):

@@ -8,14 +8,14 @@ import pyarrow as pa
 from tuwen.logs import run_logged
 from tuwen.parquet import read_features, write_table
 from tuwen.retrieval import search_gallery
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
+    keep_top = read_settings(snakemake.input.settings)["retrieval"]["keep_top"]
     queries = read_features(snakemake.input.queries)
     current = pd.read_parquet(snakemake.input.assignment, columns=["id", "digest"])
-    topk = search_gallery(
-        queries, snakemake.input.features, current, snakemake.params.keep_top, threads=snakemake.threads
-    )
+    topk = search_gallery(queries, snakemake.input.features, current, keep_top, threads=snakemake.threads)
     write_table(
         pa.Table.from_pandas(topk, preserve_index=False),
         snakemake.output[0],
@@ -23,7 +23,7 @@ def main(snakemake) -> None:
     )
     logging.info(
         "top-%d of %d queries over %d gallery items in %d shards",
-        snakemake.params.keep_top,
+        keep_top,
         len(queries.ids),
         len(current),
         len(snakemake.input.features),

@@ -12,6 +12,7 @@ from tuwen.encode import pick_device
 from tuwen.figures import save_figure, training_curves_figure
 from tuwen.logs import run_logged
 from tuwen.models import ModelCard, load_model
+from tuwen.settings import read_settings
 from tuwen.train import (
     FineTuner,
     locked_features,
@@ -29,11 +30,12 @@ def main(snakemake) -> None:
     card = ModelCard.read(snakemake.input.card)
     images = pd.read_parquet(snakemake.input.images)
     pairs = training_pairs(pd.read_parquet(snakemake.input.pairs), images)
-    # Speed-only settings (device, workers, saves, preloading) come from the config, not
-    # params, so that changing them does not retrain.
-    train_config = {**snakemake.config["train"], **snakemake.params.settings}
+    # Speed-only settings (device, workers, saves, preloading) come from the config, so that
+    # changing them does not retrain; every result setting comes from the settings file.
+    results = read_settings(snakemake.input.settings)
+    train_config = {**snakemake.config["train"], **results["train"]}
     device = pick_device(train_config["device"])
-    settings = resolve_settings(train_config, card.name, snakemake.params.seed, device)
+    settings = resolve_settings(train_config, card.name, results["seed"], device)
     logging.info("settings: %s", settings)
     locked = None
     if settings.lock_image:

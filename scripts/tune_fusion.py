@@ -8,11 +8,13 @@ import pandas as pd
 from tuwen.atomic import atomic_path, write_text_atomic
 from tuwen.fusion import best_per_label, candidate_settings, evaluate_settings, load_task, query_groups
 from tuwen.logs import run_logged
+from tuwen.settings import read_settings
 from tuwen.validation import validation_positives
 
 
 def main(snakemake) -> None:
     files = dict(snakemake.input.items())
+    fusion = read_settings(files["settings"])["fusion"]
     # The model that encodes for retrieval first: its cosine is the tables' `cosine`.
     models = list(reversed(snakemake.params.stages))
     pairs = pd.read_parquet(files["pairs"])
@@ -20,8 +22,8 @@ def main(snakemake) -> None:
     chosen, rows = {}, []
     for task in ("t2i", "i2t"):
         channels = load_task(files, f"{task}_", models)
-        groups = query_groups(channels.query_ids, len(channels.gallery_ids), snakemake.params.group_ratio)
-        settings = candidate_settings(channels.names, snakemake.params.weights, snakemake.params.temperatures)
+        groups = query_groups(channels.query_ids, len(channels.gallery_ids), fusion["validation_ratio"])
+        settings = candidate_settings(channels.names, fusion["weights"], fusion["temperatures"])
         best = best_per_label(evaluate_settings(channels, settings, positives[task], groups))
         winner = max(best.values(), key=lambda item: item.mean)  # first of equals: the simplest
         chosen[task] = {"label": winner.setting.label, **winner.setting.describe()}

@@ -7,15 +7,17 @@ import pyarrow as pa
 
 from tuwen.logs import run_logged
 from tuwen.parquet import write_table
+from tuwen.settings import read_settings
 from tuwen.validation import validation_manifests
 
 
 def main(snakemake) -> None:
+    settings = read_settings(snakemake.input.settings)
     images, texts = validation_manifests(
         pd.read_parquet(snakemake.input.images),
         pd.read_parquet(snakemake.input.texts),
-        snakemake.params.fraction,
-        snakemake.params.max_pairs,
+        settings["train"]["val_fraction"],
+        settings["fusion"]["validation_max_pairs"],
     )
     write_table(pa.Table.from_pandas(images, preserve_index=False), snakemake.output.images)
     write_table(pa.Table.from_pandas(texts, preserve_index=False), snakemake.output.texts)

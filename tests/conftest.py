@@ -74,6 +74,11 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: flo
 
 def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
     """Give (rule, wildcards) of every job in Snakemake's printed job list."""
+    return [(rule, wildcards) for rule, wildcards, _ in planned_jobs_with_reasons(output)]
+
+
+def planned_jobs_with_reasons(output: str) -> list[tuple[str, dict[str, str], str]]:
+    """Give (rule, wildcards, reason) of every job in Snakemake's printed job list."""
     jobs = []
     for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) )", output):
         header = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
@@ -85,7 +90,8 @@ def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
             for pair in wildcards_line.group(1).split(", "):
                 key, _, value = pair.partition("=")
                 wildcards[key] = value
-        jobs.append((header.group(1), wildcards))
+        reason = re.search(r"^\s+reason: (.*)$", block, re.MULTILINE)
+        jobs.append((header.group(1), wildcards, reason.group(1) if reason else ""))
     return jobs
 
 
@@ -98,6 +104,21 @@ def demo_run(tmp_path_factory) -> Path:
     """A finished run of the default workflow on a small demo, shared by the tests that read it."""
     workdir = tmp_path_factory.mktemp("demo")
     snakemake(workdir, config=SMALL_DEMO)
+    return workdir
+
+
+# The demo with every stage on (training, fusion with OCR): what the slow tests share.
+FUSION_DEMO = {
+    **SMALL_DEMO,
+    "fusion": {"enabled": True, "weights": [0.5, 1.0], "temperatures": [0.05]},
+}
+
+
+@pytest.fixture(scope="session")
+def fusion_run(tmp_path_factory) -> Path:
+    """A finished run of the small demo with training, fusion and OCR on; tests only read it."""
+    workdir = tmp_path_factory.mktemp("fusion")
+    snakemake(workdir, config=FUSION_DEMO)
     return workdir
 
 

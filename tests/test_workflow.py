@@ -128,6 +128,10 @@ def test_adding_images_or_captions_encodes_only_the_new_shard(tmp_path):
     ]
     old_features = sorted((run / "results/features").glob("*/*/*.parquet"))
     old_mtimes = [p.stat().st_mtime_ns for p in old_features]
+    # A new shard size applies to shards made from now on: the finished run stays as it is.
+    config["shards"] = {"size": 2, "text_size": 64}
+    resized = snakemake(run, "results/result1.csv", "results/result2.csv", "-n", config=config)
+    assert planned_jobs(resized.stdout) == []
 
     for i in range(3):
         draw_scene(ALL_SCENES[i], random.Random(100 + i)).save(
@@ -136,14 +140,16 @@ def test_adding_images_or_captions_encodes_only_the_new_shard(tmp_path):
     # One core this time: the encode job's decode workers follow the cores it is given.
     second = snakemake(run, "results/result1.csv", "results/result2.csv", "--cores", "1", config=config)
     jobs = planned_jobs(second.stderr)
-    encodes = [(w["col"], w["shard"]) for rule, w in jobs if rule.startswith("encode_")]
-    assert encodes == [("t2i_gallery", "s00003")]
+    encodes = sorted((w["col"], w["shard"]) for rule, w in jobs if rule.startswith("encode_"))
+    assert encodes == [("t2i_gallery", "s00003"), ("t2i_gallery", "s00004")]
+    registry = run / "results/shards/t2i_gallery/lists"
+    assert [len(pd.read_parquet(registry / f"{shard}.parquet")) for shard in ("s00003", "s00004")] == [2, 1]
     assert [w["task"] for rule, w in jobs if rule == "search_topk"] == ["t2i"]
     assert [p.stat().st_mtime_ns for p in old_features] == old_mtimes
     assert len(pd.read_csv(run / "results/result1.csv")) == 50
     logs = run / "results/logs"
     assert "unchanged files reused from the last scan" in (logs / "ingest_images/t2i_gallery.log").read_text()
-    (new_log,) = (logs / "encode").glob("*/t2i_gallery/s00003.log")
+    (new_log,) = (logs / "encode").glob("*/t2i_gallery/s00004.log")
     assert "1 threads, 1 decode workers" in new_log.read_text()
     assert (
         "2 threads, 2 decode workers" in next((logs / "encode").glob("*/t2i_gallery/s00000.log")).read_text()

@@ -12,10 +12,6 @@ from tests.conftest import SMALL_DEMO, planned_jobs, snakemake
 from tuwen.retrieval import TOPK_COLUMNS
 from tuwen.splits import is_validation
 
-FUSION = {
-    **SMALL_DEMO,
-    "fusion": {"enabled": True, "weights": [0.5, 1.0], "temperatures": [0.05]},
-}
 # A whole workflow run with training, OCR and tuning: minutes, so `make test-slow`.
 pytestmark = pytest.mark.slow
 
@@ -23,10 +19,8 @@ FUSION_CSV_COLUMNS = ["split", "task", "channels", "R@1", "R@5", "R@10", "chosen
 
 
 @pytest.fixture(scope="module")
-def fused(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("fusion")
-    snakemake(workdir, config=FUSION)
-    return workdir
+def fused(fusion_run) -> Path:
+    return fusion_run
 
 
 def test_fusion_csv_has_each_channel_and_one_chosen_setting_per_task(fused):

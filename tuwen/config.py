@@ -15,8 +15,11 @@ from typing import Any
 import yaml
 
 # Schema annotation of a key that changes only how fast results come, never what they
-# are: such keys are kept out of rule params, so changing one reruns nothing.
+# are: such keys reach no job as a setting, so changing one reruns nothing.
 SPEED_ONLY = "x-speed-only"
+# Schema annotation, with the reason, of a key that never changes an existing output: it
+# places files, asks a scheduler for resources, or applies only to what is made later.
+RERUNS_NOTHING = "x-reruns-nothing"
 
 _BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
@@ -115,7 +118,17 @@ def speed_only_keys(schema: dict, section: str) -> set[str]:
     return {key for key, spec in properties.items() if spec.get(SPEED_ONLY)}
 
 
-def result_settings(config: dict, schema: dict, section: str) -> dict:
-    """Give a config section without its speed-only keys: what a rule's results depend on."""
-    speed = speed_only_keys(schema, section)
-    return {key: value for key, value in config[section].items() if key not in speed}
+def leaf_keys(schema: dict, prefix: str = "") -> dict[str, dict]:
+    """Give every setting (a key that is not a section) as dotted name -> its schema."""
+    leaves = {}
+    for key, spec in schema.get("properties", {}).items():
+        if spec.get("type") == "object" and "properties" in spec:
+            leaves.update(leaf_keys(spec, f"{prefix}{key}."))
+        else:
+            leaves[prefix + key] = spec
+    return leaves
+
+
+def changes_results(spec: dict) -> bool:
+    """Can changing this setting change an existing output? Not if speed-only or marked to rerun nothing."""
+    return not spec.get(SPEED_ONLY) and RERUNS_NOTHING not in spec

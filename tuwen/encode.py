@@ -226,6 +226,13 @@ def encode_shard(
     else:
         raise ValueError(f"kind must be image or text, got {kind}")
     metadata = feature_metadata(card, model, kind)
+    if kind == "image":
+        # How the pixels were read: what else, besides the model, these embeddings depend on.
+        metadata["image_decoding"] = {
+            "max_pixels": max_pixels,
+            "jpeg_draft": jpeg_draft,
+            "gpu_jpeg_decode": device == "cuda" and gpu_jpeg_decode,
+        }
     # Items that could not be encoded travel with the shard, so the run's accounting can
     # name each one with its reason without reading logs.
     metadata["not_encoded"] = [

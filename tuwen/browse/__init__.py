@@ -24,9 +24,9 @@ PAGE_FILES = ("index.html", "browse.js", "browse.css")
 TASK_TITLES = {"t2i": "文本 → 图像", "i2t": "图像 → 文本"}
 
 
-def thumbnail_name(digest: str) -> str:
-    """Give a thumbnail's file name in `thumbs/`: one per image content, shared by every id with it."""
-    return f"{digest[:24]}.jpg"
+def thumbnail_name(digest: str, size: int) -> str:
+    """Give a thumbnail's file name in `thumbs/`: one per image content and size, shared by ids."""
+    return f"{digest[:24]}-{size}.jpg"
 
 
 def _make_thumbnail(job: tuple[str, str, int]) -> str | None:
@@ -51,7 +51,7 @@ def make_thumbnails(images: pd.DataFrame, folder: str | os.PathLike, size: int, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     unique = images.drop_duplicates("digest")
-    wanted = {d: thumbnail_name(d) for d in unique["digest"]}
+    wanted = {d: thumbnail_name(d, size) for d in unique["digest"]}
     missing = [
         (p, str(folder / wanted[d]), size) for p, d in zip(unique["path"], unique["digest"], strict=True)
     ]

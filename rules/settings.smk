@@ -1,0 +1,18 @@
+# The settings each stage's results depend on, one file per group (tuwen/settings.py). A
+# shell command, not a Python job: a file of a few lines is not worth a job's start-up.
+
+
+rule record_settings:
+    output:
+        "results/settings/{group}.json",
+    log:
+        "results/logs/record_settings/{group}.log",
+    wildcard_constraints:
+        group="|".join(SETTINGS_GROUPS),
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
+    params:
+        settings=settings_of,
+    shell:
+        "printf '%s\\n' {params.settings:q} | tee {output} > {log}"
