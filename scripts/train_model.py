@@ -20,6 +20,7 @@ from tuwen.train import (
     run_fingerprint,
     save_fine_tuned,
     training_pairs,
+    validation_rows,
     validation_summary,
     write_train_log,
 )
@@ -57,20 +58,10 @@ def main(snakemake) -> None:
     write_train_log(state.log_rows, snakemake.output.log_table)
     summary = validation_summary(state, len(tuner.train_pairs), len(tuner.val_pairs))
     write_text_atomic(snakemake.output.metrics, json.dumps(summary, indent=2) + "\n")
-    rows = [
-        {
-            "model": label,
-            "epoch": epoch,
-            **{f"{t} R@{k}": m[t][f"R@{k}"] for t in ("t2i", "i2t") for k in (1, 5, 10)},
-            "mean_recall": m["mean_recall"],
-        }
-        for label, epoch, m in (
-            ("before", 0, summary["before"]),
-            ("after", state.best_epoch, summary["after"]),
-        )
-    ]
     with atomic_path(snakemake.output.metrics_table) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")
+        pd.DataFrame(validation_rows(summary)).to_csv(
+            tmp, index=False, float_format="%.4f", lineterminator="\n"
+        )
     save_figure(training_curves_figure(state.log_rows, summary), snakemake.output.curves)
     # Finished: a later run of this rule (forced, or with new inputs) trains afresh.
     state_path.unlink(missing_ok=True)
