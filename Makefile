@@ -11,7 +11,7 @@ CLONE_READY := .venv/.tuwen-clone-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr clean
+.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr clean docs
 
 env: $(CLONE_READY)
 
@@ -78,3 +78,12 @@ bench-ocr: $(CLONE_READY)
 
 clean:
 	rm -rf results .snakemake
+
+# docs/rulegraph.png: the rule graph of a small finished run with two models, training,
+# fusion and OCR on (made under runs/docs, then drawn by Graphviz's dot).
+DOCS_RUN := runs/docs
+DOCS_CONFIG := demo='{train_pairs: 60, queries: 20}' train='{epochs: 2}' \
+	'models=[tuwen-tiny-rn, tuwen-tiny]' 'fusion={enabled: true}'
+docs: $(CLONE_READY)
+	.venv/bin/snakemake --cores $(CORES) --directory $(DOCS_RUN) --config $(DOCS_CONFIG) --quiet
+	.venv/bin/snakemake --directory $(DOCS_RUN) --config $(DOCS_CONFIG) --rulegraph | dot -Tpng > docs/rulegraph.png
