@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from tuwen.encode import encode_images, encode_texts
+from tuwen.layout import TASKS
 from tuwen.logs import PEAK_RSS_LINE, peak_rss_mb
 from tuwen.models import architecture, build_model
 from tuwen.parquet import FeatureShard, l2_normalised
@@ -75,8 +76,8 @@ def run(data_root: Path, out_dir: Path, model: str, seed: int, batch_size: int, 
         images(data_root / "附件3/ImageData", query_order), texts(data_root / "附件3/word_data.csv"), 10
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_result_table(result_table(t2i, "t2i"), out_dir / "result1.csv")
-    write_result_table(result_table(i2t, "i2t"), out_dir / "result2.csv")
+    write_result_table(result_table(t2i, TASKS["t2i"].columns), out_dir / TASKS["t2i"].table)
+    write_result_table(result_table(i2t, TASKS["i2t"].columns), out_dir / TASKS["i2t"].table)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ from bench.contest_folder import (
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "teddy2024-sample"
-WORKFLOW_CONFIG = {"model": "tuwen-tiny-rn", "seed": 0, "train": {"enabled": False}, "ground_truth": ""}
+WORKFLOW_CONFIG = {"models": ["tuwen-tiny-rn"], "seed": 0, "train": {"enabled": False}, "ground_truth": ""}
 LOG_NUMBER = r"([0-9.]+)"
 
 

@@ -1,59 +1,73 @@
-# Config validation, the data layout, and the input functions of every stage.
-# Parse-time code stays cheap (it re-runs inside every cluster job): a few stat calls.
+# Config validation, and the input functions of every stage. What a run is (collections,
+# tasks, models, every path under results/) comes from tuwen/layout.py, the settings
+# groups from tuwen/settings.py. Parse-time code stays cheap (it re-runs inside every
+# cluster job): a few stat calls.
 
 import json
 import math
 import os
+import re
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from tuwen.architectures import SMALL_ARCHITECTURES  # torch-free, cheap
+import tuwen.layout as layout  # torch-free, cheap
+from tuwen.architectures import SMALL_ARCHITECTURES
 from tuwen.config import coerce_config, load_schema
-from tuwen.settings import SETTINGS_GROUPS, group_settings, settings_text
+from tuwen.settings import (
+    MODEL_GROUPS,
+    SETTINGS_GROUPS,
+    group_name,
+    group_settings,
+    settings_text,
+)
 
 CONFIG_SCHEMA = load_schema(os.path.join(workflow.basedir, "config.schema.yaml"))
+RENAMED_KEYS = {
+    "model": "models: [NAME, ...]",
+    "checkpoint": "models: [{name: NAME, checkpoint: PATH}]",
+}
+for _key, _new in RENAMED_KEYS.items():
+    if _key in config:
+        raise WorkflowError(
+            f"config key {_key!r} is now part of `models`: write {_new} (see config.yaml)"
+        )
+if "run" in config.get("train", {}):
+    raise WorkflowError(
+        "config key train.run is gone: each model's fine-tuning is in results/models/<name>/finetune"
+    )
 # Nested --config values arrive as strings; the schema says what each one is.
 coerce_config(config, CONFIG_SCHEMA)
 validate(config, workflow.source_path("../config.schema.yaml"))
 
 DEMO = config["data_root"] == "demo"
-DATA_ROOT = "results/demo/data" if DEMO else os.path.expanduser(config["data_root"])
+DATA_ROOT = layout.demo_data() if DEMO else os.path.expanduser(config["data_root"])
+COLLECTIONS = layout.COLLECTIONS
+TASKS = layout.TASKS
+VALIDATION_TASKS = layout.VALIDATION_TASKS
+IMAGE_FOLDERS = layout.of_kind(layout.IMAGES, from_data=True)
+TEXT_SETS = layout.of_kind(layout.TEXTS, from_data=True)
+QUERY_LIST_TASKS = [name for name, task in TASKS.items() if task.query_list]
 
-# Contest layout: image folders, caption CSVs, and the query list of image → text.
-IMAGE_FOLDERS = {
-    "train_images": "附件1/ImageData",
-    "t2i_gallery": "附件2/ImageData",
-    "i2t_images": "附件3/ImageData",
-}
-TEXT_SETS = {
-    "train_texts": {"csv": "附件1/ImageWordData.csv", "id_column": "image_id"},
-    "t2i_queries": {"csv": "附件2/word_test.csv", "id_column": "text_id"},
-    "i2t_gallery": {"csv": "附件3/word_data.csv", "id_column": "text_id"},
-}
-IMAGE_QUERY_LIST = "附件3/image_test.csv"
-# Pairs of a text set with the image folder its ids must name.
-PAIRED_FOLDER = {"train_texts": "train_images"}
-# Fusion's validation task: 附件1's held-out pairs, as collections of their own (encoded,
-# and read by OCR, like any other), made from the training manifests, not from folders.
-VALIDATION = {"images": "val_images", "texts": "val_texts"}
-IMAGE_COLLECTIONS = [*IMAGE_FOLDERS, VALIDATION["images"]]
-TEXT_COLLECTIONS = [*TEXT_SETS, VALIDATION["texts"]]
-TASKS = {
-    "t2i": {"queries": "t2i_queries", "gallery": "t2i_gallery", "table": "1"},
-    "i2t": {"queries": "i2t_images", "gallery": "i2t_gallery", "table": "2"},
-}
-TABLE_TASK = {spec["table"]: task for task, spec in TASKS.items()}
+try:
+    MODELS = layout.run_models(config)
+except ValueError as error:
+    raise WorkflowError(str(error))
+MODEL_BY_NAME = {model.name: model for model in MODELS}
+TRAINED = [model for model in MODELS if model.trains]
+
+FUSION = config["fusion"]
+# The tables rank by a combination chosen on validation when fusion is on, or when several
+# models rank; one model with fusion off ranks by its cosine (the plain search).
+FUSE = FUSION["enabled"] or len(MODELS) > 1
+USE_OCR = FUSION["enabled"] and FUSION["ocr"]
 
 
 def _check_data_root():
     if DEMO:
         return
-    wanted = [
-        *IMAGE_FOLDERS.values(),
-        *(s["csv"] for s in TEXT_SETS.values()),
-        IMAGE_QUERY_LIST,
-    ]
+    wanted = [COLLECTIONS[name].source for name in IMAGE_FOLDERS + TEXT_SETS]
+    wanted += [task.query_list for task in TASKS.values() if task.query_list]
     missing = [p for p in wanted if not os.path.exists(os.path.join(DATA_ROOT, p))]
     if missing:
         raise WorkflowError(
@@ -64,23 +78,6 @@ def _check_data_root():
 
 
 _check_data_root()
-
-
-# ---- settings ----------------------------------------------------------------
-# A setting that changes results reaches its jobs as the input settings_file(group), and
-# never as a param of theirs (tuwen/settings.py says why, and lists the groups).
-
-
-def settings_file(group):
-    return f"results/settings/{group}.json"
-
-
-def settings_of(wildcards):
-    return settings_text(group_settings(config, wildcards.group))
-
-
-def demo_root(wildcards, output):
-    return os.path.dirname(os.path.dirname(output.train_pairs))
 
 
 def data_path(relative):
@@ -95,11 +92,46 @@ def ground_truth_path():
     return config["ground_truth"] or None
 
 
+def ground_truth_input(wildcards):
+    return ground_truth_path() or []
+
+
+def query_id_column(wildcards):
+    return COLLECTIONS[TASKS[wildcards.task].queries].id_column
+
+
+def table_columns(wildcards):
+    return list(TASKS[task_of_table(wildcards)].columns)
+
+
+# ---- settings ----------------------------------------------------------------
+# A setting that changes results reaches its jobs as the input settings_file(group), and
+# never as a param of theirs (tuwen/settings.py says why, and lists the groups).
+
+
+def settings_file(group, model=None):
+    return layout.settings(group_name(group, model))
+
+
+def settings_of(wildcards):
+    return settings_text(group_settings(config, wildcards.group))
+
+
+def settings_group_pattern():
+    shared = [g for g in SETTINGS_GROUPS if g not in MODEL_GROUPS]
+    per_model = "|".join(MODEL_GROUPS)
+    return "|".join(shared) + rf"|(?:{per_model})\.[A-Za-z0-9_-]+"
+
+
+def demo_root(wildcards, output):
+    return os.path.dirname(os.path.dirname(output.train_pairs))
+
+
 # ---- ingest ------------------------------------------------------------------
 
 
 def image_folder(wildcards):
-    return data_path(IMAGE_FOLDERS[wildcards.col])
+    return data_path(COLLECTIONS[wildcards.col].source)
 
 
 def always_verify_decode(wildcards):
@@ -111,62 +143,71 @@ def always_verify_decode(wildcards):
 
 
 def text_set_inputs(wildcards):
-    inputs = {"csv": data_path(TEXT_SETS[wildcards.tset]["csv"])}
-    if wildcards.tset in PAIRED_FOLDER:
-        inputs["images"] = (
-            f"results/manifest/{PAIRED_FOLDER[wildcards.tset]}/images.parquet"
-        )
+    inputs = {"csv": data_path(COLLECTIONS[wildcards.tset].source)}
+    if wildcards.tset in layout.PAIRED_FOLDER:
+        inputs["images"] = layout.manifest(layout.PAIRED_FOLDER[wildcards.tset])
     return inputs
 
 
 def text_id_column(wildcards):
-    return TEXT_SETS[wildcards.tset]["id_column"]
+    return COLLECTIONS[wildcards.tset].id_column
+
+
+def query_list_inputs(wildcards):
+    task = TASKS[wildcards.task]
+    return {
+        "csv": data_path(task.query_list),
+        "collection": layout.manifest(task.queries),
+    }
 
 
 def manifest_of(wildcards):
-    name = wildcards.name
-    kind = "images" if name in IMAGE_COLLECTIONS else "texts"
-    return f"results/manifest/{name}/{kind}.parquet"
+    return layout.manifest(wildcards.name)
 
 
 # ---- models ------------------------------------------------------------------
 
 
-def base_checkpoint():
-    """The checkpoint file the base model is read from; [] when cn_clip fetches released weights."""
-    if config["checkpoint"]:
-        return os.path.expanduser(config["checkpoint"])
-    if config["model"] in SMALL_ARCHITECTURES:
-        return f"results/models/init/{config['model']}-seed{config['seed']}.pt"
+def base_checkpoint(model):
+    """The checkpoint file a model's base weights are read from; [] when cn_clip fetches
+    released weights."""
+    if model.checkpoint:
+        return os.path.expanduser(model.checkpoint)
+    if model.name in SMALL_ARCHITECTURES:
+        return layout.init_checkpoint(model.name, config["seed"])
     return []
 
 
-TRAIN = config["train"]
-# Model stages: "base" (released, local or seeded weights) and, when training, the run.
-STAGES = ["base", TRAIN["run"]] if TRAIN["enabled"] else ["base"]
-
-
 def model_checkpoint(wildcards):
-    if wildcards.stage == "base":
-        return base_checkpoint()
-    return f"results/models/{wildcards.stage}/checkpoint.pt"
+    model = MODEL_BY_NAME[wildcards.model]
+    if wildcards.stage == layout.BASE:
+        return base_checkpoint(model)
+    return layout.fine_tuned(model.name, "checkpoint.pt")
 
 
-def encode_stage():
-    """Which model encodes for retrieval: the fine-tuned one when training, else the base one."""
-    return STAGES[-1]
+def model_card_settings(wildcards):
+    return settings_file("model", wildcards.model)
 
 
-# Rules that depend on the model tag also list the card as a plain input: that puts the
-# describe_model checkpoint in the DAG from the start, so Snakemake resolves it before
-# it builds jobs (such as a new shard's) whose input functions ask for the tag.
-MODEL_CARD = f"results/models/{encode_stage()}/model.json"
+def card_of(model, stage=None):
+    return layout.model_card(model.name, stage or model.retrieval_stage)
 
 
-def model_tag(stage=None):
-    card = checkpoints.describe_model.get(stage=stage or encode_stage()).output.card
+# Rules that depend on a model's tag also list its card as a plain input: that puts the
+# describe_model checkpoint in the DAG from the start, so Snakemake resolves it before it
+# builds jobs (such as a new shard's) whose input functions ask for the tag.
+RANKING_CARD = card_of(MODELS[0])
+
+
+def model_tag(model, stage=None):
+    stage = stage or model.retrieval_stage
+    card = checkpoints.describe_model.get(model=model.name, stage=stage).output.card
     with open(card, encoding="utf-8") as handle:
         return json.load(handle)["tag"]
+
+
+def all_cards():
+    return [card_of(model, stage) for model in MODELS for stage in model.stages]
 
 
 def card_for_tag(wildcards):
@@ -175,24 +216,27 @@ def card_for_tag(wildcards):
     Cards already written are read directly; if none matches (features asked for before
     any card exists), the checkpoint API makes Snakemake describe the models first.
     """
-    for stage in STAGES:
-        path = f"results/models/{stage}/model.json"
+    for path in all_cards():
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
-                if json.load(handle)["tag"] == wildcards.model:
+                if json.load(handle)["tag"] == wildcards.tag:
                     return path
-    for stage in STAGES:
-        if model_tag(stage) == wildcards.model:
-            return f"results/models/{stage}/model.json"
+    for model in MODELS:
+        for stage in model.stages:
+            if model_tag(model, stage) == wildcards.tag:
+                return card_of(model, stage)
     raise WorkflowError(
-        f"features of model {wildcards.model} were asked for, but no configured model has that tag; "
+        f"features of model {wildcards.tag} were asked for, but no configured model has that tag; "
         "features of different models are never mixed"
     )
 
 
 # ---- shards and features -----------------------------------------------------
 
-SHARD_SIZE = {"image": config["shards"]["size"], "text": config["shards"]["text_size"]}
+SHARD_SIZE = {
+    layout.IMAGES: config["shards"]["size"],
+    layout.TEXTS: config["shards"]["text_size"],
+}
 # Threads of an encode job (torch's and the decode workers'). Locally
 # Snakemake caps them at --cores; on a cluster each such job asks for this many CPUs
 # (a profile's set-threads changes it).
@@ -205,7 +249,12 @@ INGEST_THREADS = max(1, min(HEAVY_JOB_THREADS, (workflow.cores or 2) // 2))
 def shard_size_key(wildcards):
     """Which key of `shards` sizes this collection's new shards (read in the job: a size
     applies to shards made from then on, so changing it reruns nothing)."""
-    return "size" if wildcards.name in IMAGE_COLLECTIONS else "text_size"
+    holds_images = COLLECTIONS[wildcards.name].holds_images
+    return "size" if holds_images else "text_size"
+
+
+def collection_kind(wildcards):
+    return COLLECTIONS[wildcards.name].kind
 
 
 def shard_runtime(kind, seconds_per_item):
@@ -226,72 +275,68 @@ def shards_of(name):
 def shard_list(wildcards):
     """A shard's item list; written by the registry checkpoint, never by a rule of its own."""
     name = getattr(wildcards, "col", None) or wildcards.tset
-    registry = os.path.dirname(
-        checkpoints.assign_shards.get(name=name).output.assignment
-    )
-    return f"{registry}/lists/{wildcards.shard}.parquet"
+    checkpoints.assign_shards.get(name=name)
+    return layout.shard_list(name, wildcards.shard)
 
 
-def features_of(name, stage=None):
-    tag = model_tag(stage)
-    return [
-        f"results/features/{tag}/{name}/{shard}.parquet" for shard in shards_of(name)
-    ]
+def features_of(name, model, stage=None):
+    tag = model_tag(model, stage)
+    return [layout.features(tag, name, shard) for shard in shards_of(name)]
+
+
+def ocr_of(name):
+    return [layout.ocr(name, shard) for shard in shards_of(name)]
 
 
 # ---- retrieval ---------------------------------------------------------------
 
 
-def query_inputs(wildcards):
-    spec = TASKS[wildcards.task]
-    if wildcards.task == "t2i":
-        order = f"results/manifest/{spec['queries']}/texts.parquet"
-    else:
-        order = "results/manifest/i2t_queries/queries.parquet"
-    return {
-        "order": order,
-        "assignment": f"results/shards/{spec['queries']}/assignment.parquet",
-        "features": features_of(spec["queries"]),
-    }
+def query_features(wildcards):
+    task = TASKS[wildcards.task]
+    return features_of(task.queries, MODELS[0])
 
 
-def search_inputs(wildcards):
-    gallery = TASKS[wildcards.task]["gallery"]
-    return {
-        "queries": f"results/retrieval/{wildcards.task}/queries.parquet",
-        "assignment": f"results/shards/{gallery}/assignment.parquet",
-        "features": features_of(gallery),
-    }
+def query_collection(wildcards):
+    return TASKS[wildcards.task].queries
 
 
-def table_task(wildcards):
-    return TABLE_TASK[wildcards.number]
+def query_order(wildcards):
+    return layout.query_order(TASKS[wildcards.task])
 
 
-def table_topk(wildcards):
-    return f"results/retrieval/{table_task(wildcards)}/topk.parquet"
+def query_assignment(wildcards):
+    return layout.assignment(TASKS[wildcards.task].queries)
+
+
+def gallery_assignment(wildcards):
+    return layout.assignment(TASKS[wildcards.task].gallery)
+
+
+def gallery_features(wildcards):
+    return features_of(TASKS[wildcards.task].gallery, MODELS[0])
+
+
+def task_of_table(wildcards):
+    return next(name for name, task in TASKS.items() if task.table == wildcards.table)
+
+
+def topk_of_table(wildcards):
+    return layout.topk(task_of_table(wildcards))
 
 
 # ---- figures and evaluation --------------------------------------------------
 
 
+def query_kind(wildcards):
+    return TASKS[wildcards.task].query_kind
+
+
 def figure_inputs(wildcards):
-    task = wildcards.task
-    if task == "t2i":
-        captions, images = (
-            "results/manifest/t2i_queries/texts.parquet",
-            "results/manifest/t2i_gallery/images.parquet",
-        )
-    else:
-        captions, images = (
-            "results/manifest/i2t_gallery/texts.parquet",
-            "results/manifest/i2t_images/images.parquet",
-        )
+    task = TASKS[wildcards.task]
     return {
-        "topk": f"results/retrieval/{task}/topk.parquet",
-        "captions": captions,
-        "images": images,
-        "settings": settings_file("figures"),
+        "topk": layout.topk(task.name),
+        "captions": layout.manifest(layout.text_side(task)),
+        "images": layout.manifest(layout.image_side(task)),
     }
 
 
@@ -299,42 +344,56 @@ FIGURE_COUNT = config["figures"]["queries_per_task"]
 
 
 def figure_files(task):
-    return [f"results/figures/{task}/query_{i}.png" for i in range(FIGURE_COUNT)]
+    return [layout.figure(task, f"query_{i}.png") for i in range(FIGURE_COUNT)]
 
 
 def encoded_collections():
     """Collections this run encodes: those retrieval searches (training adds its own)."""
-    return [
-        name for spec in TASKS.values() for name in (spec["queries"], spec["gallery"])
-    ]
+    return [name for task in TASKS.values() for name in (task.queries, task.gallery)]
 
 
-def accounting_inputs(wildcards):
-    manifests = [f"results/manifest/{name}/images.parquet" for name in IMAGE_FOLDERS]
-    manifests += [f"results/manifest/{name}/texts.parquet" for name in TEXT_SETS]
+def plan_files(plan):
+    """Every file named in a plan (a job's params that say which file is what), for the
+    job's input: the strings that are paths."""
+    if isinstance(plan, dict):
+        return [f for value in plan.values() for f in plan_files(value)]
+    if isinstance(plan, list):
+        return [f for value in plan for f in plan_files(value)]
+    return [plan] if isinstance(plan, str) and "/" in plan else []
+
+
+def accounting_plan(wildcards):
+    """What account_inputs reads, collection by collection and task by task."""
+    encoded = encoded_collections()
     return {
-        "manifests": manifests,
-        "features": [
-            path for name in encoded_collections() for path in features_of(name)
-        ],
-        "query_manifests": [
-            "results/manifest/t2i_queries/texts.parquet",
-            "results/manifest/i2t_queries/queries.parquet",
-        ],
-        "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
-        "unencoded": [
-            f"results/retrieval/{task}/unencoded_queries.csv" for task in TASKS
-        ],
+        "collections": {
+            name: {
+                "manifest": layout.manifest(name),
+                "id_column": COLLECTIONS[name].id_column,
+                "features": features_of(name, MODELS[0]) if name in encoded else None,
+            }
+            for name in IMAGE_FOLDERS + TEXT_SETS
+        },
+        "tasks": {
+            name: {
+                "order": layout.query_order(task),
+                "id_column": COLLECTIONS[task.queries].id_column,
+                "topk": layout.topk(name),
+                "unencoded": layout.retrieval(name, "unencoded_queries.csv"),
+            }
+            for name, task in TASKS.items()
+        },
     }
+
+
+def accounting_files(wildcards):
+    return plan_files(accounting_plan(wildcards))
 
 
 def evaluation_inputs(wildcards):
     return {
-        "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
-        "gallery_assignments": [
-            f"results/shards/{spec['gallery']}/assignment.parquet"
-            for spec in TASKS.values()
-        ],
+        "topk": [layout.topk(name) for name in TASKS],
+        "gallery_assignments": [layout.assignment(t.gallery) for t in TASKS.values()],
         "ground_truth": ground_truth_path(),
         "settings": settings_file("ground_truth"),
     }
@@ -342,11 +401,9 @@ def evaluation_inputs(wildcards):
 
 def browse_inputs(wildcards):
     inputs = {
-        "topk": [f"results/retrieval/{task}/topk.parquet" for task in TASKS],
-        "t2i_captions": "results/manifest/t2i_queries/texts.parquet",
-        "i2t_captions": "results/manifest/i2t_gallery/texts.parquet",
-        "t2i_images": "results/manifest/t2i_gallery/images.parquet",
-        "i2t_images": "results/manifest/i2t_images/images.parquet",
+        "topk": [layout.topk(name) for name in TASKS],
+        "captions": [layout.manifest(layout.text_side(t)) for t in TASKS.values()],
+        "images": [layout.manifest(layout.image_side(t)) for t in TASKS.values()],
         "settings": settings_file("browse"),
     }
     if ground_truth_path():
@@ -357,130 +414,154 @@ def browse_inputs(wildcards):
 
 # ---- fusion ------------------------------------------------------------------
 
-FUSION = config["fusion"]
-USE_OCR = FUSION["enabled"] and FUSION["ocr"]
+
+def fusion_channels():
+    """(model, stage) of each fused CLIP channel, the tables' ranking model first: every
+    stage of every model with fusion on, each model's ranking stage otherwise."""
+    ranking = [(model, model.retrieval_stage) for model in MODELS]
+    if not FUSION["enabled"]:
+        return ranking
+    others = [(m, s) for m in MODELS for s in m.stages if s != m.retrieval_stage]
+    return ranking + others
 
 
-# Image collections whose text OCR reads: the t2i gallery, the i2t queries, validation images.
-OCR_COLLECTIONS = [
-    TASKS["t2i"]["gallery"],
-    TASKS["i2t"]["queries"],
-    VALIDATION["images"],
-]
+def ocr_collections():
+    """Image collections whose text OCR reads: the image side of every task."""
+    sides = [
+        layout.image_side(t) for t in [*TASKS.values(), *VALIDATION_TASKS.values()]
+    ]
+    return list(dict.fromkeys(sides))
 
 
-def ocr_of(name):
-    return [f"results/ocr/{name}/{shard}.parquet" for shard in shards_of(name)]
-
-
-def ocr_inputs(wildcards):
-    return [path for name in OCR_COLLECTIONS for path in ocr_of(name)]
-
-
-def fusion_task_inputs(queries, gallery, query_order):
-    """The files of one fused task: each model's features of both sides, the shard
-    assignments, and the texts of the lexical channel (captions, or OCR of the images).
+def fusion_plan(tasks):
+    """What a fusion job reads, task by task: the query order, each channel's model card and
+    feature shards, and the texts of the OCR channel (tuwen.fusion_inputs reads the plan).
     """
-    inputs = {
-        "query_order": query_order,
-        "query_assignment": f"results/shards/{queries}/assignment.parquet",
-        "gallery_assignment": f"results/shards/{gallery}/assignment.parquet",
-        "cards": [f"results/models/{stage}/model.json" for stage in STAGES],
-    }
-    for stage in STAGES:
-        inputs[f"query_features_{stage}"] = features_of(queries, stage)
-        inputs[f"gallery_features_{stage}"] = features_of(gallery, stage)
-    if USE_OCR:
-        image_side, text_side = (
-            (gallery, queries) if queries in TEXT_COLLECTIONS else (queries, gallery)
-        )
-        inputs["ocr"] = ocr_of(image_side)
-        inputs["captions"] = f"results/manifest/{text_side}/texts.parquet"
-    return inputs
+    plans = {}
+    for name, task in tasks.items():
+        validation = tasks is VALIDATION_TASKS
+        image_side, text_side = layout.image_side(task), layout.text_side(task)
+        plans[name] = {
+            "query_order": (
+                layout.manifest(task.queries)
+                if validation
+                else layout.retrieval(name, "queries.parquet")
+            ),
+            # Validation queries are ordered by their manifest; test queries by the gathered
+            # features, which list exactly the queries that have an embedding.
+            "query_id_column": (
+                COLLECTIONS[task.queries].id_column if validation else None
+            ),
+            "query_assignment": layout.assignment(task.queries),
+            "gallery_assignment": layout.assignment(task.gallery),
+            "channels": {
+                model.channel(stage): {
+                    "card": card_of(model, stage),
+                    "queries": features_of(task.queries, model, stage),
+                    "gallery": features_of(task.gallery, model, stage),
+                }
+                for model, stage in fusion_channels()
+            },
+            "ocr": (
+                {
+                    "images_are_queries": image_side == task.queries,
+                    "read": ocr_of(image_side),
+                    "captions": layout.manifest(text_side),
+                }
+                if USE_OCR
+                else None
+            ),
+        }
+    return plans
 
 
-def fused_search_inputs(wildcards):
-    spec = TASKS[wildcards.task]
-    inputs = fusion_task_inputs(
-        spec["queries"],
-        spec["gallery"],
-        f"results/retrieval/{wildcards.task}/queries.parquet",
-    )
-    return inputs
+def validation_fusion_plan(wildcards):
+    return fusion_plan(VALIDATION_TASKS)
 
 
-def tune_fusion_inputs(wildcards):
-    images, texts = VALIDATION["images"], VALIDATION["texts"]
-    return {
-        **{
-            f"t2i_{k}": v
-            for k, v in fusion_task_inputs(
-                texts, images, f"results/manifest/{texts}/texts.parquet"
-            ).items()
-        },
-        **{
-            f"i2t_{k}": v
-            for k, v in fusion_task_inputs(
-                images, texts, f"results/manifest/{images}/images.parquet"
-            ).items()
-        },
-        "pairs": f"results/manifest/{texts}/texts.parquet",
-    }
+def validation_fusion_files(wildcards):
+    return plan_files(validation_fusion_plan(wildcards))
 
 
-def evaluate_fusion_inputs(wildcards):
-    inputs = {}
-    if ground_truth_path():
-        inputs["ground_truth"] = ground_truth_path()
-        inputs["ground_truth_settings"] = settings_file("ground_truth")
-        for task, spec in TASKS.items():
-            order = f"results/retrieval/{task}/queries.parquet"
-            for key, value in fusion_task_inputs(
-                spec["queries"], spec["gallery"], order
-            ).items():
-                inputs[f"{task}_{key}"] = value
-    return inputs
+def test_fusion_plan(wildcards):
+    return fusion_plan(TASKS) if ground_truth_path() else {}
+
+
+def test_fusion_files(wildcards):
+    return plan_files(test_fusion_plan(wildcards))
+
+
+def fused_task_plan(wildcards):
+    return fusion_plan({wildcards.task: TASKS[wildcards.task]})[wildcards.task]
+
+
+def fused_task_files(wildcards):
+    return plan_files(fused_task_plan(wildcards))
+
+
+def ocr_plan(wildcards):
+    return {name: ocr_of(name) for name in ocr_collections()}
+
+
+def ocr_files(wildcards):
+    return plan_files(ocr_plan(wildcards))
+
+
+# ---- training ----------------------------------------------------------------
 
 
 def train_inputs(wildcards):
-    inputs = {
-        "pairs": "results/manifest/train_texts/texts.parquet",
-        "images": "results/manifest/train_images/images.parquet",
-        "card": "results/models/base/model.json",
-        "settings": settings_file("train"),
-    }
-    if TRAIN["lock_image"]:
-        inputs["locked_features"] = features_of("train_images", stage="base")
+    model = MODEL_BY_NAME[wildcards.model]
+    inputs = {}
+    if model.train["lock_image"]:
+        inputs["locked_features"] = features_of("train_images", model, layout.BASE)
     return inputs
 
 
+def train_settings(wildcards):
+    return settings_file("train", wildcards.model)
+
+
+def base_card(wildcards):
+    return layout.model_card(wildcards.model, layout.BASE)
+
+
 def train_state_path(wildcards):
-    return f"results/models/{wildcards.run}/state/last.pt"
+    return layout.train_state(wildcards.model)
 
 
 def training_outputs():
-    if not TRAIN["enabled"]:
-        return []
-    run = TRAIN["run"]
-    return [f"results/models/{run}/curves.png", f"results/models/{run}/val_metrics.csv"]
+    return [
+        layout.fine_tuned(model.name, name)
+        for model in TRAINED
+        for name in ("curves.png", "val_metrics.csv")
+    ]
+
+
+# ---- the run's targets -------------------------------------------------------
 
 
 def used_collections():
     """Collections whose shard registry this run reads: searched, trained on, or fusion's."""
     used = encoded_collections()
-    if TRAIN["lock_image"] and TRAIN["enabled"]:
+    if any(model.train["lock_image"] for model in TRAINED):
         used.append("train_images")
-    if FUSION["enabled"]:
-        used += [VALIDATION["images"], VALIDATION["texts"]]
-    return used
+    if FUSE:
+        used += [
+            name
+            for task in VALIDATION_TASKS.values()
+            for name in (task.queries, task.gallery)
+        ]
+    return list(dict.fromkeys(used))
 
 
 def used_settings_groups():
-    """The settings groups (tuwen/settings.py) of the stages this run has."""
-    groups = ["ingest", "model", "encode_images", "retrieval", "figures"]
+    """The settings files (tuwen/settings.py) of the stages this run has."""
+    groups = ["ingest", "encode_images", "retrieval", "figures"]
+    groups += [group_name("model", model.name) for model in MODELS]
+    groups += [group_name("train", model.name) for model in TRAINED]
     groups += ["demo"] if DEMO else []
-    groups += ["train"] if TRAIN["enabled"] else []
-    groups += ["validation", "fusion"] if FUSION["enabled"] else []
+    groups += ["validation", "fusion"] if FUSE else []
     groups += ["ocr"] if USE_OCR else []
     groups += ["browse"] if config["browse"]["enabled"] else []
     groups += ["ground_truth"] if ground_truth_path() else []
@@ -497,29 +578,27 @@ def decision_files():
     in the first DAG, so a changed setting reruns its jobs on every path.
     """
     return (
-        [settings_file(group) for group in used_settings_groups()]
-        + [f"results/shards/{name}/assignment.parquet" for name in used_collections()]
-        + [f"results/models/{stage}/model.json" for stage in STAGES]
+        [layout.settings(group) for group in used_settings_groups()]
+        + [layout.assignment(name) for name in used_collections()]
+        + all_cards()
     )
 
 
 def final_outputs():
-    outputs = decision_files() + [
-        "results/result1.csv",
-        "results/result2.csv",
-        "results/summary/accounting.csv",
-    ]
+    outputs = decision_files()
+    outputs += [layout.result_table(task) for task in TASKS.values()]
+    outputs.append(layout.summary("accounting.csv"))
     for task in TASKS:
         outputs += figure_files(task)
-        outputs.append(f"results/figures/{task}/score_histogram.png")
+        outputs.append(layout.figure(task, "score_histogram.png"))
         if config["retrieval"]["dense_matrix"]:
-            outputs.append(f"results/retrieval/{task}/similarity.npy")
+            outputs.append(layout.retrieval(task, "similarity.npy"))
     if ground_truth_path():
-        outputs.append("results/eval/metrics.json")
+        outputs.append(layout.evaluation("metrics.json"))
     if config["browse"]["enabled"]:
-        outputs.append("results/browse/index.html")
-    if FUSION["enabled"]:
-        outputs.append("results/eval/fusion.csv")
+        outputs.append(layout.browse("index.html"))
+    if FUSE:
+        outputs.append(layout.evaluation("fusion.csv"))
     if USE_OCR:
-        outputs.append("results/summary/ocr.csv")
+        outputs.append(layout.summary("ocr.csv"))
     return outputs + training_outputs()

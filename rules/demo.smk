@@ -5,16 +5,16 @@ rule generate_demo:
     input:
         settings=settings_file("demo"),
     output:
-        train_images=directory("results/demo/data/附件1/ImageData"),
-        train_pairs="results/demo/data/附件1/ImageWordData.csv",
-        t2i_gallery=directory("results/demo/data/附件2/ImageData"),
-        t2i_queries="results/demo/data/附件2/word_test.csv",
-        i2t_images=directory("results/demo/data/附件3/ImageData"),
-        i2t_queries="results/demo/data/附件3/image_test.csv",
-        i2t_gallery="results/demo/data/附件3/word_data.csv",
-        ground_truth="results/demo/data/ground_truth.csv",
+        train_images=directory(data_path(COLLECTIONS["train_images"].source)),
+        train_pairs=data_path(COLLECTIONS["train_texts"].source),
+        t2i_gallery=directory(data_path(COLLECTIONS["t2i_gallery"].source)),
+        t2i_queries=data_path(COLLECTIONS["t2i_queries"].source),
+        i2t_images=directory(data_path(COLLECTIONS["i2t_images"].source)),
+        i2t_queries=data_path(TASKS["i2t"].query_list),
+        i2t_gallery=data_path(COLLECTIONS["i2t_gallery"].source),
+        ground_truth=data_path("ground_truth.csv"),
     log:
-        "results/logs/generate_demo.log",
+        layout.log("generate_demo"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"

@@ -1,4 +1,4 @@
-# Stage 3, encode: one job per shard, images and captions to Parquet feature shards.
+# Stage 3, encode: one job per shard, images or captions to Parquet feature shards.
 # A shard is large (shards.size), so a job's ~5 s start-up is a small share of it.
 
 
@@ -8,18 +8,20 @@ rule encode_image_shard:
         card=card_for_tag,
         settings=settings_file("encode_images"),
     output:
-        "results/features/{model}/{col}/{shard}.parquet",
+        layout.features("{tag}", "{col}", "{shard}"),
     log:
-        "results/logs/encode/{model}/{col}/{shard}.log",
+        layout.log("encode", "{tag}", "{col}", "{shard}"),
     benchmark:
-        "results/benchmarks/encode/{model}/{col}/{shard}.tsv"
+        layout.benchmark("encode", "{tag}", "{col}", "{shard}")
     conda:
         "../envs/tuwen.yaml"
     threads: HEAVY_JOB_THREADS
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=8000,
-        runtime=shard_runtime("image", 0.1),
+        runtime=shard_runtime(layout.IMAGES, 0.1),
+    params:
+        kind="image",
     script:
         "../scripts/encode_shard.py"
 
@@ -29,17 +31,19 @@ rule encode_text_shard:
         shard_list=shard_list,
         card=card_for_tag,
     output:
-        "results/features/{model}/{tset}/{shard}.parquet",
+        layout.features("{tag}", "{tset}", "{shard}"),
     log:
-        "results/logs/encode/{model}/{tset}/{shard}.log",
+        layout.log("encode", "{tag}", "{tset}", "{shard}"),
     benchmark:
-        "results/benchmarks/encode/{model}/{tset}/{shard}.tsv"
+        layout.benchmark("encode", "{tag}", "{tset}", "{shard}")
     conda:
         "../envs/tuwen.yaml"
     threads: HEAVY_JOB_THREADS
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
-        runtime=shard_runtime("text", 0.01),
+        runtime=shard_runtime(layout.TEXTS, 0.01),
+    params:
+        kind="text",
     script:
         "../scripts/encode_shard.py"

@@ -1,17 +1,18 @@
-# Fusion (fusion.enabled): the validation task from 附件1's held-out pairs, the text read in
-# the images (OCR), and the choice of channels, weights and re-ranking made on validation.
+# Fusion (fusion.enabled, or several models): the validation task from 附件1's held-out
+# pairs, the text read in the images (OCR), and the choice of channels, weights and
+# re-ranking made on validation.
 
 
 rule validation_split:
     input:
-        images="results/manifest/train_images/images.parquet",
-        texts="results/manifest/train_texts/texts.parquet",
+        images=layout.manifest("train_images"),
+        texts=layout.manifest("train_texts"),
         settings=settings_file("validation"),
     output:
-        images="results/manifest/val_images/images.parquet",
-        texts="results/manifest/val_texts/texts.parquet",
+        images=layout.manifest("val_images"),
+        texts=layout.manifest("val_texts"),
     log:
-        "results/logs/validation_split.log",
+        layout.log("validation_split"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -27,33 +28,35 @@ rule ocr_shard:
         shard_list=shard_list,
         settings=settings_file("ocr"),
     output:
-        "results/ocr/{col}/{shard}.parquet",
+        layout.ocr("{col}", "{shard}"),
     log:
-        "results/logs/ocr/{col}/{shard}.log",
+        layout.log("ocr", "{col}", "{shard}"),
     benchmark:
-        "results/benchmarks/ocr/{col}/{shard}.tsv"
+        layout.benchmark("ocr", "{col}", "{shard}")
     conda:
         "../envs/tuwen.yaml"
     threads: HEAVY_JOB_THREADS
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
-        runtime=shard_runtime("image", 1.0),
+        runtime=shard_runtime(layout.IMAGES, 1.0),
     script:
         "../scripts/ocr_shard.py"
 
 
 rule tune_fusion:
     input:
-        unpack(tune_fusion_inputs),
+        files=validation_fusion_files,
+        cards=all_cards(),
+        pairs=layout.manifest("val_texts"),
         settings=settings_file("fusion"),
     output:
-        chosen="results/fusion/chosen.json",
-        table="results/fusion/validation.csv",
+        chosen=layout.fusion("chosen.json"),
+        table=layout.fusion("validation.csv"),
     log:
-        "results/logs/tune_fusion.log",
+        layout.log("tune_fusion"),
     benchmark:
-        "results/benchmarks/tune_fusion.tsv"
+        layout.benchmark("tune_fusion")
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -62,24 +65,26 @@ rule tune_fusion:
         mem_mb=8000,
         runtime=60,
     params:
-        stages=STAGES,
+        plan=validation_fusion_plan,
     script:
         "../scripts/tune_fusion.py"
 
 
 rule evaluate_fusion:
     input:
-        unpack(evaluate_fusion_inputs),
-        validation="results/fusion/validation.csv",
-        chosen="results/fusion/chosen.json",
+        files=test_fusion_files,
+        validation=layout.fusion("validation.csv"),
+        chosen=layout.fusion("chosen.json"),
+        ground_truth=ground_truth_input,
+        settings=settings_file("ground_truth"),
     output:
         table=report(
-            "results/eval/fusion.csv",
+            layout.evaluation("fusion.csv"),
             caption="../report/fusion.rst",
             category="Evaluation",
         ),
     log:
-        "results/logs/evaluate_fusion.log",
+        layout.log("evaluate_fusion"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -88,19 +93,19 @@ rule evaluate_fusion:
         mem_mb=8000,
         runtime=60,
     params:
-        stages=STAGES,
+        plan=test_fusion_plan,
     script:
         "../scripts/evaluate_fusion.py"
 
 
 rule account_ocr:
     input:
-        ocr=ocr_inputs,
+        ocr_files,
     output:
-        counts="results/summary/ocr.csv",
-        failures="results/summary/ocr_failures.csv",
+        counts=layout.summary("ocr.csv"),
+        failures=layout.summary("ocr_failures.csv"),
     log:
-        "results/logs/account_ocr.log",
+        layout.log("account_ocr"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -108,6 +113,6 @@ rule account_ocr:
         mem_mb=2000,
         runtime=10,
     params:
-        collections=OCR_COLLECTIONS,
+        plan=ocr_plan,
     script:
         "../scripts/account_ocr.py"

@@ -2,12 +2,14 @@
 
 
 wildcard_constraints:
-    col="|".join(IMAGE_COLLECTIONS),
-    tset="|".join(TEXT_COLLECTIONS),
-    name="|".join([*IMAGE_COLLECTIONS, *TEXT_COLLECTIONS]),
+    col="|".join(layout.of_kind(layout.IMAGES)),
+    tset="|".join(layout.of_kind(layout.TEXTS)),
+    name="|".join(COLLECTIONS),
     task="|".join(TASKS),
     shard=r"s\d+",
-    stage="|".join(STAGES),
+    stage=f"{layout.BASE}|{layout.FINETUNE}",
+    model="|".join(MODEL_BY_NAME),
+    tag=r"[^/]+-[0-9a-f]{12}",
 
 
 rule ingest_images:
@@ -15,12 +17,12 @@ rule ingest_images:
         folder=image_folder,
         settings=settings_file("ingest"),
     output:
-        manifest="results/manifest/{col}/images.parquet",
-        rejects="results/manifest/{col}/rejects.csv",
+        manifest=layout.manifest("{col}", layout.IMAGES),
+        rejects=layout.rejects("{col}"),
     log:
-        "results/logs/ingest_images/{col}.log",
+        layout.log("ingest_images", "{col}"),
     benchmark:
-        "results/benchmarks/ingest_images/{col}.tsv"
+        layout.benchmark("ingest_images", "{col}")
     wildcard_constraints:
         col="|".join(IMAGE_FOLDERS),
     conda:
@@ -33,7 +35,7 @@ rule ingest_images:
         always_verify_decode=always_verify_decode,
         # Outside the outputs, which Snakemake deletes before the job: unchanged files
         # (name, size, mtime) keep their validated rows instead of being decoded again.
-        scan_cache="results/cache/ingest/{col}.parquet",
+        scan_cache=layout.scan_cache("{col}"),
     script:
         "../scripts/ingest_images.py"
 
@@ -42,10 +44,10 @@ rule ingest_texts:
     input:
         unpack(text_set_inputs),
     output:
-        manifest="results/manifest/{tset}/texts.parquet",
-        rejects="results/manifest/{tset}/rejects.csv",
+        manifest=layout.manifest("{tset}", layout.TEXTS),
+        rejects=layout.rejects("{tset}"),
     log:
-        "results/logs/ingest_texts/{tset}.log",
+        layout.log("ingest_texts", "{tset}"),
     wildcard_constraints:
         tset="|".join(TEXT_SETS),
     localrule: True
@@ -60,15 +62,17 @@ rule ingest_texts:
         "../scripts/ingest_texts.py"
 
 
-rule ingest_image_queries:
+# A task's query list (附件3/image_test.csv), checked against the collection it names.
+rule ingest_query_list:
     input:
-        csv=data_path(IMAGE_QUERY_LIST),
-        images="results/manifest/i2t_images/images.parquet",
+        unpack(query_list_inputs),
     output:
-        manifest="results/manifest/i2t_queries/queries.parquet",
-        rejects="results/manifest/i2t_queries/rejects.csv",
+        manifest=layout.query_list("{task}"),
+        rejects=layout.query_list_rejects("{task}"),
     log:
-        "results/logs/ingest_image_queries.log",
+        layout.log("ingest_query_list", "{task}"),
+    wildcard_constraints:
+        task="|".join(QUERY_LIST_TASKS),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -76,4 +80,4 @@ rule ingest_image_queries:
         mem_mb=1000,
         runtime=10,
     script:
-        "../scripts/ingest_image_queries.py"
+        "../scripts/ingest_query_list.py"

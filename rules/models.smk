@@ -1,12 +1,12 @@
-# Models: the base model's weights and the card that names them. The card is a
-# checkpoint because feature paths carry the model tag (name + weights digest).
+# Models: each model's weights and the card that names them. The card is a checkpoint
+# because feature paths carry the model tag (name + weights digest).
 
 
 rule init_model:
     output:
-        "results/models/init/{arch}-seed{seed}.pt",
+        layout.init_checkpoint("{arch}", "{seed}"),
     log:
-        "results/logs/init_model/{arch}-seed{seed}.log",
+        layout.log("init_model", "{arch}-seed{seed}"),
     # First among the jobs that can start at once: every encode job waits for the card.
     priority: 10
     localrule: True
@@ -22,11 +22,11 @@ rule init_model:
 checkpoint describe_model:
     input:
         checkpoint=model_checkpoint,
-        settings=settings_file("model"),
+        settings=model_card_settings,
     output:
-        card="results/models/{stage}/model.json",
+        card=layout.model_card("{model}", "{stage}"),
     log:
-        "results/logs/describe_model/{stage}.log",
+        layout.log("describe_model", "{model}", "{stage}"),
     priority: 10
     localrule: True
     conda:

@@ -4,26 +4,29 @@
 rule query_figures:
     input:
         unpack(figure_inputs),
+        settings=settings_file("figures"),
     output:
         figures=report(
-            expand("results/figures/{{task}}/query_{i}.png", i=range(FIGURE_COUNT)),
+            [layout.figure("{task}", f"query_{i}.png") for i in range(FIGURE_COUNT)],
             caption="../report/query_figure.rst",
             category="Ranked hits",
             subcategory="{task}",
         ),
         histogram=report(
-            "results/figures/{task}/score_histogram.png",
+            layout.figure("{task}", "score_histogram.png"),
             caption="../report/score_histogram.rst",
             category="Scores",
         ),
     log:
-        "results/logs/query_figures/{task}.log",
+        layout.log("query_figures", "{task}"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        query_kind=query_kind,
     script:
         "../scripts/query_figures.py"
 
@@ -32,36 +35,14 @@ rule evaluate:
     input:
         unpack(evaluation_inputs),
     output:
-        metrics="results/eval/metrics.json",
+        metrics=layout.evaluation("metrics.json"),
         table=report(
-            "results/eval/metrics.csv",
+            layout.evaluation("metrics.csv"),
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
     log:
-        "results/logs/evaluate.log",
-    localrule: True
-    conda:
-        "../envs/tuwen.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/evaluate.py"
-
-
-rule account_inputs:
-    input:
-        unpack(accounting_inputs),
-    output:
-        accounting=report(
-            "results/summary/accounting.csv",
-            caption="../report/accounting.rst",
-            category="Accounting",
-        ),
-        not_encoded="results/summary/not_encoded.csv",
-    log:
-        "results/logs/account_inputs.log",
+        layout.log("evaluate"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -69,7 +50,31 @@ rule account_inputs:
         mem_mb=2000,
         runtime=10,
     params:
-        encoded=encoded_collections(),
+        tasks=list(TASKS),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule account_inputs:
+    input:
+        accounting_files,
+    output:
+        accounting=report(
+            layout.summary("accounting.csv"),
+            caption="../report/accounting.rst",
+            category="Accounting",
+        ),
+        not_encoded=layout.summary("not_encoded.csv"),
+    log:
+        layout.log("account_inputs"),
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        plan=accounting_plan,
     script:
         "../scripts/account_inputs.py"
 
@@ -78,12 +83,12 @@ rule browse_page:
     input:
         unpack(browse_inputs),
     output:
-        page="results/browse/index.html",
-        script="results/browse/browse.js",
-        style="results/browse/browse.css",
-        data="results/browse/data.js",
+        page=layout.browse("index.html"),
+        script=layout.browse("browse.js"),
+        style=layout.browse("browse.css"),
+        data=layout.browse("data.js"),
     log:
-        "results/logs/browse_page.log",
+        layout.log("browse_page"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -93,5 +98,6 @@ rule browse_page:
         runtime=30,
     params:
         shown=5,
+        tasks=list(TASKS),
     script:
         "../scripts/browse_page.py"

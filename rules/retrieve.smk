@@ -3,38 +3,44 @@
 
 rule gather_queries:
     input:
-        unpack(query_inputs),
-        card=MODEL_CARD,
+        order=query_order,
+        assignment=query_assignment,
+        features=query_features,
+        card=RANKING_CARD,
     output:
-        queries="results/retrieval/{task}/queries.parquet",
-        unencoded="results/retrieval/{task}/unencoded_queries.csv",
+        queries=layout.retrieval("{task}", "queries.parquet"),
+        unencoded=layout.retrieval("{task}", "unencoded_queries.csv"),
     log:
-        "results/logs/gather_queries/{task}.log",
+        layout.log("gather_queries", "{task}"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        id_column=query_id_column,
     script:
         "../scripts/gather_queries.py"
 
 
-if not FUSION["enabled"]:
+if not FUSE:
 
     # One job per direction over every gallery shard: at contest size the exact search is about
     # a second of BLAS, less than one job's start-up, so a job per shard would only add start-ups.
     rule search_topk:
         input:
-            unpack(search_inputs),
-            card=MODEL_CARD,
+            queries=layout.retrieval("{task}", "queries.parquet"),
+            assignment=gallery_assignment,
+            features=gallery_features,
+            card=RANKING_CARD,
             settings=settings_file("retrieval"),
         output:
-            "results/retrieval/{task}/topk.parquet",
+            layout.topk("{task}"),
         log:
-            "results/logs/search_topk/{task}.log",
+            layout.log("search_topk", "{task}"),
         benchmark:
-            "results/benchmarks/search_topk/{task}.tsv"
+            layout.benchmark("search_topk", "{task}")
         localrule: True
         conda:
             "../envs/tuwen.yaml"
@@ -47,18 +53,19 @@ if not FUSION["enabled"]:
 
 else:
 
-    # The fused search (rules/fusion.smk's settings): every channel of every query x gallery item.
+    # The fused search (rules/fusion.smk): every channel of every query x gallery item,
+    # ranked by the combination chosen on validation.
     rule fused_search:
         input:
-            unpack(fused_search_inputs),
-            chosen="results/fusion/chosen.json",
+            files=fused_task_files,
+            chosen=layout.fusion("chosen.json"),
             settings=settings_file("retrieval"),
         output:
-            "results/retrieval/{task}/topk.parquet",
+            layout.topk("{task}"),
         log:
-            "results/logs/fused_search/{task}.log",
+            layout.log("fused_search", "{task}"),
         benchmark:
-            "results/benchmarks/fused_search/{task}.tsv"
+            layout.benchmark("fused_search", "{task}")
         localrule: True
         conda:
             "../envs/tuwen.yaml"
@@ -67,20 +74,22 @@ else:
             mem_mb=8000,
             runtime=60,
         params:
-            stages=STAGES,
+            plan=fused_task_plan,
         script:
             "../scripts/fused_search.py"
 
 
 rule dense_similarity:
     input:
-        unpack(search_inputs),
+        queries=layout.retrieval("{task}", "queries.parquet"),
+        assignment=gallery_assignment,
+        features=gallery_features,
     output:
-        matrix="results/retrieval/{task}/similarity.npy",
-        query_ids="results/retrieval/{task}/similarity_query_ids.txt",
-        target_ids="results/retrieval/{task}/similarity_target_ids.txt",
+        matrix=layout.retrieval("{task}", "similarity.npy"),
+        query_ids=layout.retrieval("{task}", "similarity_query_ids.txt"),
+        target_ids=layout.retrieval("{task}", "similarity_target_ids.txt"),
     log:
-        "results/logs/dense_similarity/{task}.log",
+        layout.log("dense_similarity", "{task}"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -93,17 +102,17 @@ rule dense_similarity:
 
 rule result_table:
     input:
-        topk=table_topk,
+        topk=topk_of_table,
     output:
         report(
-            "results/result{number}.csv",
+            layout.result_table_pattern(),
             caption="../report/result_table.rst",
             category="Result tables",
         ),
     log:
-        "results/logs/result_table/result{number}.log",
+        layout.log("result_table", "{table}"),
     wildcard_constraints:
-        number="1|2",
+        table="|".join(re.escape(task.table) for task in TASKS.values()),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -111,6 +120,7 @@ rule result_table:
         mem_mb=2000,
         runtime=10,
     params:
-        task=table_task,
+        task=task_of_table,
+        columns=table_columns,
     script:
         "../scripts/result_table.py"

@@ -4,11 +4,11 @@
 
 rule record_settings:
     output:
-        "results/settings/{group}.json",
+        layout.settings("{group}"),
     log:
-        "results/logs/record_settings/{group}.log",
+        layout.log("record_settings", "{group}"),
     wildcard_constraints:
-        group="|".join(SETTINGS_GROUPS),
+        group=settings_group_pattern(),
     localrule: True
     conda:
         "../envs/tuwen.yaml"

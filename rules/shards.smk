@@ -6,9 +6,9 @@ checkpoint assign_shards:
     input:
         manifest=manifest_of,
     output:
-        assignment="results/shards/{name}/assignment.parquet",
+        assignment=layout.assignment("{name}"),
     log:
-        "results/logs/assign_shards/{name}.log",
+        layout.log("assign_shards", "{name}"),
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -16,7 +16,8 @@ checkpoint assign_shards:
         mem_mb=2000,
         runtime=10,
     params:
-        registry="results/shards/{name}",
+        registry=layout.registry("{name}"),
+        kind=collection_kind,
         shard_size_key=shard_size_key,
     script:
         "../scripts/assign_shards.py"

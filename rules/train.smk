@@ -1,29 +1,35 @@
-# Stage 4, train: contrastive fine-tuning of CN-CLIP on the 附件1 pairs, resumable.
-# The resumable state lives in results/models/{run}/state/, outside the declared outputs,
-# so a killed job continues where it stopped when the workflow is run again.
+# Stage 4, train: contrastive fine-tuning of each model on the 附件1 pairs, resumable.
+# The resumable state lives in results/models/{model}/finetune/state/, outside the
+# declared outputs, so a killed job continues where it stopped when the workflow is run again.
 
 
 rule train_model:
     input:
         unpack(train_inputs),
+        pairs=layout.manifest("train_texts"),
+        images=layout.manifest("train_images"),
+        card=base_card,
+        settings=train_settings,
     output:
-        checkpoint="results/models/{run}/checkpoint.pt",
-        log_table="results/models/{run}/train_log.csv",
-        metrics="results/models/{run}/val_metrics.json",
+        checkpoint=layout.fine_tuned("{model}", "checkpoint.pt"),
+        log_table=layout.fine_tuned("{model}", "train_log.csv"),
+        metrics=layout.fine_tuned("{model}", "val_metrics.json"),
         metrics_table=report(
-            "results/models/{run}/val_metrics.csv",
+            layout.fine_tuned("{model}", "val_metrics.csv"),
             caption="../report/val_metrics.rst",
             category="Training",
+            subcategory="{model}",
         ),
         curves=report(
-            "results/models/{run}/curves.png",
+            layout.fine_tuned("{model}", "curves.png"),
             caption="../report/curves.rst",
             category="Training",
+            subcategory="{model}",
         ),
     log:
-        "results/logs/train_model/{run}.log",
+        layout.log("train_model", "{model}"),
     benchmark:
-        "results/benchmarks/train_model/{run}.tsv"
+        layout.benchmark("train_model", "{model}")
     conda:
         "../envs/tuwen.yaml"
     threads: 2

@@ -1,7 +1,6 @@
 """Snakemake entry point: the run's accounting of every input id, for the log and the report."""
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
@@ -12,26 +11,24 @@ from tuwen.parquet import read_features
 
 
 def main(snakemake) -> None:
+    plan = snakemake.params.plan
     rows, not_encoded = [], [pd.DataFrame(columns=NOT_ENCODED_COLUMNS)]
-    for manifest_path in snakemake.input.manifests:
-        name = Path(manifest_path).parent.name
-        manifest = pd.read_parquet(manifest_path)
-        if name in snakemake.params.encoded:
-            features = [read_features(p) for p in snakemake.input.features if Path(p).parent.name == name]
-            rows.append(collection_account(name, manifest, features))
-            not_encoded.append(not_encoded_report(name, manifest, features))
-        else:
-            rows.append(collection_account(name, manifest, None))
-    for task, manifest_path, topk_path, unencoded_path in zip(
-        ("t2i", "i2t"),
-        snakemake.input.query_manifests,
-        snakemake.input.topk,
-        snakemake.input.unencoded,
-        strict=True,
-    ):
+    for name, files in plan["collections"].items():
+        manifest = pd.read_parquet(files["manifest"])
+        if files["features"] is None:
+            rows.append(collection_account(name, manifest, files["id_column"], None))
+            continue
+        features = [read_features(path) for path in files["features"]]
+        rows.append(collection_account(name, manifest, files["id_column"], features))
+        not_encoded.append(not_encoded_report(name, manifest, files["id_column"], features))
+    for task, files in plan["tasks"].items():
         rows.append(
             query_account(
-                task, pd.read_parquet(manifest_path), pd.read_parquet(topk_path), pd.read_csv(unencoded_path)
+                task,
+                pd.read_parquet(files["order"]),
+                files["id_column"],
+                pd.read_parquet(files["topk"]),
+                pd.read_csv(files["unencoded"]),
             )
         )
     table = pd.DataFrame(rows).astype(

@@ -1,7 +1,6 @@
 """Snakemake entry point: how many images OCR read text in, per collection, and every failure."""
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
@@ -11,12 +10,9 @@ from tuwen.logs import run_logged
 
 
 def main(snakemake) -> None:
-    by_collection: dict[str, list[pd.DataFrame]] = {}
-    for path in snakemake.input.ocr:
-        by_collection.setdefault(Path(path).parent.name, []).append(pd.read_parquet(path))
     rows, failures = [], [pd.DataFrame(columns=OCR_FAILURE_COLUMNS)]
-    for name in snakemake.params.collections:
-        row, failed = ocr_account(name, by_collection.get(name, []))
+    for name, paths in snakemake.params.plan.items():
+        row, failed = ocr_account(name, [pd.read_parquet(path) for path in paths])
         rows.append(row)
         failures.append(failed)
     with atomic_path(snakemake.output.counts) as tmp:

@@ -11,7 +11,7 @@ from tuwen.shards import active_shards, assign_shards, registry_items
 
 
 def main(snakemake) -> None:
-    items = registry_items(pd.read_parquet(snakemake.input.manifest))
+    items = registry_items(pd.read_parquet(snakemake.input.manifest), snakemake.params.kind)
     # Read here, not as a param: a size applies to shards made from now on (old ones keep
     # their items), so changing it must rerun nothing.
     shard_size = snakemake.config["shards"][snakemake.params.shard_size_key]

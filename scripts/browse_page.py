@@ -8,26 +8,27 @@ import pandas as pd
 from tuwen.browse import make_thumbnails, page_data, write_page
 from tuwen.evaluation import positives_by_query, read_ground_truth
 from tuwen.ingest import accepted_captions
+from tuwen.layout import IMAGES, TASKS
 from tuwen.logs import run_logged
 from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
     shown = snakemake.params.shown
-    topk = {
-        task: pd.read_parquet(path) for task, path in zip(("t2i", "i2t"), snakemake.input.topk, strict=True)
-    }
+    tasks = snakemake.params.tasks
+    topk = {task: pd.read_parquet(path) for task, path in zip(tasks, snakemake.input.topk, strict=True)}
     captions = {
-        "t2i": accepted_captions(snakemake.input.t2i_captions),
-        "i2t": accepted_captions(snakemake.input.i2t_captions),
+        task: accepted_captions(path) for task, path in zip(tasks, snakemake.input.captions, strict=True)
     }
-    # Images on the page: the hits of text → image and the queries of image → text.
+    # Images on the page: the hits where the queries are captions, else the queries.
     shown_images = {
-        "t2i": set(topk["t2i"].loc[topk["t2i"]["rank"] <= shown, "target_id"]),
-        "i2t": set(topk["i2t"]["query_id"]),
+        task: set(table["query_id"])
+        if TASKS[task].query_kind == IMAGES
+        else set(table.loc[table["rank"] <= shown, "target_id"])
+        for task, table in topk.items()
     }
     digests, wanted = {}, []
-    for task, path in (("t2i", snakemake.input.t2i_images), ("i2t", snakemake.input.i2t_images)):
+    for task, path in zip(tasks, snakemake.input.images, strict=True):
         images = pd.read_parquet(path, columns=["image_id", "path", "digest", "status"])
         images = images[(images["status"] == "ok") & images["image_id"].isin(shown_images[task])]
         digests[task] = images.drop_duplicates("image_id").set_index("image_id")["digest"]

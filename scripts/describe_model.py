@@ -10,7 +10,7 @@ from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
-    name = read_settings(snakemake.input.settings)["model"]
+    name = read_settings(snakemake.input.settings)["model"]["name"]
     arch = architecture(name)
     if snakemake.input.get("checkpoint"):
         checkpoint = snakemake.input.checkpoint

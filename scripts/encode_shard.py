@@ -16,12 +16,12 @@ def main(snakemake) -> None:
     # Batch size, workers and device change speed, not embeddings: read from the config, so
     # that changing them re-encodes nothing. What changes embeddings comes as the settings file.
     speed = snakemake.config["encode"]
-    kind = "image" if hasattr(snakemake.wildcards, "col") else "text"
+    kind = snakemake.params.kind
     results = read_settings(snakemake.input.settings) if kind == "image" else None
     card = ModelCard.read(snakemake.input.card)
-    if card.tag != snakemake.wildcards.model:
+    if card.tag != snakemake.wildcards.tag:
         raise TuwenError(
-            f"features of model {snakemake.wildcards.model} were asked for, but the configured model is "
+            f"features of model {snakemake.wildcards.tag} were asked for, but the configured model is "
             f"{card.tag}; features of different models are never mixed"
         )
     workers = snakemake.threads if speed["num_workers"] == "auto" else speed["num_workers"]

@@ -21,7 +21,7 @@ def main(snakemake) -> None:
     truth = read_ground_truth(snakemake.input.ground_truth)
     per_task = {}
     for task, topk_path, assignment_path in zip(
-        ("t2i", "i2t"), snakemake.input.topk, snakemake.input.gallery_assignments, strict=True
+        snakemake.params.tasks, snakemake.input.topk, snakemake.input.gallery_assignments, strict=True
     ):
         gallery = set(pd.read_parquet(assignment_path)["id"])
         per_task[task] = recall_at_k(

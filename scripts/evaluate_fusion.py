@@ -8,7 +8,8 @@ import pandas as pd
 
 from tuwen.atomic import atomic_path
 from tuwen.evaluation import positives_by_query, read_ground_truth
-from tuwen.fusion import FusionSetting, evaluate_settings, load_task
+from tuwen.fusion import FusionSetting, evaluate_settings
+from tuwen.fusion_inputs import read_task
 from tuwen.logs import run_logged
 
 COLUMNS = ["split", "task", "channels", "R@1", "R@5", "R@10", "chosen", "weights", "temperature"]
@@ -17,12 +18,10 @@ COLUMNS = ["split", "task", "channels", "R@1", "R@5", "R@10", "chosen", "weights
 def main(snakemake) -> None:
     validation = pd.read_csv(snakemake.input.validation)
     rows = [validation]
-    files = dict(snakemake.input.items())
-    if "ground_truth" in files:
-        truth = read_ground_truth(files["ground_truth"])
-        models = list(reversed(snakemake.params.stages))
-        for task in ("t2i", "i2t"):
-            channels = load_task(files, f"{task}_", models)
+    if snakemake.params.plan:
+        truth = read_ground_truth(snakemake.input.ground_truth)
+        for task, plan in snakemake.params.plan.items():
+            channels = read_task(plan)
             on_task = validation[validation["task"] == task]
             settings = [
                 FusionSetting.from_dict(

@@ -5,27 +5,25 @@ import logging
 
 import pyarrow as pa
 
-from tuwen.fusion import FusionSetting, fused_topk, load_task
+from tuwen.fusion import FusionSetting, fused_topk
+from tuwen.fusion_inputs import model_tags, read_task
 from tuwen.logs import run_logged
-from tuwen.models import ModelCard
 from tuwen.parquet import write_table
 from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
-    task = snakemake.wildcards.task
-    models = list(reversed(snakemake.params.stages))
-    channels = load_task(dict(snakemake.input.items()), "", models)
+    task, plan = snakemake.wildcards.task, snakemake.params.plan
+    channels = read_task(plan)
     with open(snakemake.input.chosen, encoding="utf-8") as handle:
         chosen = json.load(handle)[task]
-    setting = FusionSetting.from_dict(chosen)
     keep_top = read_settings(snakemake.input.settings)["retrieval"]["keep_top"]
-    topk = fused_topk(channels, setting, keep_top)
-    card = ModelCard.read(snakemake.input.cards[-1])
+    topk = fused_topk(channels, FusionSetting.from_dict(chosen), keep_top)
+    ranking_tag = next(iter(model_tags(plan).values()))
     write_table(
         pa.Table.from_pandas(topk, preserve_index=False),
         snakemake.output[0],
-        {"logit_scale": channels.logit_scale, "model_tag": card.tag, "fusion": json.dumps(chosen)},
+        {"logit_scale": channels.logit_scale, "model_tag": ranking_tag, "fusion": json.dumps(chosen)},
     )
     logging.info("%s: %s over %d x %d", task, chosen, len(channels.query_ids), len(channels.gallery_ids))
 

@@ -13,8 +13,7 @@ from tuwen.retrieval import select_features
 
 def main(snakemake) -> None:
     order = pd.read_parquet(snakemake.input.order)
-    id_column = "text_id" if "text_id" in order.columns else "image_id"
-    wanted = order.loc[order["status"] == "ok", id_column].tolist()
+    wanted = order.loc[order["status"] == "ok", snakemake.params.id_column].tolist()
     shards = [read_features(path) for path in snakemake.input.features]
     current = pd.read_parquet(snakemake.input.assignment)
     ids, embeddings, missing = select_features(wanted, current, shards)

@@ -13,13 +13,14 @@ from tuwen.figures import (
     score_histogram_figure,
     text_to_image_figure,
 )
+from tuwen.layout import TEXTS
 from tuwen.logs import run_logged
 from tuwen.settings import read_settings
 from tuwen.tables import TABLE_RANKS
 
 
 def main(snakemake) -> None:
-    task = snakemake.wildcards.task
+    queries_are_texts = snakemake.params.query_kind == TEXTS
     topk = pd.read_parquet(snakemake.input.topk)
     topk = topk[topk["rank"] <= TABLE_RANKS]
     captions = pd.read_parquet(snakemake.input.captions)
@@ -48,7 +49,7 @@ def main(snakemake) -> None:
                 )
                 for r in rows
             ]
-            if task == "t2i":
+            if queries_are_texts:
                 figure = text_to_image_figure(caption_of.get(query, ""), query, hits)
             else:
                 figure = image_to_text_figure(path_of.get(query, ""), query, hits)
@@ -57,7 +58,7 @@ def main(snakemake) -> None:
         "第1名 (rank 1)": topk.loc[topk["rank"] == 1, "cosine"].tolist(),
         "第2–5名 (ranks 2–5)": topk.loc[topk["rank"] > 1, "cosine"].tolist(),
     }
-    direction = "文本→图像 (text → image)" if task == "t2i" else "图像→文本 (image → text)"
+    direction = "文本→图像 (text → image)" if queries_are_texts else "图像→文本 (image → text)"
     missing_glyphs += save_figure(score_histogram_figure(scores, direction), snakemake.output.histogram)
     for warning in sorted(set(missing_glyphs)):
         logging.warning("font lacks a glyph: %s", warning)

@@ -6,24 +6,24 @@ import logging
 import pandas as pd
 
 from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.fusion import best_per_label, candidate_settings, evaluate_settings, load_task, query_groups
+from tuwen.fusion import best_per_label, candidate_settings, evaluate_settings, query_groups
+from tuwen.fusion_inputs import read_task
 from tuwen.logs import run_logged
 from tuwen.settings import read_settings
 from tuwen.validation import validation_positives
 
 
 def main(snakemake) -> None:
-    files = dict(snakemake.input.items())
-    fusion = read_settings(files["settings"])["fusion"]
-    # The model that encodes for retrieval first: its cosine is the tables' `cosine`.
-    models = list(reversed(snakemake.params.stages))
-    pairs = pd.read_parquet(files["pairs"])
+    fusion = read_settings(snakemake.input.settings)["fusion"]
+    # Re-ranking is a part of fusion; several models alone are combined without it.
+    temperatures = fusion["temperatures"] if fusion["enabled"] else []
+    pairs = pd.read_parquet(snakemake.input.pairs)
     positives = validation_positives(pairs[pairs["status"] == "ok"])
     chosen, rows = {}, []
-    for task in ("t2i", "i2t"):
-        channels = load_task(files, f"{task}_", models)
+    for task, plan in snakemake.params.plan.items():
+        channels = read_task(plan)
         groups = query_groups(channels.query_ids, len(channels.gallery_ids), fusion["validation_ratio"])
-        settings = candidate_settings(channels.names, fusion["weights"], fusion["temperatures"])
+        settings = candidate_settings(channels.names, fusion["weights"], temperatures)
         best = best_per_label(evaluate_settings(channels, settings, positives[task], groups))
         winner = max(best.values(), key=lambda item: item.mean)  # first of equals: the simplest
         chosen[task] = {"label": winner.setting.label, **winner.setting.describe()}

@@ -181,12 +181,11 @@ def test_checkpoint_of_another_architecture_stops_early(tmp_path):
     save_checkpoint(build_model(vit, 0), tmp_path / "vit.pt", vit)
     result = snakemake(
         tmp_path / "run",
-        "results/models/base/model.json",
+        "results/models/tuwen-tiny-rn/base/model.json",
         check=False,
         config={
             "data_root": str(data),
-            "model": "tuwen-tiny-rn",
-            "checkpoint": str(tmp_path / "vit.pt"),
+            "models": [{"name": "tuwen-tiny-rn", "checkpoint": str(tmp_path / "vit.pt")}],
             **CONFIG,
         },
     )

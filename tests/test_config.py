@@ -35,11 +35,13 @@ def test_every_key_is_described():
 
 def test_command_line_strings_are_typed_by_the_schema():
     # What Snakemake hands over for: train={"enabled": true, "epochs": 5, "val_fraction": 0.2}
-    # encode={num_workers: 3} checkpoint= seed=4 retrieval="{keep_top: 12}"
+    # encode={num_workers: 3} ground_truth= seed=4 retrieval="{keep_top: 12}"
+    # 'models=[tuwen-tiny-rn, {name: tuwen-tiny, train: {epochs: 3, lock_image: true}}]'
     given = {
         "train": {"enabled": "true", "epochs": "5", "val_fraction": "0.2", "lr": "1e-4"},
         "encode": {"num_workers": "3", "device": "cpu"},
-        "checkpoint": None,
+        "ground_truth": None,
+        "models": ["tuwen-tiny-rn", {"name": "tuwen-tiny", "train": {"epochs": "3", "lock_image": "true"}}],
         "seed": "4",
         "retrieval": "{keep_top: 12}",
         "fusion": {"enabled": "true", "weights": ["0.5", "2"], "temperatures": "[0.1]"},
@@ -47,7 +49,8 @@ def test_command_line_strings_are_typed_by_the_schema():
     assert coerce_by_schema(given, SCHEMA) == {
         "train": {"enabled": True, "epochs": 5, "val_fraction": 0.2, "lr": 1e-4},
         "encode": {"num_workers": 3, "device": "cpu"},
-        "checkpoint": "",
+        "ground_truth": "",
+        "models": ["tuwen-tiny-rn", {"name": "tuwen-tiny", "train": {"epochs": 3, "lock_image": True}}],
         "seed": 4,
         "retrieval": {"keep_top": 12},
         "fusion": {"enabled": True, "weights": [0.5, 2], "temperatures": [0.1]},

@@ -54,7 +54,7 @@ def random_task(seed: int, queries: int = 40, gallery: int = 90):
             dict(zip(query_ids, unit(queries), strict=True)),
             dict(zip(gallery_ids, unit(gallery), strict=True)),
         )
-        for m in ("a", "b")
+        for m in ("clip:a", "clip:b")
     }
     # Coarse values make exact ties common, so tie-breaking is tested too.
     for model in clip:
@@ -127,7 +127,7 @@ def test_reranking_lowers_a_hub():
     hub = np.full(6, 1 / math.sqrt(6), dtype=np.float32)
     query_vectors = {q: (eye[i + 1] + hub) / np.linalg.norm(eye[i + 1] + hub) for i, q in enumerate(queries)}
     gallery = {"g0": hub, **{f"t{i}": eye[i + 1] for i in range(5)}}
-    channels = build_channels(queries, {"m": (query_vectors, gallery)}, None, 100.0)
+    channels = build_channels(queries, {"clip": (query_vectors, gallery)}, None, 100.0)
     positives = {q: {f"t{i}"} for i, q in enumerate(queries)}
     plain = fused_topk(channels, FusionSetting((("clip", 1.0),)), 1)
     reranked = fused_topk(channels, FusionSetting((("clip", 1.0),), 0.05), 1)

@@ -72,11 +72,12 @@ def other_value(run: Path, key: str) -> Any:
         # A copy of the run's own data, elsewhere: the same contest layout by another path.
         "data_root": str(run / "results/demo/data"),
         "ground_truth": str(run / "results/demo/data/ground_truth.csv"),
-        "checkpoint": str(run / "results/models/init/tuwen-tiny-rn-seed0.pt"),
         "weights_dir": str(run / "weights"),
-        "train.run": "second",
+        "models": ["tuwen-tiny"],
     }
     options = spec.get("oneOf", [])
+    if key in strings:
+        return strings[key]
     if "enum" in spec:
         return next(choice for choice in spec["enum"] if choice != current)
     kind = spec.get("type") or next(o["type"] for o in options if "type" in o)
@@ -106,7 +107,8 @@ def test_a_changed_setting_reruns_exactly_what_it_changes(fusion_run, key):
         rewritten = [(rule, why) for rule, _, why in jobs if not why.startswith("Missing output files")]
         assert rewritten == [], f"{key}={value!r} reran existing outputs: {rewritten}"
     else:
-        recorded = {w["group"] for rule, w, _ in jobs if rule == "record_settings"}
+        # A model's own groups are recorded per model: train.<name>.json, model.<name>.json.
+        recorded = {w["group"].partition(".")[0] for rule, w, _ in jobs if rule == "record_settings"}
         groups = {group for group, keys in SETTINGS_GROUPS.items() if key in keys}
         assert recorded and recorded <= groups, f"{key}={value!r}: settings {recorded}, not within {groups}"
         assert any(rule != "record_settings" for rule, _, _ in jobs), f"{key}={value!r} reran no stage"
@@ -147,7 +149,7 @@ def test_downstream_settings_change_their_outputs(changing_run):
     for key, value in {**STAGE_CHANGES, "ground_truth": str(fewer)}.items():
         config = with_setting(config, key, value)
     metrics_before = json.loads((run / "results/eval/metrics.json").read_text())
-    train_log = "results/models/finetune/train_log.csv"
+    train_log = "results/models/tuwen-tiny-rn/finetune/train_log.csv"
     rewritten = rewritten_after(run, config, ["results/fusion/chosen.json", train_log])
     assert rewritten == {"results/fusion/chosen.json": True, train_log: False}
     # fusion: a channel after the first now has weight 0.5, never the old 1.0 beside it.
@@ -182,29 +184,30 @@ def test_upstream_settings_change_their_outputs(changing_run):
         "encode.jpeg_draft": True,
         "ingest.max_image_pixels": 120 * 120,
         "train.val_fraction": 0.4,
-        "checkpoint": str(run / "results/models/init/tuwen-tiny-rn-seed0.pt"),
     }.items():
         config = with_setting(config, key, value)
-    checkpoint = "results/models/finetune/checkpoint.pt"
+    init = str(run / "results/models/init/tuwen-tiny-rn-seed0.pt")
+    config["models"] = [{"name": "tuwen-tiny-rn", "checkpoint": init}]
+    checkpoint = "results/models/tuwen-tiny-rn/finetune/checkpoint.pt"
     ocr = "results/ocr/i2t_images/s00000.parquet"
     rewritten = rewritten_after(run, config, [checkpoint, ocr])
     assert rewritten == {checkpoint: True, ocr: True}
     # model: the card names the checkpoint given.
-    card = json.loads((run / "results/models/base/model.json").read_text())
-    assert card["checkpoint"] == config["checkpoint"]
+    card = json.loads((run / "results/models/tuwen-tiny-rn/base/model.json").read_text())
+    assert card["checkpoint"] == init
     # ingest: the image over the limit is rejected, the others are not.
     rejects = pd.read_csv(run / "results/manifest/t2i_gallery/rejects.csv")
     rejected = rejects[rejects["id"].str.startswith("Image")]
     assert rejected["id"].tolist() == [large.name] and "pixels" in rejected["reason"].item()
     # encode: every image feature shard of both models says how its pixels were read.
     for stage in ("base", "finetune"):
-        tag = json.loads((run / f"results/models/{stage}/model.json").read_text())["tag"]
+        tag = json.loads((run / f"results/models/tuwen-tiny-rn/{stage}/model.json").read_text())["tag"]
         shards = list((run / "results/features" / tag).glob("*_[ig]*/*.parquet"))
         image_shards = [s for s in shards if read_metadata(s)["kind"] == "image"]
         assert len(image_shards) >= 3
         assert all(read_metadata(s)["image_decoding"]["jpeg_draft"] is True for s in image_shards)
     # train and validation: 40% held out.
-    trained = json.loads((run / "results/models/finetune/val_metrics.json").read_text())
+    trained = json.loads((run / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
     validation = pd.read_parquet(run / "results/manifest/val_texts/texts.parquet")
     assert trained["validation_pairs"] == len(validation)
     assert read_settings(run / "results/settings/train.json")["train"]["val_fraction"] == 0.4

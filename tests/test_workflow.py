@@ -181,7 +181,11 @@ def test_local_checkpoint_is_encoded_with_its_own_weights(tmp_path):
     snakemake(
         tmp_path / "run",
         target,
-        config={"data_root": str(data), "checkpoint": str(checkpoint), "model": "tuwen-tiny", **NO_TRAINING},
+        config={
+            "data_root": str(data),
+            "models": [{"name": "tuwen-tiny", "checkpoint": str(checkpoint)}],
+            **NO_TRAINING,
+        },
     )
     shard = read_features(tmp_path / "run" / target)
     captions = pd.read_csv(data / "附件2/word_test.csv")["caption"].tolist()
@@ -199,9 +203,9 @@ def test_local_checkpoint_is_encoded_with_its_own_weights(tmp_path):
 def test_offline_pretrained_model_fails_with_one_clear_line(tmp_path):
     result = snakemake(
         tmp_path,
-        "results/models/base/model.json",
+        "results/models/ViT-B-16/base/model.json",
         check=False,
-        config={"model": "ViT-B-16", "weights_dir": str(tmp_path / "weights")},
+        config={"models": ["ViT-B-16"], "weights_dir": str(tmp_path / "weights")},
     )
     assert result.returncode != 0
     assert f"tuwen error: pretrained weights for ViT-B-16 are not at {tmp_path / 'weights'}" in result.stderr
@@ -213,6 +217,8 @@ def test_offline_pretrained_model_fails_with_one_clear_line(tmp_path):
         ({"shards": {"sise": 3}}, "sise"),
         ({"encode": {"batch_size": "many"}}, "batch_size"),
         ({"data_root": "/no/such/folder"}, "does not hold the contest layout"),
+        ({"model": "ViT-B-16"}, "config key 'model' is now part of `models`"),
+        ({"models": ["tuwen-tiny", {"name": "tuwen-tiny"}]}, "tuwen-tiny given twice"),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, config, message):

@@ -29,7 +29,13 @@ def test_fusion_csv_has_each_channel_and_one_chosen_setting_per_task(fused):
     assert set(table["split"]) == {"validation", "test"} and set(table["task"]) == {"t2i", "i2t"}
     labels = set(table["channels"])
     # Training on: two models (the base and the fine-tuned one), and the OCR channel.
-    assert {"clip:finetune", "clip:base", "ocr", "clip:finetune+ocr", "clip:finetune+rerank"} <= labels
+    assert {
+        "clip:tuwen-tiny-rn",
+        "clip:tuwen-tiny-rn:base",
+        "ocr",
+        "clip:tuwen-tiny-rn+ocr",
+        "clip:tuwen-tiny-rn+rerank",
+    } <= labels
     for (split, task), rows in table.groupby(["split", "task"]):
         assert rows["chosen"].sum() == 1, (split, task)
         assert rows["channels"].is_unique
@@ -46,7 +52,7 @@ def test_validation_is_exactly_the_training_hold_out(fused):
     held_out = {i for i in accepted["image_id"] if is_validation(i, 0.2)}
     validation = pd.read_parquet(fused / "results/manifest/val_texts/texts.parquet")
     assert set(validation["text_id"]) == held_out
-    trained = json.loads((fused / "results/models/finetune/val_metrics.json").read_text())
+    trained = json.loads((fused / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
     assert trained["validation_pairs"] == len(held_out)
 
 
@@ -54,7 +60,13 @@ def test_tables_follow_the_fused_ranking_and_keep_every_channel(fused):
     chosen = json.loads((fused / "results/fusion/chosen.json").read_text())
     for task, number in (("t2i", 1), ("i2t", 2)):
         topk = pd.read_parquet(fused / f"results/retrieval/{task}/topk.parquet")
-        assert {"score", "fused", "score_clip_finetune", "score_clip_base", "score_ocr"} <= set(topk.columns)
+        assert {
+            "score",
+            "fused",
+            "score_clip_tuwen-tiny-rn",
+            "score_clip_tuwen-tiny-rn_base",
+            "score_ocr",
+        } <= set(topk.columns)
         assert (topk.groupby("query_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
         table = pd.read_csv(fused / f"results/result{number}.csv")
         top5 = topk[topk["rank"] <= 5]

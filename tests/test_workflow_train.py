@@ -27,13 +27,13 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_training_clearly_beats_the_untrained_model(trained):
-    metrics = json.loads((trained / "results/models/finetune/val_metrics.json").read_text())
+    metrics = json.loads((trained / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
     before, after = metrics["before"], metrics["after"]
     assert metrics["validation_pairs"] >= 80
     for task in ("t2i", "i2t"):
         assert after[task]["R@5"] >= before[task]["R@5"] + 0.15, (task, before[task], after[task])
     assert after["mean_recall"] >= 2 * before["mean_recall"]
-    log = pd.read_csv(trained / "results/models/finetune/train_log.csv")
+    log = pd.read_csv(trained / "results/models/tuwen-tiny-rn/finetune/train_log.csv")
     assert list(log.columns) == ["step", "epoch", "loss", "lr", "logit_scale", "samples_per_s"]
     assert log["loss"].tail(5).mean() < log["loss"].head(5).mean()
 
@@ -56,10 +56,10 @@ def cn_clip_create_model(checkpoint: Path):
 def test_retrieval_uses_the_fine_tuned_checkpoint_as_cn_clip_loads_it(trained):
     import cn_clip.clip as cn_clip
 
-    card = json.loads((trained / "results/models/finetune/model.json").read_text())
-    base = json.loads((trained / "results/models/base/model.json").read_text())
+    card = json.loads((trained / "results/models/tuwen-tiny-rn/finetune/model.json").read_text())
+    base = json.loads((trained / "results/models/tuwen-tiny-rn/base/model.json").read_text())
     assert card["tag"] != base["tag"]
-    model = cn_clip_create_model(trained / "results/models/finetune/checkpoint.pt")
+    model = cn_clip_create_model(trained / "results/models/tuwen-tiny-rn/finetune/checkpoint.pt")
     shard = read_features(trained / f"results/features/{card['tag']}/t2i_queries/s00000.parquet")
     captions = pd.read_csv(trained / "results/demo/data/附件2/word_test.csv").set_index("text_id")["caption"]
     with torch.inference_mode():
@@ -74,18 +74,18 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
     workdir = tmp_path / "run"
     config = {**TRAINING, "train": {**TRAINING["train"], "epochs": 8}}
     process = start_in_background(
-        snakemake_command(workdir, "results/models/finetune/checkpoint.pt", config=config)
+        snakemake_command(workdir, "results/models/tuwen-tiny-rn/finetune/checkpoint.pt", config=config)
     )
-    state = workdir / "results/models/finetune/state/last.pt"
+    state = workdir / "results/models/tuwen-tiny-rn/finetune/state/last.pt"
     log = workdir / "results/logs/train_model/finetune.log"
     kill_when(process, lambda: log.exists() and "epoch 2/8" in log.read_text())
-    assert state.exists() and not (workdir / "results/models/finetune/checkpoint.pt").exists()
+    assert state.exists() and not (workdir / "results/models/tuwen-tiny-rn/finetune/checkpoint.pt").exists()
 
     snakemake(workdir, "--unlock", config=config)
-    snakemake(workdir, "results/models/finetune/checkpoint.pt", config=config)
+    snakemake(workdir, "results/models/tuwen-tiny-rn/finetune/checkpoint.pt", config=config)
     resumed = log.read_text()
     assert "resumed at step" in resumed and "before training" not in resumed
     step = int(resumed.split("resumed at step ")[1].split()[0])
-    steps = pd.read_csv(workdir / "results/models/finetune/train_log.csv")["step"].tolist()
+    steps = pd.read_csv(workdir / "results/models/tuwen-tiny-rn/finetune/train_log.csv")["step"].tolist()
     assert step >= 2 and steps == list(range(1, len(steps) + 1))
     assert not state.exists()

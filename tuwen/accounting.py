@@ -9,13 +9,15 @@ import pandas as pd
 from tuwen.parquet import FeatureShard
 
 
-def collection_account(name: str, manifest: pd.DataFrame, shards: list[FeatureShard] | None) -> dict:
+def collection_account(
+    name: str, manifest: pd.DataFrame, id_column: str, shards: list[FeatureShard] | None
+) -> dict:
     """Give the counts of one collection: inputs = accepted + rejected + ignored.
 
     For a collection the run encodes (`shards` given), accepted = encoded + not encoded;
     for one it only validates (the training pairs when nothing trains), encoded is empty.
+    `id_column` names the manifest's ids (tuwen.layout.Collection.id_column).
     """
-    id_column = "image_id" if "image_id" in manifest.columns and "path" in manifest.columns else "text_id"
     accepted = manifest[manifest["status"] == "ok"]
     wanted = set(accepted[id_column])
     encoded = {item_id for shard in shards for item_id in shard.ids} & wanted if shards is not None else None
@@ -36,12 +38,13 @@ def collection_account(name: str, manifest: pd.DataFrame, shards: list[FeatureSh
 NOT_ENCODED_COLUMNS = ["collection", "id", "reason_code", "reason"]
 
 
-def not_encoded_report(name: str, manifest: pd.DataFrame, shards: list[FeatureShard]) -> pd.DataFrame:
+def not_encoded_report(
+    name: str, manifest: pd.DataFrame, id_column: str, shards: list[FeatureShard]
+) -> pd.DataFrame:
     """Give the accepted items of a collection that no feature shard holds, each with its reason.
 
     Reasons come from the shards' own record of what their encode job could not decode.
     """
-    id_column = "image_id" if "image_id" in manifest.columns and "path" in manifest.columns else "text_id"
     wanted = manifest.loc[manifest["status"] == "ok", id_column].tolist()
     encoded = {item_id for shard in shards for item_id in shard.ids}
     reasons = encode_failures(shards)
@@ -66,9 +69,10 @@ def _truncated(accepted: pd.DataFrame) -> int | None:
     return int(accepted["truncated"].sum())
 
 
-def query_account(task: str, queries: pd.DataFrame, topk: pd.DataFrame, unencoded: pd.DataFrame) -> dict:
+def query_account(
+    task: str, queries: pd.DataFrame, id_column: str, topk: pd.DataFrame, unencoded: pd.DataFrame
+) -> dict:
     """Give the counts of one direction's queries: inputs = with results + rejected + unencoded."""
-    id_column = "text_id" if "text_id" in queries.columns else "image_id"
     answered = set(topk["query_id"])
     accepted = queries.loc[queries["status"] == "ok", id_column]
     return {

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuwen import layout
 from tuwen.errors import TuwenError
 
-# Which gallery a query of each kind searches, and the run's top-k table that names the model.
-DEFAULT_GALLERY = {"text": "t2i_gallery", "image": "i2t_gallery"}
-TASK_OF_QUERY = {"text": "t2i", "image": "i2t"}
+# The task whose queries are of each kind: its gallery is searched, its top-k names the model.
+TASK_OF_QUERY = {
+    kind: next(task for task in layout.TASKS.values() if task.query_kind == kind)
+    for kind in (layout.TEXTS, layout.IMAGES)
+}
 
 
 class RunError(TuwenError):
@@ -51,8 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_model_card(run: Path, query_kind: str) -> Path:
     """Give the model card of the model the run retrieved with."""
-    results = run / "results"
-    topk = results / "retrieval" / TASK_OF_QUERY[query_kind] / "topk.parquet"
+    topk = run / layout.topk(TASK_OF_QUERY[query_kind].name)
     if not topk.is_file():
         raise RunError(
             f"{run} holds no finished run ({topk.relative_to(run)} is missing); "
@@ -61,18 +63,18 @@ def run_model_card(run: Path, query_kind: str) -> Path:
     from tuwen.parquet import read_metadata
 
     tag = read_metadata(topk)["model_tag"]
-    for card in sorted((results / "models").glob("*/model.json")):
+    for card in sorted(run.glob(layout.model_cards_glob())):
         if json.loads(card.read_text(encoding="utf-8"))["tag"] == tag:
             return card
-    raise RunError(f"{run}: no model card in results/models/*/model.json has the run's model tag {tag}")
+    raise RunError(f"{run}: no model card in {layout.model_cards_glob()} has the run's model tag {tag}")
 
 
 def gallery_files(run: Path, tag: str, gallery: str) -> tuple[list[Path], pd.DataFrame]:
-    results = run / "results"
-    shards = sorted((results / "features" / tag / gallery).glob("*.parquet"))
-    assignment = results / "shards" / gallery / "assignment.parquet"
-    if not shards or not assignment.is_file():
-        encoded = ", ".join(sorted(p.name for p in (results / "features" / tag).glob("*") if p.is_dir()))
+    shards = sorted((run / layout.features_folder(tag, gallery)).glob("*.parquet"))
+    assignment = run / layout.assignment(gallery)
+    if gallery not in layout.COLLECTIONS or not shards or not assignment.is_file():
+        folder = (run / layout.features_folder(tag, gallery)).parent
+        encoded = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_dir()))
         raise RunError(f"{run}: no features of gallery {gallery!r} for model {tag} (encoded: {encoded})")
     return shards, pd.read_parquet(assignment, columns=["id", "digest"])
 
@@ -106,13 +108,13 @@ def encode_query(card_path: Path, run: Path, text: str | None, image: Path | Non
 
 def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:
     """Add what each hit is: the caption of a text, the file of an image."""
-    manifests = run / "results" / "manifest" / gallery
-    if (manifests / "texts.parquet").is_file():
+    manifest = run / layout.manifest(gallery)
+    if not layout.COLLECTIONS[gallery].holds_images:
         from tuwen.ingest import accepted_captions
 
-        shown = accepted_captions(manifests / "texts.parquet")
+        shown = accepted_captions(manifest)
     else:
-        images = pd.read_parquet(manifests / "images.parquet", columns=["image_id", "path"])
+        images = pd.read_parquet(manifest, columns=["image_id", "path"])
         shown = images.drop_duplicates("image_id").set_index("image_id")["path"]
     return hits.assign(what=hits["target_id"].map(shown).fillna(""))
 
@@ -121,8 +123,8 @@ def search(args: argparse.Namespace) -> pd.DataFrame:
     from tuwen.parquet import FeatureShard
     from tuwen.retrieval import search_gallery
 
-    kind = "text" if args.text is not None else "image"
-    gallery = args.gallery or DEFAULT_GALLERY[kind]
+    kind = layout.TEXTS if args.text is not None else layout.IMAGES
+    gallery = args.gallery or TASK_OF_QUERY[kind].gallery
     card = run_model_card(args.run, kind)
     tag = json.loads(card.read_text(encoding="utf-8"))["tag"]
     shards, current = gallery_files(args.run, tag, gallery)

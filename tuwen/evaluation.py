@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tuwen.layout import TASKS, TEXTS
+
 RECALL_KS = (1, 5, 10)
 
 
@@ -17,7 +19,8 @@ def read_ground_truth(path: str) -> pd.DataFrame:
 
 def positives_by_query(ground_truth: pd.DataFrame, task: str) -> dict[str, set[str]]:
     """Give each query's true targets from `text_id,image_id` pairs: texts for i2t, images for t2i."""
-    query, target = ("text_id", "image_id") if task == "t2i" else ("image_id", "text_id")
+    queries_are_texts = TASKS[task].query_kind == TEXTS
+    query, target = ("text_id", "image_id") if queries_are_texts else ("image_id", "text_id")
     positives: dict[str, set[str]] = {}
     for q, t in zip(
         ground_truth[query].astype(str).str.strip(), ground_truth[target].astype(str).str.strip(), strict=True

@@ -2,7 +2,7 @@
 and re-ranking with the whole query set.
 
 For one task (queries x gallery), each channel gives a score per pair:
-- `clip:<model>`: the cosine of that model's embeddings;
+- `clip:<model>` (and `clip:<model>:base`): the cosine of that model's embeddings;
 - `ocr`: BM25 of the query's text against the gallery item's text (caption vs the text
   read in the image), divided by the query's best score, so it lies in [0, 1] for every query.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,16 +38,15 @@ class TaskChannels:
 
     query_ids: list[str]
     gallery_ids: list[str]
-    clip: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # model: (Q x D, G x D)
+    clip: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # channel: (Q x D, G x D)
     ocr: sparse.csr_matrix | None = None  # Q x G, normalised per query
     logit_scale: float = 100.0
     _dense: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def names(self) -> list[str]:
-        """Give the channel names: `clip` for a single model, else `clip:<model>`; then `ocr`."""
-        clip = ["clip"] if len(self.clip) == 1 else [f"clip:{m}" for m in self.clip]
-        return clip + ([OCR] if self.ocr is not None else [])
+        """Give the channel names: the CLIP channels in their given order, then `ocr`."""
+        return list(self.clip) + ([OCR] if self.ocr is not None else [])
 
     def block(self, name: str, rows: slice) -> np.ndarray:
         """Give one channel's float64 scores for a block of query rows against the whole gallery."""
@@ -56,8 +54,7 @@ class TaskChannels:
             return self._dense[name][rows]
         if name == OCR:
             return self.ocr[rows].toarray()
-        model = next(iter(self.clip)) if name == "clip" else name.removeprefix("clip:")
-        queries, gallery = self.clip[model]
+        queries, gallery = self.clip[name]
         return queries[rows].astype(np.float64) @ gallery.astype(np.float64).T
 
     def materialise(self) -> None:
@@ -214,8 +211,8 @@ def build_channels(
     texts: tuple[dict[str, str], dict[str, str]] | None,
     logit_scale: float,
 ) -> TaskChannels:
-    """Give the channels of a task from each model's (query, gallery) embeddings by id, and
-    the (query, gallery) texts of the lexical channel (None: no OCR channel).
+    """Give the channels of a task from each CLIP channel's (query, gallery) embeddings by id,
+    and the (query, gallery) texts of the lexical channel (None: no OCR channel).
 
     Queries keep the given order (those without an embedding of every model are left
     out); the gallery is every id that each model embedded, sorted.
@@ -236,54 +233,6 @@ def build_channels(
         index = BM25Index([gallery_texts.get(g, "") for g in gallery])
         channels.ocr = normalised_by_query(index.scores([query_texts.get(q, "") for q in queries])).tocsr()
     return channels
-
-
-def embeddings_by_id(shard_paths: list[str], assignment_path: str) -> tuple[dict[str, np.ndarray], float]:
-    """Give a collection's current embeddings by id, from its feature shards, and the model's logit scale."""
-    from tuwen.parquet import read_features
-    from tuwen.retrieval import select_features
-
-    shards = [read_features(path) for path in shard_paths]
-    current = pd.read_parquet(assignment_path, columns=["id", "digest"])
-    ids, embeddings, _ = select_features(current["id"].tolist(), current, shards)
-    logit_scale = float(shards[0].metadata["logit_scale"]) if shards else 100.0
-    return dict(zip(ids, embeddings, strict=True)), logit_scale
-
-
-def ordered_ids(path: str) -> list[str]:
-    """Give the query ids of a task in order: from gathered query features, or a manifest's accepted rows."""
-    if path.endswith("texts.parquet") or path.endswith("images.parquet"):
-        column = "text_id" if path.endswith("texts.parquet") else "image_id"
-        manifest = pd.read_parquet(path, columns=[column, "status"])
-        return manifest.loc[manifest["status"] == "ok", column].drop_duplicates().tolist()
-    from tuwen.parquet import read_features
-
-    return read_features(path).ids
-
-
-def load_task(files: dict, prefix: str, models: list[str]) -> TaskChannels:
-    """Give the channels of one task from the files a rule declared under `prefix` (see
-    rules/common.smk `fusion_task_inputs`); the first model is the one whose cosine is `cosine`."""
-    from tuwen.ingest import accepted_captions
-    from tuwen.ocr import read_ocr_texts
-
-    def file(key):
-        return files[prefix + key]
-
-    clip, logit_scale = {}, None
-    for model in models:
-        by_query, scale = embeddings_by_id(list(file(f"query_features_{model}")), file("query_assignment"))
-        by_gallery, _ = embeddings_by_id(list(file(f"gallery_features_{model}")), file("gallery_assignment"))
-        clip[model] = (by_query, by_gallery)
-        logit_scale = logit_scale if logit_scale is not None else scale
-    texts = None
-    if prefix + "ocr" in files:
-        captions = accepted_captions(file("captions"))
-        queries_are_texts = Path(file("captions")).parent.name == Path(file("query_assignment")).parent.name
-        image_assignment = file("gallery_assignment" if queries_are_texts else "query_assignment")
-        read = read_ocr_texts(list(file("ocr")), pd.read_parquet(image_assignment, columns=["id", "digest"]))
-        texts = (captions, read) if queries_are_texts else (read, captions)
-    return build_channels(ordered_ids(file("query_order")), clip, texts, logit_scale or 100.0)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ from typing import Any
 SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     "demo": ("demo.train_pairs", "demo.queries", "seed"),
     "ingest": ("data_root", "ingest.max_image_pixels", "ingest.verify_decode"),
-    "model": ("model", "checkpoint"),
+    # One file per model (model.<name>.json, train.<name>.json): see MODEL_GROUPS.
+    "model": ("models",),
     "encode_images": ("encode.jpeg_draft", "encode.gpu_jpeg_decode", "ingest.max_image_pixels"),
     "train": (
-        "train.run",
+        "models",
         "train.epochs",
         "train.batch_size",
         "train.accum_steps",
@@ -42,20 +43,29 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "validation": ("train.val_fraction", "fusion.validation_max_pairs"),
     "ocr": ("ingest.max_image_pixels",),
-    # Which model ranks (training on or off, and the run's name) and how many hits are kept.
-    "retrieval": ("retrieval.keep_top", "fusion.enabled", "train.enabled", "train.run"),
+    # Which models rank (training on or off) and how many hits are kept.
+    "retrieval": ("retrieval.keep_top", "fusion.enabled", "train.enabled", "models"),
     "fusion": (
+        "fusion.enabled",
         "fusion.ocr",
         "fusion.weights",
         "fusion.temperatures",
         "fusion.validation_ratio",
         "train.enabled",
-        "train.run",
+        "models",
     ),
     "figures": ("figures.queries_per_task", "seed"),
     "browse": ("browse.thumbnail_size",),
     "ground_truth": ("ground_truth",),
 }
+# Groups recorded once per model, with that model's own values (its name and checkpoint,
+# its train section with its overrides): one model's change reruns that model alone.
+MODEL_GROUPS = ("model", "train")
+
+
+def group_name(group: str, model: str | None = None) -> str:
+    """Give the name of a group's settings file: `train.ViT-H-14` for a model's group."""
+    return f"{group}.{model}" if model else group
 
 
 def config_value(config: dict, dotted: str) -> Any:
@@ -66,8 +76,10 @@ def config_value(config: dict, dotted: str) -> Any:
     return value
 
 
-def group_settings(config: dict, group: str) -> dict:
-    """Give a group's settings from the config, nested as in the config (`{"train": {"epochs": 20}}`)."""
+def group_settings(config: dict, name: str) -> dict:
+    """Give the settings of a group file (`retrieval`, or `train.<model>` for a model's group),
+    nested as in the config (`{"train": {"epochs": 20}}`)."""
+    group, _, model_name = name.partition(".")
     settings: dict = {}
     for dotted in SETTINGS_GROUPS[group]:
         *sections, key = dotted.split(".")
@@ -75,6 +87,14 @@ def group_settings(config: dict, group: str) -> dict:
         for section in sections:
             place = place.setdefault(section, {})
         place[key] = config_value(config, dotted)
+    if group in MODEL_GROUPS:
+        from tuwen.layout import run_models
+
+        model = next(m for m in run_models(config) if m.name == model_name)
+        del settings["models"]
+        settings["model"] = {"name": model.name, "checkpoint": model.checkpoint}
+        if group == "train":
+            settings["train"] = {key: model.train[key] for key in settings["train"]}
     return settings
 
 

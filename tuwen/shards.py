@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tuwen.images import content_digest
+from tuwen.layout import IMAGES
 from tuwen.parquet import read_table, write_table
 
 LIST_SCHEMA = pa.schema([("id", pa.string()), ("digest", pa.string()), ("source", pa.string())])
@@ -83,14 +84,15 @@ def active_shards(assignment: pd.DataFrame) -> list[str]:
     return sorted(set(assignment["shard"]))
 
 
-def registry_items(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Give the accepted items of an image or text manifest as (id, digest, source) rows.
+def registry_items(manifest: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Give the accepted items of a manifest of `kind` (tuwen.layout IMAGES or TEXTS) as
+    (id, digest, source) rows.
 
     Images are identified by their bytes' digest and read from their path; captions by
     the digest of their UTF-8 text, and carried in the shard list itself.
     """
     accepted = manifest[manifest["status"] == "ok"]
-    if "image_id" in manifest.columns and "path" in manifest.columns:
+    if kind == IMAGES:
         return pd.DataFrame(
             {
                 "id": accepted["image_id"].to_numpy(),

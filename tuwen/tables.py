@@ -8,24 +8,21 @@ import pandas as pd
 
 from tuwen.atomic import atomic_path
 
-TABLE_COLUMNS = {
-    "t2i": ["text_id", "similarity_ranking", "result_image_id"],
-    "i2t": ["image_id", "similarity_ranking", "result_text_id"],
-}
 TABLE_RANKS = 5
 
 
-def result_table(topk: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Give the result table of `task` from a top-k table: 5 rows per query, in query order."""
+def result_table(topk: pd.DataFrame, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Give a result table from a top-k table: 5 rows per query, in query order, under the
+    task's `columns` (query id, rank, target id; tuwen.layout.Task.columns)."""
     kept = topk[topk["rank"] <= TABLE_RANKS]
-    query, rank, target = TABLE_COLUMNS[task]
+    query, rank, target = columns
     return pd.DataFrame(
         {
             query: kept["query_id"].to_numpy(),
             rank: kept["rank"].to_numpy(),
             target: kept["target_id"].to_numpy(),
         },
-        columns=TABLE_COLUMNS[task],
+        columns=list(columns),
     )
 
 

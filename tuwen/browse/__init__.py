@@ -19,6 +19,7 @@ import pandas as pd
 
 from tuwen.atomic import write_text_atomic
 from tuwen.images import ImageRejected, load_image
+from tuwen.layout import TASKS, TEXTS
 
 PAGE_FILES = ("index.html", "browse.js", "browse.css")
 TASK_TITLES = {"t2i": "文本 → 图像", "i2t": "图像 → 文本"}
@@ -80,7 +81,7 @@ def page_data(
     """
     tasks = {}
     for task, table in topk.items():
-        text_is_query = task == "t2i"
+        text_is_query = TASKS[task].query_kind == TEXTS
         truth = positives.get(task, {})
         queries = []
         ordered = table[table["rank"] <= shown].sort_values(["query_id", "rank"], kind="stable")

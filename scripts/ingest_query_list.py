@@ -1,4 +1,4 @@
-"""Snakemake entry point: check the image → text query list against its image folder."""
+"""Snakemake entry point: check a task's query list (附件3/image_test.csv) against its collection."""
 
 import logging
 
@@ -9,7 +9,7 @@ from tuwen.logs import run_logged
 
 
 def main(snakemake) -> None:
-    images = pd.read_parquet(snakemake.input.images)
+    images = pd.read_parquet(snakemake.input.collection)
     manifest = read_image_queries(snakemake.input.csv, images)
     write_manifest(manifest, snakemake.output.manifest)
     write_rejects(rejects_of(manifest, "image_id", snakemake.input.csv), snakemake.output.rejects)

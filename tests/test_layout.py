@@ -1,0 +1,113 @@
+"""What a run is, said once: tuwen.layout owns collections, tasks, models and results/ paths."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tuwen import layout
+
+LIBRARY_AND_SCRIPTS = [
+    path
+    for path in [*(REPO / "tuwen").rglob("*.py"), *(REPO / "scripts").glob("*.py")]
+    if path != REPO / "tuwen/layout.py"
+]
+
+
+def string_constants(path: Path) -> list[tuple[int, str]]:
+    """The string constants of a module that are not docstrings."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_only_the_layout_builds_paths_under_results():
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {value!r}"
+        for path in LIBRARY_AND_SCRIPTS
+        for line, value in string_constants(path)
+        if value == "results" or value.startswith("results/")
+    ]
+    assert found == []
+
+
+# How code used to tell images from captions, or one direction from the other, by guessing.
+GUESSES = [
+    r'"(image|text)_id" in ',
+    r"\.parent\.name",
+    r"hasattr\(snakemake\.wildcards",
+    r'endswith\("(texts|images)\.parquet"\)',
+    r'== "(t2i|i2t)"',
+    r'\("t2i", "i2t"\),\s*snakemake',
+]
+
+
+def test_no_module_guesses_a_collection_kind_or_a_direction():
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in LIBRARY_AND_SCRIPTS
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(re.search(pattern, line) for pattern in GUESSES)
+    ]
+    assert found == []
+
+
+def test_every_collection_and_task_is_consistent():
+    for task in [*layout.TASKS.values(), *layout.VALIDATION_TASKS.values()]:
+        assert {layout.COLLECTIONS[task.queries].kind, layout.COLLECTIONS[task.gallery].kind} == {
+            layout.IMAGES,
+            layout.TEXTS,
+        }
+        assert layout.image_side(task) != layout.text_side(task)
+    assert layout.TASKS["t2i"].columns == ("text_id", "similarity_ranking", "result_image_id")
+    assert layout.TASKS["i2t"].columns == ("image_id", "similarity_ranking", "result_text_id")
+    assert layout.manifest("t2i_gallery") == "results/manifest/t2i_gallery/images.parquet"
+    assert layout.query_order(layout.TASKS["i2t"]) == "results/manifest/i2t_queries/queries.parquet"
+    assert layout.query_order(layout.TASKS["t2i"]) == "results/manifest/t2i_queries/texts.parquet"
+
+
+def test_models_are_names_or_mappings_with_their_own_training():
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    own = {"name": "tuwen-tiny", "checkpoint": "/w.pt", "train": {"epochs": 3}}
+    config["models"] = ["tuwen-tiny-rn", own]
+    rn, vit = layout.run_models(config)
+    assert (rn.name, rn.checkpoint, rn.train["epochs"]) == ("tuwen-tiny-rn", "", config["train"]["epochs"])
+    assert (vit.name, vit.checkpoint, vit.train["epochs"]) == ("tuwen-tiny", "/w.pt", 3)
+    assert vit.stages == ["base", "finetune"] and vit.retrieval_stage == "finetune"
+    assert (vit.channel("finetune"), vit.channel("base")) == ("clip:tuwen-tiny", "clip:tuwen-tiny:base")
+    config["models"] = [{"name": "RN50", "train": {"enabled": False}}]
+    (plain,) = layout.run_models(config)
+    assert plain.stages == ["base"] and plain.channel("base") == "clip:RN50"
+    config["models"] = ["RN50", {"name": "RN50"}]
+    with pytest.raises(ValueError, match="RN50 given twice"):
+        layout.run_models(config)
+
+
+def test_the_architecture_document_names_every_rule():
+    rules = {
+        name
+        for path in (REPO / "rules").glob("*.smk")
+        for name in re.findall(r"^\s*(?:rule|checkpoint) (\w+):", path.read_text(encoding="utf-8"), re.M)
+    }
+    document = (REPO / "docs/architecture.md").read_text(encoding="utf-8")
+    assert len(rules) > 20
+    assert sorted(rule for rule in rules if f"`{rule}`" not in document) == []
+    assert (REPO / "docs/rulegraph.png").stat().st_size > 10_000
+    for source in ("config.yaml", "config.schema.yaml"):
+        assert "DESIGN.md" not in (REPO / source).read_text(encoding="utf-8")
