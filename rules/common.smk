@@ -296,10 +296,6 @@ def query_features(wildcards):
     return features_of(task.queries, MODELS[0])
 
 
-def query_collection(wildcards):
-    return TASKS[wildcards.task].queries
-
-
 def query_order(wildcards):
     return layout.query_order(TASKS[wildcards.task])
 

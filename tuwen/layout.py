@@ -50,13 +50,6 @@ COLLECTIONS: dict[str, Collection] = {
 PAIRED_FOLDER = {"train_texts": "train_images"}
 
 
-def collection(name: str) -> Collection:
-    """Give a collection by name, or a clear error naming the known ones."""
-    if name not in COLLECTIONS:
-        raise KeyError(f"unknown collection {name!r}; known: {', '.join(COLLECTIONS)}")
-    return COLLECTIONS[name]
-
-
 def of_kind(kind: str, from_data: bool | None = None) -> list[str]:
     """Give the names of the collections of a kind (optionally only those read from data_root)."""
     return [
@@ -119,20 +112,6 @@ def text_side(task: Task) -> str:
 
 
 # ---- models ---------------------------------------------------------------------------
-# Train keys a model may set for itself (`models: [{name, train: {...}}]`); the validation
-# split (val_fraction) is the run's, shared by every model and by fusion's validation task.
-PER_MODEL_TRAIN_KEYS = (
-    "enabled",
-    "epochs",
-    "batch_size",
-    "accum_steps",
-    "lr",
-    "weight_decay",
-    "warmup_steps",
-    "lock_image",
-    "grad_checkpointing",
-    "precision",
-)
 
 
 @dataclass(frozen=True)
@@ -245,10 +224,6 @@ def settings(group: str) -> str:
 
 def init_checkpoint(arch: str, seed: str | int) -> str:
     return _path("models", "init", f"{arch}-seed{seed}.pt")
-
-
-def model_folder(model: str, stage: str) -> str:
-    return _path("models", model, stage)
 
 
 def model_card(model: str, stage: str) -> str:
