@@ -109,8 +109,8 @@ def test_failed_slurm_job_names_its_log_and_a_rerun_redoes_only_it(slurm_cluster
     snakemake(workdir, "-n", config=broken)
     failed = run_on_slurm(workdir, "results/models/tuwen-tiny-rn/finetune/checkpoint.pt", check=False)
     assert failed.returncode != 0
-    assert "results/logs/train_model/finetune.log" in failed.stderr
-    assert "needs a CUDA device" in (workdir / "results/logs/train_model/finetune.log").read_text()
+    assert "results/logs/train_model/tuwen-tiny-rn.log" in failed.stderr
+    assert "needs a CUDA device" in (workdir / "results/logs/train_model/tuwen-tiny-rn.log").read_text()
 
     snakemake(workdir, "-n", config={**CONFIG, "train": {"epochs": 1}})
     rerun = run_on_slurm(workdir, "results/models/tuwen-tiny-rn/finetune/checkpoint.pt")

@@ -210,7 +210,7 @@ def test_upstream_settings_change_their_outputs(changing_run):
     trained = json.loads((run / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
     validation = pd.read_parquet(run / "results/manifest/val_texts/texts.parquet")
     assert trained["validation_pairs"] == len(validation)
-    assert read_settings(run / "results/settings/train.json")["train"]["val_fraction"] == 0.4
+    assert read_settings(run / "results/settings/train.tuwen-tiny-rn.json")["train"]["val_fraction"] == 0.4
 
 
 def test_the_demo_settings_remake_the_demo(changing_run):

@@ -77,7 +77,7 @@ def test_killed_training_resumes_where_it_stopped(tmp_path):
         snakemake_command(workdir, "results/models/tuwen-tiny-rn/finetune/checkpoint.pt", config=config)
     )
     state = workdir / "results/models/tuwen-tiny-rn/finetune/state/last.pt"
-    log = workdir / "results/logs/train_model/finetune.log"
+    log = workdir / "results/logs/train_model/tuwen-tiny-rn.log"
     kill_when(process, lambda: log.exists() and "epoch 2/8" in log.read_text())
     assert state.exists() and not (workdir / "results/models/tuwen-tiny-rn/finetune/checkpoint.pt").exists()
 
