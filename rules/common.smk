@@ -598,3 +598,10 @@ def final_outputs():
     if USE_OCR:
         outputs.append(layout.summary("ocr.csv"))
     return outputs + training_outputs()
+
+
+def print_closing_summary():
+    """What the user wants to know when the run ends: tables, recall, what was left out."""
+    from tuwen.summary import run_summary
+
+    print(run_summary(), flush=True)

@@ -120,6 +120,7 @@ def test_adding_images_or_captions_encodes_only_the_new_shard(tmp_path):
     config = {"data_root": str(data), "shards": {"size": 8, "text_size": 64}, **NO_TRAINING}
     run = tmp_path / "run"
     first = snakemake(run, "results/result1.csv", "results/result2.csv", config=config)
+    assert "tuwen: the run is complete." in first.stdout  # the closing summary
     old_encodes = [w for rule, w in planned_jobs(first.stderr) if rule == "encode_image_shard"]
     assert sorted((w["col"], w["shard"]) for w in old_encodes if w["col"] == "t2i_gallery") == [
         ("t2i_gallery", "s00000"),
@@ -244,3 +245,17 @@ def test_real_sample_gives_both_tables_and_names_missing_images(sample_data, tmp
         for i in read_features(p).ids
     }
     assert "Image14001007-1551.jpg" in encoded and len(encoded) == 200
+
+
+def test_the_run_ends_with_a_summary_of_what_to_look_at(demo_run):
+    from tuwen.summary import run_summary
+
+    summary = run_summary(demo_run)
+    metrics = json.loads((demo_run / "results/eval/metrics.json").read_text())
+    accounting = pd.read_csv(demo_run / "results/summary/accounting.csv")
+    assert "results/result1.csv (text → image), results/result2.csv (image → text)" in summary
+    for task, direction in (("t2i", "text → image"), ("i2t", "image → text")):
+        m = metrics[task]
+        assert f"{direction}: R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}" in summary
+    assert f"left out: {accounting['rejected'].sum()} inputs rejected at ingest" in summary
+    assert "open results/browse/index.html" in summary and "python -m tuwen search" in summary
