@@ -1,5 +1,6 @@
 """Snakemake entry point: the static page that shows every query with its ranked hits."""
 
+import json
 import logging
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from tuwen.evaluation import positives_by_query, read_ground_truth
 from tuwen.ingest import accepted_captions
 from tuwen.layout import IMAGES, TASKS
 from tuwen.logs import run_logged
+from tuwen.parquet import read_metadata
 from tuwen.settings import read_settings
 
 
@@ -17,6 +19,12 @@ def main(snakemake) -> None:
     shown = snakemake.params.shown
     tasks = snakemake.params.tasks
     topk = {task: pd.read_parquet(path) for task, path in zip(tasks, snakemake.input.topk, strict=True)}
+    # With fusion, the ranking score and its parts: the setting travels in topk's metadata.
+    fusions = {
+        task: json.loads(read_metadata(path)["fusion"])
+        for task, path in zip(tasks, snakemake.input.topk, strict=True)
+        if "fusion" in read_metadata(path)
+    }
     captions = {
         task: accepted_captions(path) for task, path in zip(tasks, snakemake.input.captions, strict=True)
     }
@@ -44,7 +52,7 @@ def main(snakemake) -> None:
     if snakemake.input.get("ground_truth"):
         truth = read_ground_truth(snakemake.input.ground_truth)
         positives = {task: positives_by_query(truth, task) for task in topk}
-    write_page(page_data(topk, captions, digests, thumbnails, positives, shown), folder)
+    write_page(page_data(topk, captions, digests, thumbnails, positives, shown, fusions), folder)
     logging.info(
         "page of %s queries; %d thumbnails",
         {task: table["query_id"].nunique() for task, table in topk.items()},

@@ -178,3 +178,67 @@ def test_paging_and_filter(browser, tmp_path):
     assert [s["id"] for s in by_text.sections] == ["Word-0001"]
     by_id = open_page(browser, page, "task=t2i&q=word-011")
     assert [s["id"] for s in by_id.sections] == [f"Word-{i:04d}" for i in range(110, 120)]
+
+
+def fused_topk() -> tuple[pd.DataFrame, dict]:
+    """A fused top-k of two queries as fused_search writes it, and its chosen setting."""
+    setting = {"weights": {"clip:m": 1.0, "ocr": 0.5}, "temperature": 0.05}
+    rows = []
+    for q in ("Word-1", "Word-2"):
+        for rank in range(1, 6):
+            clip, ocr = 0.5 - rank / 50, (rank % 2) / 2
+            fused = clip + 0.5 * ocr
+            rows.append((q, rank, f"Image-{rank}.jpg", fused - 0.1 * rank, fused, clip, 0.1, clip, ocr))
+    columns = ["query_id", "rank", "target_id", "score", "fused", "cosine", "probability"]
+    return pd.DataFrame(rows, columns=[*columns, "score_clip_m", "score_ocr"]), setting
+
+
+def test_a_fused_hit_shows_the_score_that_ranks_and_its_parts():
+    topk, setting = fused_topk()
+    data = page_data(
+        {"t2i": topk},
+        {"t2i": pd.Series({"Word-1": "猫", "Word-2": "狗"})},
+        {"t2i": pd.Series(dtype=str)},
+        {},
+        {},
+        5,
+        {"t2i": setting},
+    )
+    hits = [hit for query in data["tasks"]["t2i"]["queries"] for hit in query["hits"]]
+    assert [hit["score"] for hit in hits] == [round(s, 4) for s in topk["score"]]
+    for hit, row in zip(hits, topk.itertuples(index=False), strict=True):
+        assert [name for name, _ in hit["parts"]] == ["clip:m", "ocr", "rerank"]
+        assert sum(value for _, value in hit["parts"]) == pytest.approx(row.score, abs=2e-4)
+        assert hit["cosine"] == round(row.cosine, 4)
+    # Without fusion the cosine ranks, and no parts are shown.
+    plain = page_data(
+        {"t2i": topk.drop(columns=["score"])},
+        {"t2i": pd.Series(dtype=str)},
+        {"t2i": pd.Series(dtype=str)},
+        {},
+        {},
+        5,
+    )
+    assert all(
+        h["score"] == h["cosine"] and "parts" not in h
+        for q in plain["tasks"]["t2i"]["queries"]
+        for h in q["hits"]
+    )
+
+
+def test_the_page_shows_fused_scores_in_a_real_browser(browser, tmp_path):
+    topk, setting = fused_topk()
+    captions = pd.Series({"Word-1": "猫", "Word-2": "狗"})
+    write_page(
+        page_data(
+            {"t2i": topk}, {"t2i": captions}, {"t2i": pd.Series(dtype=str)}, {}, {}, 5, {"t2i": setting}
+        ),
+        tmp_path,
+    )
+    dom = open_page(browser, tmp_path / "index.html", "task=t2i")
+    scores = [
+        attrs["data-score"] for tag, attrs in dom.elements if tag == "li" and "hit" in attrs.get("class", "")
+    ]
+    assert scores == [f"{s:.4f}" for s in topk["score"]]
+    shown = "".join(dom.texts)
+    assert "分项" in shown and "clip:m +" in shown and "rerank -" in shown

@@ -94,3 +94,19 @@ def test_fusion_off_is_the_plain_search(demo_run):
     # Fusion's settings do not touch a run with fusion off.
     changed = {**SMALL_DEMO, "fusion": {"enabled": False, "ocr": False, "weights": [3.0]}}
     assert planned_jobs(snakemake(demo_run, "-n", config=changed).stdout) == []
+
+
+def test_the_browse_page_shows_the_fused_score_that_ranks(fused):
+    script = (fused / "results/browse/data.js").read_text(encoding="utf-8")
+    data = json.loads(script.removeprefix("window.TUWEN_BROWSE = ").rstrip().removesuffix(";"))
+    for task in ("t2i", "i2t"):
+        topk = pd.read_parquet(fused / f"results/retrieval/{task}/topk.parquet").set_index(
+            ["query_id", "rank"]
+        )
+        for query in data["tasks"][task]["queries"]:
+            for hit in query["hits"]:
+                row = topk.loc[(query["id"], hit["rank"])]
+                assert hit["score"] == round(float(row["score"]), 4) and hit["cosine"] == round(
+                    float(row["cosine"]), 4
+                )
+                assert sum(value for _, value in hit["parts"]) == pytest.approx(row["score"], abs=5e-4)

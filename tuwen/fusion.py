@@ -90,6 +90,16 @@ class FusionSetting:
         return cls(tuple((k, float(v)) for k, v in data["weights"].items()), data["temperature"])
 
 
+def score_parts(row: dict, setting: FusionSetting) -> list[tuple[str, float]]:
+    """Give what makes up a hit's ranking score under a setting: each used channel's
+    weighted score (`row` holds the raw `score_<channel>` columns), and the re-ranking's
+    shift (`score` - `fused`) when it re-ranks; the parts add up to `score`."""
+    parts = [(name, weight * float(row[score_column(name)])) for name, weight in setting.weights if weight]
+    if setting.temperature:
+        parts.append(("rerank", float(row["score"]) - float(row["fused"])))
+    return parts
+
+
 def score_column(channel: str) -> str:
     """Give the topk.parquet column of a channel's raw score, e.g. score_clip, score_ocr."""
     return "score_" + channel.replace(":", "_")

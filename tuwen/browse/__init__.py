@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from tuwen.atomic import write_text_atomic
+from tuwen.fusion import FusionSetting, score_parts
 from tuwen.images import ImageRejected, load_image
 from tuwen.layout import TASKS, TEXTS
 
@@ -73,28 +74,43 @@ def page_data(
     thumbnails: dict[str, str],
     positives: dict[str, dict[str, set[str]]],
     shown: int,
+    fusions: dict[str, dict] | None = None,
 ) -> dict:
     """Give the page's data: per direction, every query in rank tables' order with its hits.
 
     `captions[task]` maps text ids to captions, `image_digests[task]` image ids to digests
     (for thumbnails), `positives[task]` query ids to true targets (empty: no ground truth).
+    Each hit shows the score that ranks it: the cosine, or with `fusions[task]` (the
+    setting chosen on validation, from topk.parquet's metadata) the fused score, with
+    the parts it is made of.
     """
     tasks = {}
     for task, table in topk.items():
         text_is_query = TASKS[task].query_kind == TEXTS
         truth = positives.get(task, {})
+        chosen = (fusions or {}).get(task)
+        setting = FusionSetting.from_dict(chosen) if chosen else None
         queries = []
         ordered = table[table["rank"] <= shown].sort_values(["query_id", "rank"], kind="stable")
         for query_id, group in ordered.groupby("query_id", sort=False):
             known = truth.get(query_id)
             hits = []
-            for row in group.itertuples(index=False):
-                hit = {"id": row.target_id, "rank": int(row.rank), "cosine": round(float(row.cosine), 4)}
+            for row in group.to_dict("records"):
+                hit = {
+                    "id": row["target_id"],
+                    "rank": int(row["rank"]),
+                    "cosine": round(float(row["cosine"]), 4),
+                    "score": round(float(row["score" if setting else "cosine"]), 4),
+                }
+                if setting:
+                    hit["parts"] = [[name, round(value, 4)] for name, value in score_parts(row, setting)]
                 hit.update(
-                    _item(row.target_id, not text_is_query, captions[task], image_digests[task], thumbnails)
+                    _item(
+                        row["target_id"], not text_is_query, captions[task], image_digests[task], thumbnails
+                    )
                 )
                 if known is not None:
-                    hit["correct"] = row.target_id in known
+                    hit["correct"] = row["target_id"] in known
                 hits.append(hit)
             query = {"id": query_id, "hits": hits, "has_truth": known is not None}
             query.update(_item(query_id, text_is_query, captions[task], image_digests[task], thumbnails))
