@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from cn_clip.clip import image_transform
@@ -122,7 +123,8 @@ def main() -> None:
             a = l2_normalised(pil.embeddings)
             order = {item_id: i for i, item_id in enumerate(pil.ids)}
             b = l2_normalised(gpu.embeddings)
-            cosine = min(float(a[order[i]] @ row) for i, row in zip(gpu.ids, b, strict=True))
+            # numpy's min, not Python's: a NaN must show as NaN, not slip past the gate.
+            cosine = float(np.min([a[order[i]] @ row for i, row in zip(gpu.ids, b, strict=True)]))
             rows.append(("end to end, nvjpeg + resize on the GPU", gpu_rate, cosine))
 
     name = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores"

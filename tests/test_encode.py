@@ -6,14 +6,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import torch
 from cn_clip.clip import image_transform, tokenize
 from PIL import Image
 
 from tuwen.demo import ALL_SCENES, draw_scene
 from tuwen.encode import encode_shard
+from tuwen.errors import TuwenError
 from tuwen.models import ModelCard, architecture, build_model, checkpoint_digest, model_tag, save_checkpoint
-from tuwen.parquet import read_features
+from tuwen.parquet import read_features, write_features
 
 TINY = architecture("tuwen-tiny")
 
@@ -167,3 +169,28 @@ def test_device_resize_matches_pil_pixels():
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
     difference = ((got - expected) * std * 255).abs()  # in 8-bit pixel steps
     assert difference.mean() < 0.5 and difference.max() <= 3
+
+
+def test_non_finite_embeddings_are_never_written(tmp_path):
+    embeddings = np.ones((3, 4), dtype=np.float32)
+    embeddings[1, 2] = np.nan
+    embeddings[2, 0] = np.inf
+    target = tmp_path / "shard.parquet"
+    with pytest.raises(
+        TuwenError, match=r"2 of 3 embeddings are not finite .* e\.g\. b, c; nothing was written"
+    ):
+        write_features(target, ["a", "b", "c"], embeddings, ["d1", "d2", "d3"], {})
+    assert not target.exists()
+
+
+def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypatch):
+    _, card = make_card(tmp_path)
+    shard = tmp_path / "list.parquet"
+    write_list(shard, [("Word-1", "d1", "一只猫")])
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr("tuwen.encode.encode_texts", out_of_memory)
+    with pytest.raises(TuwenError, match="out of GPU memory encoding .* at encode.batch_size 7: lower it"):
+        encode_shard(shard, card, tmp_path / "out.parquet", "text", batch_size=7)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tuwen.demo import ALL_SCENES, caption_of, draw_scene
+from tuwen.errors import TuwenError
 from tuwen.images import content_digest
 from tuwen.models import architecture, build_model
 from tuwen.train import (
@@ -185,3 +186,16 @@ def test_locked_image_tuning_leaves_the_vision_tower_unchanged(pairs, tmp_path):
     assert state.step > 0 and state.log_rows[-1]["loss"] > 0
     for name, value in run.model.visual.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+def test_running_out_of_gpu_memory_names_the_settings_to_lower(pairs, tmp_path, monkeypatch):
+    run = tuner(pairs, tmp_path, epochs=1, batch_size=16, accum_steps=2)
+
+    def out_of_memory(micro):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(run, "_step", out_of_memory)
+    with pytest.raises(
+        TuwenError, match=r"train.batch_size 16: lower it .* global batch of 32\), or set train.grad"
+    ):
+        run.run()

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from tuwen.architectures import CONTEXT_LENGTH
+from tuwen.errors import TuwenError
 from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, content_digest, decode_image, read_image_bytes
 from tuwen.models import ModelCard, load_model
 from tuwen.parquet import read_table, write_features
@@ -209,22 +210,28 @@ def encode_shard(
     device = pick_device(device)
     model = load_model(card.arch, card.checkpoint, device)
     items = read_table(shard_list).to_pandas()
-    if kind == "image":
-        encoded = encode_images(
-            model,
-            items,
-            card.arch.resolution,
-            device,
-            batch_size,
-            num_workers,
-            max_pixels,
-            jpeg_draft,
-            jpeg_decode_device="cuda" if device == "cuda" and gpu_jpeg_decode else None,
-        )
-    elif kind == "text":
-        encoded = encode_texts(model, items, device, batch_size)
-    else:
-        raise ValueError(f"kind must be image or text, got {kind}")
+    try:
+        if kind == "image":
+            encoded = encode_images(
+                model,
+                items,
+                card.arch.resolution,
+                device,
+                batch_size,
+                num_workers,
+                max_pixels,
+                jpeg_draft,
+                jpeg_decode_device="cuda" if device == "cuda" and gpu_jpeg_decode else None,
+            )
+        elif kind == "text":
+            encoded = encode_texts(model, items, device, batch_size)
+        else:
+            raise ValueError(f"kind must be image or text, got {kind}")
+    except torch.OutOfMemoryError:
+        raise TuwenError(
+            f"out of GPU memory encoding {shard_list} at encode.batch_size {batch_size}: lower it "
+            "(a speed-only setting: nothing already encoded is redone)"
+        ) from None
     metadata = feature_metadata(card, model, kind)
     if kind == "image":
         # How the pixels were read: what else, besides the model, these embeddings depend on.

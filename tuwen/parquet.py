@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tuwen.atomic import atomic_path
+from tuwen.errors import TuwenError
 
 METADATA_KEY = b"tuwen"
 
@@ -72,7 +73,16 @@ def write_features(
         )
     dim = embeddings.shape[1] if embeddings.ndim == 2 else 0
     if normalise:
-        embeddings = l2_normalised(embeddings)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            embeddings = l2_normalised(embeddings)
+    broken = ~np.isfinite(embeddings).all(axis=1)
+    if broken.any():
+        examples = ", ".join(np.asarray(ids, dtype=object)[broken][:3])
+        raise TuwenError(
+            f"{path}: {int(broken.sum())} of {len(ids)} embeddings are not finite (NaN or inf), "
+            f"e.g. {examples}; nothing was written. On a GPU this points at an fp16 overflow "
+            "or a decoding fault: encode the same items with encode.device: cpu to compare"
+        )
     flat = pa.array(embeddings.reshape(-1), type=pa.float32())
     table = pa.table(
         {

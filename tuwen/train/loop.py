@@ -25,6 +25,7 @@ from cn_clip.training.scheduler import cosine_lr
 
 from tuwen.architectures import Architecture
 from tuwen.encode import encode_texts
+from tuwen.errors import TuwenError
 from tuwen.evaluation import RECALL_KS, recall_at_k
 from tuwen.train.data import LockedImages, PixelImages, split_pairs
 from tuwen.train.settings import TrainSettings
@@ -233,6 +234,18 @@ class FineTuner:
             self.model.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
         return total
 
+    def _guarded_step(self, micro: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """Take a step; running out of GPU memory ends the run with the settings to lower."""
+        try:
+            return self._step(micro)
+        except torch.OutOfMemoryError:
+            settings = self.settings
+            raise TuwenError(
+                f"out of GPU memory at train.batch_size {settings.batch_size}: lower it (and raise "
+                f"train.accum_steps, now {settings.accum_steps}, to keep the global batch of "
+                f"{settings.global_batch}), or set train.grad_checkpointing: true"
+            ) from None
+
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
@@ -253,7 +266,7 @@ class FineTuner:
             started = time.perf_counter()
             for batch, micro in zip(remaining, self._steps(remaining), strict=True):
                 lr = self.schedule(self.state.step)
-                loss = self._step(micro)
+                loss = self._guarded_step(micro)
                 now = time.perf_counter()
                 seconds, started = now - started, now
                 self.state.step += 1
