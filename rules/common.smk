@@ -458,6 +458,8 @@ def fusion_plan(tasks):
                 }
                 for model, stage in fusion_channels()
             },
+            # The models' ranking channels, always also tried together.
+            "ranking_channels": [m.channel(m.retrieval_stage) for m in MODELS],
             "ocr": (
                 {
                     "images_are_queries": image_side == task.queries,

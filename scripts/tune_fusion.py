@@ -6,7 +6,7 @@ import logging
 import pandas as pd
 
 from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.fusion import best_per_label, candidate_settings, evaluate_settings, query_groups
+from tuwen.fusion import best_per_label, query_groups, search_settings
 from tuwen.fusion_inputs import read_task
 from tuwen.logs import run_logged
 from tuwen.settings import read_settings
@@ -23,8 +23,10 @@ def main(snakemake) -> None:
     for task, plan in snakemake.params.plan.items():
         channels = read_task(plan)
         groups = query_groups(channels.query_ids, len(channels.gallery_ids), fusion["validation_ratio"])
-        settings = candidate_settings(channels.names, fusion["weights"], temperatures)
-        best = best_per_label(evaluate_settings(channels, settings, positives[task], groups))
+        evaluated = search_settings(
+            channels, fusion["weights"], temperatures, positives[task], groups, plan["ranking_channels"]
+        )
+        best = best_per_label(evaluated)
         winner = max(best.values(), key=lambda item: item.mean)  # first of equals: the simplest
         chosen[task] = {"label": winner.setting.label, **winner.setting.describe()}
         for label, item in best.items():
@@ -44,7 +46,7 @@ def main(snakemake) -> None:
             task,
             len(channels.query_ids),
             len(channels.gallery_ids),
-            len(settings),
+            len(evaluated),
             winner.setting.describe(),
             winner.recall,
         )

@@ -10,11 +10,14 @@ import pytest
 
 from tuwen.evaluation import rankings_of, recall_at_k
 from tuwen.fusion import (
+    EXHAUSTIVE_LIMIT,
     FusionSetting,
     build_channels,
     candidate_settings,
+    evaluate_settings,
     fused_topk,
     query_groups,
+    search_settings,
 )
 from tuwen.lexical import BM25Index, normalised_by_query, text_units
 
@@ -142,3 +145,60 @@ def test_candidate_settings_start_with_each_channel_alone():
     assert labels[:4] == ["clip", "clip+rerank", "ocr", "ocr+rerank"]
     assert labels.count("clip+ocr") == 2 and labels.count("clip+ocr+rerank") == 2
     assert FusionSetting.from_dict(settings[5].describe()) == settings[5]
+
+
+def noisy_channels(names: list[str], seed: int = 0):
+    """A task of 30 queries whose i-th query matches gallery item i, seen by each channel through noise."""
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=(30, 16))
+    clip = {}
+    for k, name in enumerate(names):
+        noise = 0.5 + k * 0.4
+
+        def unit(x):
+            return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+        queries = unit(truth + noise * rng.normal(size=truth.shape))
+        gallery = unit(truth + noise * rng.normal(size=truth.shape))
+        clip[name] = (
+            {f"q{i:02d}": v for i, v in enumerate(queries)},
+            {f"g{i:02d}": v for i, v in enumerate(gallery)},
+        )
+    channels = build_channels([f"q{i:02d}" for i in range(30)], clip, None, 100.0)
+    positives = {f"q{i:02d}": {f"g{i:02d}"} for i in range(30)}
+    return channels, positives, np.zeros(30, dtype=np.int64)
+
+
+def test_few_channels_are_searched_exhaustively():
+    channels, positives, groups = noisy_channels(["clip:a", "clip:b"])
+    searched = search_settings(channels, [0.5, 1.0], [0.1], positives, groups, ["clip:a", "clip:b"])
+    expected = evaluate_settings(
+        channels, candidate_settings(channels.names, [0.5, 1.0], [0.1]), positives, groups
+    )
+    assert searched == expected
+
+
+def test_many_channels_are_searched_forward_from_the_best_single_one():
+    names = [f"clip:m{k}" for k in range(5)] + ["clip:m0:base"]
+    channels, positives, groups = noisy_channels(names)
+    weights, temperatures = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0], [0.01, 0.05]
+    assert len(candidate_settings(names, weights, temperatures)) > EXHAUSTIVE_LIMIT
+    searched = search_settings(channels, weights, temperatures, positives, groups, ["clip:m0", "clip:m1"])
+    assert len(searched) < EXHAUSTIVE_LIMIT
+    labels = {item.setting.label for item in searched}
+    assert set(names) <= labels and "clip:m0+clip:m1" in labels  # each alone, and the models together
+    singles = [item for item in searched if len(item.setting.used) == 1]
+    best = max(searched, key=lambda item: item.mean)
+    assert best.mean >= max(item.mean for item in singles)
+    # Forward selection only stops when no added channel helps.
+    chosen = dict(best.setting.weights)
+    for name in names:
+        if not chosen[name]:
+            grown = [
+                FusionSetting(tuple((n, chosen[n] if n != name else w) for n in names), t)
+                for w in weights
+                for t in (None, *temperatures)
+            ]
+            assert (
+                max(item.mean for item in evaluate_settings(channels, grown, positives, groups)) <= best.mean
+            )

@@ -59,6 +59,8 @@ class TaskChannels:
 
     def materialise(self) -> None:
         """Keep every channel's whole score matrix in memory, for the many settings of tuning."""
+        if self._dense:
+            return
         everything = slice(0, len(self.query_ids))
         self._dense = {name: self.block(name, everything) for name in self.names}
 
@@ -270,6 +272,63 @@ def evaluate_settings(
         metrics = recall_at_k(rankings, positives, gallery)
         evaluated.append(Evaluated(setting, {f"R@{k}": metrics[f"R@{k}"] for k in RECALL_KS}))
     return evaluated
+
+
+# Beyond this many candidate settings (5 channels: over 12,000), trying every combination
+# costs minutes and fits the noise of a small validation task: search greedily instead.
+EXHAUSTIVE_LIMIT = 2000
+
+
+def search_settings(
+    channels: TaskChannels,
+    weights: list[float],
+    temperatures: list[float],
+    positives: dict,
+    groups: np.ndarray,
+    combined: list[str],
+) -> list[Evaluated]:
+    """Give every setting tried on a task with its recall, simplest first.
+
+    Few channels: every combination (`candidate_settings`). Many: each channel alone, the
+    channels in `combined` together (the run's models, so that fusion.csv shows them
+    combined), then forward selection from the best so far: add the channel and weight
+    (each with and without re-ranking) that raise mean recall most, until none does.
+    """
+    candidates = candidate_settings(channels.names, weights, temperatures)
+    if len(candidates) <= EXHAUSTIVE_LIMIT:
+        return evaluate_settings(channels, candidates, positives, groups)
+    names = channels.names
+
+    def variants(chosen: dict[str, float]) -> list[FusionSetting]:
+        pairs = tuple((name, chosen.get(name, 0.0)) for name in names)
+        return [FusionSetting(pairs), *(FusionSetting(pairs, t) for t in temperatures)]
+
+    singles = [s for name in names for s in variants({name: 1.0})]
+    tried = evaluate_settings(channels, singles, positives, groups)
+    together = [name for name in combined if name in names]
+    if len(together) > 1:
+        rest = itertools.product([w for w in weights if w > 0], repeat=len(together) - 1)
+        settings = [s for r in rest for s in variants(dict(zip(together, (1.0, *r), strict=True)))]
+        tried += evaluate_settings(channels, settings, positives, groups)
+    best = max(tried, key=lambda item: item.mean)
+    while True:
+        chosen = {name: weight for name, weight in best.setting.weights if weight}
+        additions = [
+            s
+            for name in names
+            if name not in chosen
+            for weight in weights
+            if weight > 0
+            for s in variants({**chosen, name: weight})
+        ]
+        if not additions:
+            return tried
+        round_ = evaluate_settings(channels, additions, positives, groups)
+        tried += round_
+        better = max(round_, key=lambda item: item.mean)
+        if better.mean <= best.mean:
+            return tried
+        best = better
 
 
 def best_per_label(evaluated: list[Evaluated]) -> dict[str, Evaluated]:
