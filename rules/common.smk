@@ -429,13 +429,12 @@ def ocr_collections():
     return list(dict.fromkeys(sides))
 
 
-def fusion_plan(tasks):
+def fusion_plan(tasks, validation=False):
     """What a fusion job reads, task by task: the query order, each channel's model card and
     feature shards, and the texts of the OCR channel (tuwen.fusion_inputs reads the plan).
     """
     plans = {}
     for name, task in tasks.items():
-        validation = tasks is VALIDATION_TASKS
         image_side, text_side = layout.image_side(task), layout.text_side(task)
         plans[name] = {
             "query_order": (
@@ -474,7 +473,7 @@ def fusion_plan(tasks):
 
 
 def validation_fusion_plan(wildcards):
-    return fusion_plan(VALIDATION_TASKS)
+    return fusion_plan(VALIDATION_TASKS, validation=True)
 
 
 def validation_fusion_files(wildcards):
