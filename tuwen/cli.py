@@ -2,6 +2,7 @@
 
     python -m tuwen search "一只橙色的猫"            # text → the run's 附件2 images
     python -m tuwen search --image photo.jpg        # image → the run's 附件3 captions
+    python -m tuwen serve                           # a page and a JSON API on 127.0.0.1:8000
 
 The query is encoded with the model the run retrieved with (its tag is in the run's
 top-k table), and searched exactly, as the workflow searches, over the run's current
@@ -44,7 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--gallery",
         help="encoded collection to search (default: t2i_gallery for text, i2t_gallery for images)",
     )
+    serve = commands.add_parser("serve", help="a search page and JSON API over a finished run")
+    serve.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (8000)")
+    serve.add_argument("--max-body-mb", type=float, default=20, help="largest upload accepted, MB (20)")
+    serve.add_argument("--ground-truth", type=Path, help="text_id,image_id CSV for ✓ (default: the run's)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return args
     if (args.text is None) == (args.image is None):
         parser.error("give either a caption or --image PATH, not both")
     if args.top < 1:
@@ -136,6 +145,15 @@ def search(args: argparse.Namespace) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "serve":
+        from tuwen.serve.app import serve
+
+        try:
+            serve(args.run, args.host, args.port, int(args.max_body_mb * 1024 * 1024), args.ground_truth)
+        except TuwenError as error:
+            print(f"tuwen serve: {error}", file=sys.stderr)
+            return 2
+        return 0
     started = time.perf_counter()
     try:
         hits = search(args)

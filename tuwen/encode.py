@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from cn_clip.clip import image_transform, tokenize
 from cn_clip.clip.model import CLIP
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -19,7 +20,7 @@ from tuwen.architectures import CONTEXT_LENGTH
 from tuwen.errors import TuwenError
 from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, content_digest, decode_image, read_image_bytes
 from tuwen.models import ModelCard, load_model
-from tuwen.parquet import read_table, write_features
+from tuwen.parquet import l2_normalised, read_table, write_features
 from tuwen.tensor_images import decode_jpegs, is_plain_rgb_jpeg
 
 
@@ -176,6 +177,21 @@ def encode_texts(
         digests=items["digest"].tolist(),
         embeddings=embeddings.float().cpu().numpy(),
     )
+
+
+def encode_caption(model: CLIP, text: str) -> np.ndarray:
+    """Give one caption's L2-normalised embedding on the CPU (a live query, not a shard)."""
+    with torch.inference_mode():
+        tokens = tokenize([text], context_length=CONTEXT_LENGTH)
+        return l2_normalised(model.encode_text(tokens).float().numpy())[0]
+
+
+def encode_picture(model: CLIP, picture: Image.Image, resolution: int) -> np.ndarray:
+    """Give one decoded image's L2-normalised embedding on the CPU, by cn_clip's own transform
+    (the PIL path of `encode_images`)."""
+    with torch.inference_mode():
+        pixels = image_transform(resolution)(picture).unsqueeze(0)
+        return l2_normalised(model.encode_image(pixels).float().numpy())[0]
 
 
 def feature_metadata(card: ModelCard, model: CLIP, kind: str) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
+from PIL import Image
 
 from tuwen.images import ImageRejected, load_image
 from tuwen.parquet import write_table
@@ -66,10 +67,15 @@ def read_image_text(engine, path: str, max_pixels: int) -> ReadText:
         image, _ = load_image(path, max_pixels)
     except ImageRejected as rejected:
         return ReadText("", [], [], "failed", rejected.message)
+    return read_picture_text(engine, image, path)
+
+
+def read_picture_text(engine, image: Image.Image, source: str) -> ReadText:
+    """Read the text in a decoded image; never raises for an OCR failure."""
     try:
         lines, _ = engine(image)
     except Exception as error:  # noqa: BLE001 - onnxruntime and OpenCV raise many types
-        return ReadText("", [], [], "failed", f"{path}: OCR failed ({type(error).__name__}: {error})")
+        return ReadText("", [], [], "failed", f"{source}: OCR failed ({type(error).__name__}: {error})")
     if not lines:
         return ReadText("", [], [], "empty")
     boxes = [[[round(float(x), 1), round(float(y), 1)] for x, y in box] for box, _, _ in lines]

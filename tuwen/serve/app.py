@@ -1,0 +1,248 @@
+"""The search service over a finished run: a page and a JSON API (Starlette, run by uvicorn).
+
+    GET  /                                   the page (a query in the URL runs: /?q=TEXT&gallery=NAME)
+    GET  /api/galleries                      what can be searched
+    GET  /api/search?q=TEXT&gallery=NAME&k=K a caption's top-K
+    GET  /api/search?like=ID&of=NAME&gallery=NAME&k=K   one of the run's items as the query
+    POST /api/search?gallery=NAME&k=K        an image: the body (Content-Type image/...) or
+                                             the multipart field `image`
+    GET  /image/NAME/ID?size=S               a gallery image, scaled to fit S pixels
+
+Every error is JSON {"error": "..."} with 400 (bad parameter, undecodable image),
+404 (unknown gallery or item), 413 (body over the limit) or 415 (a type it cannot take).
+The model and the gallery matrices are held once (tuwen.serve.index) and shared by the
+requests, which run in Starlette's thread pool (torch and numpy release the GIL).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tuwen import layout
+from tuwen.images import ImageRejected, load_image
+from tuwen.serve.index import LiveRun, QueryError, UnknownGallery
+
+LOG = logging.getLogger(__name__)
+MAX_K = 100
+PAGE_FILES = {"serve.js": "text/javascript", "serve.css": "text/css"}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _page_file(name: str) -> str:
+    return (resources.files("tuwen.serve") / "page" / name).read_text(encoding="utf-8")
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _top(request: Request) -> int:
+    raw = request.query_params.get("k", "10")
+    try:
+        k = int(raw)
+    except ValueError:
+        raise QueryError(f"k must be a whole number, got {raw!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+    return k
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """Read the request body, refusing it as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _uploaded_image(request: Request, limit: int) -> tuple[bytes, str]:
+    """Give the uploaded image's bytes and a name for it, from the body or the field `image`."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("image/"):
+        return await _body(request, limit), "the uploaded image"
+    if content_type == "multipart/form-data":
+        body = await _body(request, limit)
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise QueryError("the multipart body has no file field named 'image'")
+        upload_type = (upload.content_type or "").lower()
+        if upload_type and not upload_type.startswith("image/") and upload_type != "application/octet-stream":
+            raise UnsupportedType(f"the field 'image' is {upload_type}, not an image")
+        data = await upload.read()
+        return data, upload.filename or "the uploaded image"
+    raise UnsupportedType(
+        f"POST takes an image (Content-Type image/...) or multipart/form-data with a field 'image', "
+        f"not {content_type or 'a body without a type'}"
+    )
+
+
+class UnsupportedType(Exception):
+    pass
+
+
+def create_app(live: LiveRun, max_body: int = 20 * 1024 * 1024) -> Starlette:
+    """Give the service's app over a run that `live` holds (and reloads when it changes)."""
+
+    async def page(request: Request) -> Response:
+        return Response(_page_file("index.html"), media_type="text/html; charset=utf-8")
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in PAGE_FILES:
+            return error(404, f"no page file {name!r}")
+        return Response(_page_file(name), media_type=f"{PAGE_FILES[name]}; charset=utf-8")
+
+    async def galleries(request: Request) -> Response:
+        index = live.current()
+        return JSONResponse(
+            {
+                "run": str(live.run),
+                "galleries": index.galleries(),
+                "defaults": {kind: index.default_gallery(kind) for kind in (layout.TEXTS, layout.IMAGES)},
+                "models": sorted({c.tag for c in index.channels.values()}),
+                "loaded_at": index.loaded_at,
+                "reload_error": live.reload_error,
+            }
+        )
+
+    async def search(request: Request) -> Response:
+        index = live.current()
+        params = request.query_params
+        k = _top(request)
+        if request.method == "POST":
+            data, source = await _uploaded_image(request, max_body)
+            if not data:
+                raise QueryError("the uploaded image is empty")
+            gallery = params.get("gallery") or index.default_gallery(layout.IMAGES)
+            index.gallery(gallery)
+            query = await run_in_threadpool(index.image_query, data, gallery, source)
+        elif "like" in params:
+            collection = params.get("of") or params.get("gallery")
+            if not collection:
+                raise QueryError("like=ID needs of=COLLECTION, the collection that holds the item")
+            query = index.item_query(collection, params["like"])
+            gallery = params.get("gallery") or collection
+            index.gallery(gallery)
+        else:
+            text = params.get("q")
+            if text is None:
+                raise QueryError("give q=TEXT, like=ID&of=COLLECTION, or POST an image")
+            gallery = params.get("gallery") or index.default_gallery(layout.TEXTS)
+            index.gallery(gallery)
+            query = await run_in_threadpool(index.text_query, text, gallery)
+        answer = await run_in_threadpool(index.search, query, gallery, k)
+        answer["reload_error"] = live.reload_error
+        return JSONResponse(answer)
+
+    async def image(request: Request) -> Response:
+        index = live.current()
+        collection = index.gallery(request.path_params["collection"])
+        item = collection.files.get(request.path_params["item"])
+        if item is None:
+            return error(404, f"{collection.name} has no image {request.path_params['item']!r}")
+        raw = request.query_params.get("size", "256")
+        if not raw.isdigit() or not 16 <= int(raw) <= 1024:
+            raise QueryError(f"size must be a whole number from 16 to 1024, got {raw!r}")
+        path, digest = item
+        data = await run_in_threadpool(_thumbnail, path, digest, int(raw), index.max_image_pixels)
+        if data is None:
+            return error(404, f"{path}: the image can no longer be read")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    async def on_query_error(request: Request, exc: Exception) -> Response:
+        return error(400, str(exc))
+
+    async def on_unknown(request: Request, exc: Exception) -> Response:
+        return error(404, str(exc))
+
+    async def on_too_large(request: Request, exc: Exception) -> Response:
+        return error(413, f"the body is larger than the limit of {max_body} bytes")
+
+    async def on_type(request: Request, exc: Exception) -> Response:
+        return error(415, str(exc))
+
+    async def on_http(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, exc.detail)
+
+    async def on_other(request: Request, exc: Exception) -> Response:
+        LOG.exception("request %s failed", request.url.path)
+        return error(500, f"internal error: {type(exc).__name__}")
+
+    from starlette.formparsers import MultiPartException
+
+    async def on_multipart(request: Request, exc: Exception) -> Response:
+        return error(400, f"bad multipart body: {exc}")
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/static/{name}", static),
+            Route("/api/galleries", galleries),
+            Route("/api/search", search, methods=["GET", "POST"]),
+            Route("/image/{collection}/{item}", image),
+        ],
+        exception_handlers={
+            QueryError: on_query_error,
+            UnknownGallery: on_unknown,
+            BodyTooLarge: on_too_large,
+            UnsupportedType: on_type,
+            MultiPartException: on_multipart,
+            HTTPException: on_http,
+            Exception: on_other,
+        },
+    )
+
+
+@lru_cache(maxsize=2048)
+def _thumbnail(path: str, digest: str, size: int, max_pixels: int) -> bytes | None:
+    """Give a JPEG of the image at `path` scaled to fit `size`; cached by content digest and size."""
+    try:
+        picture, _ = load_image(path, max_pixels, draft_size=size)
+    except ImageRejected:
+        return None
+    picture.thumbnail((size, size))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def serve(run: Path, host: str, port: int, max_body: int, ground_truth: Path | None) -> None:
+    """Load the run and answer until interrupted."""
+    import uvicorn
+
+    live = LiveRun(run, ground_truth=ground_truth)
+    index = live.current()
+    # Load the models now, not on the first query: the first answer is as fast as the rest.
+    for kind in (layout.TEXTS, layout.IMAGES):
+        for channel in index.channels_for(kind, index.default_gallery(kind)):
+            index.model(channel)
+    sizes = ", ".join(f"{g['name']} ({g['items']})" for g in index.galleries())
+    print(f"tuwen serve: {run.resolve()} — galleries {sizes}", flush=True)
+    print(f"tuwen serve: open http://{host}:{port}/", flush=True)
+    uvicorn.run(create_app(live, max_body), host=host, port=port, log_level="warning", access_log=False)

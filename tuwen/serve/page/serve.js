@@ -1,0 +1,184 @@
+// The live search page. Every id and caption is user data: it is only ever set as
+// textContent or a property, never as HTML.
+"use strict";
+(function () {
+  const form = document.getElementById("search");
+  const input = document.getElementById("q");
+  const gallerySelect = document.getElementById("gallery");
+  const topInput = document.getElementById("k");
+  const status = document.getElementById("status");
+  let galleries = {};
+  let shownPreview = null;
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function say(text, isError) {
+    status.className = isError ? "error" : "";
+    status.textContent = text;
+  }
+
+  async function loadGalleries() {
+    const response = await fetch("/api/galleries");
+    const data = await response.json();
+    for (const gallery of data.galleries) {
+      galleries[gallery.name] = gallery;
+      const kind = gallery.kind === "images" ? "图像" : "文本";
+      const option = element("option", "", gallery.name + "（" + kind + " " + gallery.items + "）");
+      option.value = gallery.name;
+      gallerySelect.append(option);
+    }
+    if (data.reload_error) say("结果可能已过时 (stale): " + data.reload_error, true);
+  }
+
+  function scoreParts(hit) {
+    const details = element("details", "parts");
+    details.append(element("summary", "", "分项 (parts)"));
+    const list = element("ul");
+    for (const [name, value] of hit.parts) {
+      list.append(element("li", "part", name + " " + (value >= 0 ? "+" : "") + value.toFixed(4)));
+    }
+    list.append(element("li", "part", "cosine " + hit.cosine.toFixed(4)));
+    details.append(list);
+    // Opening the parts must not also search with the hit.
+    details.addEventListener("click", (event) => event.stopPropagation());
+    return details;
+  }
+
+  function showQuery(answer) {
+    const box = document.getElementById("query");
+    box.replaceChildren();
+    const query = answer.query;
+    if (query.kind === "texts" && query.text !== undefined) {
+      box.append(element("div", "query-text", query.text));
+    } else if (query.collection && galleries[query.collection] && galleries[query.collection].kind === "images") {
+      const image = element("img");
+      image.src = "/image/" + encodeURIComponent(query.collection) + "/" + encodeURIComponent(query.id) + "?size=160";
+      image.alt = query.id;
+      box.append(image);
+    } else if (shownPreview) {
+      const image = element("img");
+      image.src = shownPreview;
+      image.alt = query.image || "";
+      box.append(image);
+    }
+    if (query.id) box.append(element("div", "hit-id", query.collection + " / " + query.id));
+    let line = "模型 " + answer.model + " · 排序 " + answer.ranked_by + " · 图库 " + answer.gallery;
+    if (answer.not_applied.length) line += " · 未用: " + answer.not_applied.join("; ");
+    box.append(element("div", "note", line));
+  }
+
+  function showHits(answer) {
+    const list = document.getElementById("hits");
+    list.replaceChildren();
+    for (const hit of answer.hits) {
+      const item = element("li", hit.correct ? "hit correct" : "hit");
+      item.dataset.id = hit.id;
+      item.dataset.rank = String(hit.rank);
+      const line = element("div");
+      line.append(element("span", "rank", "#" + hit.rank + " "));
+      line.append(element("span", "score", hit.score.toFixed(4)));
+      if (hit.correct) line.append(element("span", "mark", " ✓ 正确"));
+      item.append(line);
+      if (hit.parts) item.append(scoreParts(hit));
+      if (hit.image !== undefined) {
+        const image = element("img", "thumb");
+        image.src = hit.image + "?size=256";
+        image.alt = hit.id;
+        image.loading = "lazy";
+        item.append(image);
+      } else {
+        item.append(element("div", "hit-text", hit.caption));
+      }
+      item.append(element("div", "hit-id", hit.id));
+      item.title = "以此检索 (more like this)";
+      item.addEventListener("click", () => like(answer.gallery, hit.id));
+      list.append(item);
+    }
+  }
+
+  async function run(url, options) {
+    say("检索中…");
+    const started = performance.now();
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (failure) {
+      say("无法连接服务: " + failure, true);
+      return;
+    }
+    const answer = await response.json();
+    if (!response.ok) {
+      say("错误 " + response.status + ": " + answer.error, true);
+      return;
+    }
+    showQuery(answer);
+    showHits(answer);
+    const took = Math.round(performance.now() - started);
+    say(answer.hits.length + " 个结果 · " + took + " ms" + (answer.reload_error ? " · 结果可能已过时" : ""));
+    document.body.dataset.answered = String(Date.now());
+  }
+
+  function params(extra) {
+    const values = new URLSearchParams(extra);
+    if (gallerySelect.value && !values.has("gallery")) values.set("gallery", gallerySelect.value);
+    values.set("k", topInput.value || "10");
+    return values;
+  }
+
+  function searchText(text) {
+    shownPreview = null;
+    const values = params({ q: text });
+    history.replaceState(null, "", "/?" + values.toString());
+    run("/api/search?" + values.toString());
+  }
+
+  function like(gallery, id) {
+    shownPreview = null;
+    const values = params({ like: id, of: gallery, gallery: gallery });
+    history.replaceState(null, "", "/?" + values.toString());
+    run("/api/search?" + values.toString());
+  }
+
+  function searchImage(file) {
+    if (!file) return;
+    if (shownPreview) URL.revokeObjectURL(shownPreview);
+    shownPreview = URL.createObjectURL(file);
+    const body = new FormData();
+    body.append("image", file);
+    history.replaceState(null, "", "/");
+    run("/api/search?" + params({}).toString(), { method: "POST", body: body });
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (input.value.trim()) searchText(input.value);
+  });
+  document.getElementById("image").addEventListener("change", (event) => searchImage(event.target.files[0]));
+  const drop = document.getElementById("drop");
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    searchImage(event.dataTransfer.files[0]);
+  });
+
+  loadGalleries().then(() => {
+    // A query in the address runs on load, so a result can be linked.
+    const start = new URLSearchParams(location.search);
+    if (start.get("gallery") && galleries[start.get("gallery")]) gallerySelect.value = start.get("gallery");
+    if (start.get("k")) topInput.value = start.get("k");
+    if (start.get("q")) {
+      input.value = start.get("q");
+      searchText(start.get("q"));
+    } else if (start.get("like") && start.get("of")) {
+      run("/api/search?" + start.toString());
+    }
+    document.body.dataset.ready = "true";
+  }, (failure) => say("无法读取图库: " + failure, true));
+})();
