@@ -11,7 +11,7 @@ CLONE_READY := .venv/.tuwen-clone-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr clean docs
+.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr bench-serve clean docs
 
 env: $(CLONE_READY)
 
@@ -75,6 +75,11 @@ bench-encode: $(CLONE_READY)
 # PP-OCR images/s on the sample's photos against CLIP encoding of the same images.
 bench-ocr: $(CLONE_READY)
 	.venv/bin/python -m bench.ocr $(BENCH_ARGS)
+
+# Latency of `python -m tuwen serve` (1 and 8 clients) beside the one-shot search, on the demo
+# and on a 50,000-image gallery (built once under runs/bench-serve).
+bench-serve: $(CLONE_READY)
+	.venv/bin/python -m bench.serve $(BENCH_ARGS)
 
 clean:
 	rm -rf results .snakemake

@@ -258,4 +258,4 @@ def test_the_run_ends_with_a_summary_of_what_to_look_at(demo_run):
         m = metrics[task]
         assert f"{direction}: R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}" in summary
     assert f"left out: {accounting['rejected'].sum()} inputs rejected at ingest" in summary
-    assert "open results/browse/index.html" in summary and "python -m tuwen search" in summary
+    assert "open results/browse/index.html" in summary and "python -m tuwen serve" in summary

@@ -51,6 +51,6 @@ def run_summary(run: Path = Path(".")) -> str:
     look = []
     if (run / layout.browse("index.html")).is_file():
         look.append(f"open {layout.browse('index.html')}")
-    look.append('python -m tuwen search "一只橙色的猫"  (or --image photo.jpg)')
+    look.append("python -m tuwen serve  (a search page and JSON API on http://127.0.0.1:8000/)")
     lines.append("  look further: " + "; ".join(look))
     return "\n".join(lines)

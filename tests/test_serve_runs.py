@@ -1,0 +1,104 @@
+"""The server over fused runs and over a run that grows while it serves (workflow runs: slow)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import snakemake
+from tests.test_serve import Server
+from tuwen import layout
+from tuwen.demo import ALL_SCENES, draw_scene, generate_demo
+from tuwen.lexical import BM25Index, normalised_by_query
+from tuwen.ocr import read_ocr_texts
+from tuwen.parquet import read_features
+
+pytestmark = pytest.mark.slow
+
+
+def stored(run: Path, tag: str, collection: str) -> dict[str, np.ndarray]:
+    rows = {}
+    for path in sorted((run / layout.features_folder(tag, collection)).glob("*.parquet")):
+        shard = read_features(path)
+        rows.update(zip(shard.ids, shard.embeddings, strict=True))
+    return rows
+
+
+def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
+    chosen = json.loads((fusion_run / layout.fusion("chosen.json")).read_text(encoding="utf-8"))["t2i"]
+    weights = {name: w for name, w in chosen["weights"].items() if w}
+    cards = {
+        json.loads(p.read_text(encoding="utf-8"))["tag"]: p
+        for p in fusion_run.glob(layout.model_cards_glob())
+    }
+    tag_of = {}
+    for tag, card in cards.items():
+        model, stage = card.parent.parent.name, card.parent.name
+        tag_of["clip:" + model + ("" if stage == "finetune" else ":base")] = tag
+    queries = pd.read_parquet(fusion_run / layout.manifest("t2i_queries"))
+    gallery_ids = sorted(pd.read_parquet(fusion_run / layout.assignment("t2i_gallery"))["id"])
+    ocr_texts = read_ocr_texts(
+        sorted((fusion_run / "results/ocr/t2i_gallery").glob("*.parquet")),
+        pd.read_parquet(fusion_run / layout.assignment("t2i_gallery")),
+    )
+    server = Server(fusion_run)
+    try:
+        for text_id, caption in queries[["text_id", "caption"]].head(4).itertuples(index=False):
+            status, answer = server.get("/api/search", q=caption, k=10)
+            assert status == 200, answer
+            assert answer["ranked_by"] == "+".join(weights)
+            assert bool(answer["not_applied"]) == bool(chosen["temperature"])
+            # The same score from the run's own files: each channel's stored embeddings
+            # (the query's too: typed again, the caption encodes to the same vector).
+            total = np.zeros(len(gallery_ids))
+            for channel, weight in weights.items():
+                if channel == "ocr":
+                    index = BM25Index([ocr_texts.get(g, "") for g in gallery_ids])
+                    total += weight * normalised_by_query(index.scores([caption])).toarray()[0]
+                    continue
+                query = stored(fusion_run, tag_of[channel], "t2i_queries")[text_id].astype(np.float64)
+                gallery = stored(fusion_run, tag_of[channel], "t2i_gallery")
+                total += weight * np.array([gallery[g].astype(np.float64) @ query for g in gallery_ids])
+            order = sorted(range(len(gallery_ids)), key=lambda i: (-round(total[i], 5), gallery_ids[i]))
+            assert [h["id"] for h in answer["hits"]][:3] == [gallery_ids[i] for i in order[:3]]
+            for hit in answer["hits"]:
+                assert hit["score"] == pytest.approx(total[gallery_ids.index(hit["id"])], abs=1e-5)
+                assert hit["score"] == pytest.approx(sum(v for _, v in hit["parts"]), abs=1e-5)
+                assert [name for name, _ in hit["parts"]] == list(weights)
+    finally:
+        server.stop()
+
+
+def test_the_server_answers_from_shards_an_incremental_run_adds(tmp_path):
+    data = tmp_path / "contest"
+    generate_demo(data, train_pairs=20, queries=10)
+    config = {"data_root": str(data), "shards": {"size": 8, "text_size": 64}, "train": {"enabled": False}}
+    run = tmp_path / "run"
+    snakemake(run, config=config)
+    server = Server(run)
+    try:
+        before = {g["name"]: g["items"] for g in server.get("/api/galleries")[1]["galleries"]}
+        added = [f"Image14009999-{i:04d}.jpg" for i in range(3)]
+        for i, name in enumerate(added):
+            draw_scene(ALL_SCENES[i], random.Random(100 + i)).save(
+                data / "附件2/ImageData" / name, format="JPEG"
+            )
+        snakemake(run, config=config)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            galleries = {g["name"]: g["items"] for g in server.get("/api/galleries")[1]["galleries"]}
+            if galleries["t2i_gallery"] == before["t2i_gallery"] + 3:
+                break
+            time.sleep(1)
+        assert galleries["t2i_gallery"] == before["t2i_gallery"] + 3
+        status, answer = server.get("/api/search", like=added[1], of="t2i_gallery", k=3)
+        assert status == 200 and answer["hits"][0]["id"] == added[1]
+        assert server.process.poll() is None
+    finally:
+        server.stop()
