@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="build the runs, measure nothing")
     parser.add_argument("--report", type=Path, help="also write the table to this file")
     args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
     runs = []
     if not args.skip_demo:
         runs.append(("demo", build_demo(args.workdir, args.cores)))
