@@ -3,15 +3,27 @@
 import logging
 
 from tuwen.logs import run_logged
-from tuwen.ocr import ocr_engine, ocr_shard
+from tuwen.ocr import OcrSettings, ocr_device, ocr_processes, ocr_shard
 from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
-    # The device is speed only: read from the config, not params (see config.schema.yaml).
-    engine = ocr_engine(snakemake.threads, snakemake.config["fusion"]["ocr_device"])
-    max_pixels = read_settings(snakemake.input.settings)["ingest"]["max_image_pixels"]
-    table = ocr_shard(snakemake.input.shard_list, snakemake.output[0], engine, max_pixels)
+    settings = read_settings(snakemake.input.settings)
+    what = OcrSettings.from_settings(settings)
+    # Processes and device are speed only: read from the config, not the settings file.
+    processes = ocr_processes(snakemake.config["fusion"]["ocr_processes"], snakemake.threads)
+    device = ocr_device(snakemake.config["fusion"]["ocr_device"])
+    threads = max(1, snakemake.threads // processes)
+    logging.info("OCR on %s, %d processes x %d threads, %s", device, processes, threads, what)
+    table = ocr_shard(
+        snakemake.input.shard_list,
+        snakemake.output[0],
+        settings["ingest"]["max_image_pixels"],
+        what,
+        threads,
+        processes,
+        device,
+    )
     logging.info("OCR of %d images: %s", len(table), table["status"].value_counts().to_dict())
 
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tuwen.figures import cjk_font_path
-from tuwen.ocr import ocr_engine, ocr_shard, read_image_text
+from tuwen.ocr import OcrSettings, ocr_engine, ocr_shard, read_image_text
+from tuwen.parquet import read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def test_no_text_and_bad_files_give_empty_text(engine, tmp_path):
     assert broken.status == "failed" and broken.text == "" and str(tmp_path / "broken.jpg") in broken.reason
 
 
-def test_a_shard_keeps_a_row_for_every_image(engine, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_shard_keeps_a_row_for_every_image(tmp_path, processes):
     rendered(tmp_path / "a.jpg", "图文检索")
     Image.new("RGB", (100, 100), "white").save(tmp_path / "b.png")
     (tmp_path / "c.jpg").write_bytes(b"")
@@ -52,8 +54,10 @@ def test_a_shard_keeps_a_row_for_every_image(engine, tmp_path):
         }
     )
     items.to_parquet(tmp_path / "list.parquet")
-    table = ocr_shard(tmp_path / "list.parquet", tmp_path / "ocr.parquet", engine, 10**8)
+    settings = OcrSettings(detect_side=480)
+    table = ocr_shard(tmp_path / "list.parquet", tmp_path / "ocr.parquet", 10**8, settings, 1, processes)
     assert table["status"].tolist() == ["ok", "empty", "failed"]
     written = pd.read_parquet(tmp_path / "ocr.parquet")
     assert written["id"].tolist() == ["a", "b", "c"] and written["digest"].tolist() == ["da", "db", "dc"]
     assert "图文" in written.loc[0, "text"] and json.loads(written.loc[0, "boxes"])
+    assert read_metadata(tmp_path / "ocr.parquet")["settings"]["detect_side"] == 480

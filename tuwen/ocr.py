@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -43,21 +45,74 @@ def onnx_cuda_available() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
-def ocr_engine(threads: int, device: str = "auto"):
+@dataclass(frozen=True)
+class OcrSettings:
+    """What OCR reads with, besides the models: the scale the detector sees and whether
+    the angle classifier runs. Both change what is read (`fusion.ocr_detect_side`,
+    `fusion.ocr_angle_classifier`).
+
+    `detect_limit` "max" scales an image down until its longer side is at most
+    `detect_side` (a 500 x 400 contest photo stays as it is); rapidocr's own default
+    ("min", 736, classifier on: `PPOCR_DEFAULTS`) scales the shorter side *up* to 736, so
+    the same photo is detected at 920 x 736, ~3x the work, for little more text read
+    (bench/README.md, `make bench-ocr`).
+    """
+
+    detect_side: int = 640
+    angle_classifier: bool = False
+    detect_limit: str = "max"
+
+    def engine_options(self) -> dict:
+        return {
+            "det_limit_type": self.detect_limit,
+            "det_limit_side_len": self.detect_side,
+            "use_cls": self.angle_classifier,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> OcrSettings:
+        """Read the OCR settings from the run's `ocr` settings file (tuwen.settings)."""
+        return cls(settings["fusion"]["ocr_detect_side"], settings["fusion"]["ocr_angle_classifier"])
+
+    def describe(self) -> dict:
+        return {
+            "detect_side": self.detect_side,
+            "angle_classifier": self.angle_classifier,
+            "detect_limit": self.detect_limit,
+        }
+
+
+PPOCR_DEFAULTS = OcrSettings(detect_side=736, angle_classifier=True, detect_limit="min")
+
+
+def ocr_device(requested: str) -> str:
+    """Give `cuda` or `cpu` for `fusion.ocr_device` (auto: CUDA when onnxruntime has a CUDA provider)."""
+    if requested == "auto":
+        return "cuda" if onnx_cuda_available() else "cpu"
+    if requested == "cuda" and not onnx_cuda_available():
+        raise RuntimeError(
+            "fusion.ocr_device is cuda, but onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+        )
+    return requested
+
+
+def ocr_processes(requested: int | str, threads: int) -> int:
+    """Give the OCR processes of a job of `threads` threads (`fusion.ocr_processes`; auto: one a thread)."""
+    return max(1, threads if requested == "auto" else int(requested))
+
+
+def ocr_engine(threads: int, device: str = "auto", settings: OcrSettings | None = None):
     """Give a PP-OCR engine using `threads` CPU threads, on CUDA when asked or available."""
     from rapidocr_onnxruntime import RapidOCR
 
-    cuda = onnx_cuda_available() if device == "auto" else device == "cuda"
-    if device == "cuda" and not onnx_cuda_available():
-        raise RuntimeError(
-            "ocr.device is cuda, but onnxruntime has no CUDA provider (install onnxruntime-gpu)"
-        )
+    cuda = ocr_device(device) == "cuda"
     return RapidOCR(
         intra_op_num_threads=threads,
         inter_op_num_threads=1,
         det_use_cuda=cuda,
         cls_use_cuda=cuda,
         rec_use_cuda=cuda,
+        **(settings or OcrSettings()).engine_options(),
     )
 
 
@@ -85,13 +140,32 @@ def read_picture_text(engine, image: Image.Image, source: str) -> ReadText:
 
 
 def ocr_shard(
-    shard_list: str | os.PathLike, output: str | os.PathLike, engine, max_pixels: int
+    shard_list: str | os.PathLike,
+    output: str | os.PathLike,
+    max_pixels: int,
+    settings: OcrSettings,
+    threads: int = 1,
+    processes: int = 1,
+    device: str = "cpu",
 ) -> pd.DataFrame:
-    """Read the text of every image of a shard list (id, digest, source) into an OCR shard."""
+    """Read the text of every image of a shard list (id, digest, source) into an OCR shard.
+
+    `processes` engines of `threads` threads each share the images (in order of the list).
+    """
     items = pd.read_parquet(shard_list)
+    paths = items["source"].tolist()
+    if processes > 1 and len(paths) > processes:
+        context = multiprocessing.get_context("spawn")
+        initargs = (threads, device, settings, max_pixels)
+        with ProcessPoolExecutor(
+            processes, mp_context=context, initializer=_start_worker, initargs=initargs
+        ) as pool:
+            reads = list(pool.map(_read_in_worker, paths, chunksize=4))
+    else:
+        engine = ocr_engine(threads, device, settings)
+        reads = [read_image_text(engine, path, max_pixels) for path in paths]
     rows = []
-    for item in items.itertuples(index=False):
-        read = read_image_text(engine, item.source, max_pixels)
+    for item, read in zip(items.itertuples(index=False), reads, strict=True):
         if read.status == "failed":
             LOG.warning("no OCR text for %s: %s", item.id, read.reason)
         rows.append(
@@ -106,8 +180,21 @@ def ocr_shard(
             }
         )
     table = pd.DataFrame(rows, columns=OCR_COLUMNS)
-    write_table(pa.Table.from_pandas(table, preserve_index=False), output, {"ocr": "rapidocr-onnxruntime"})
+    metadata = {"ocr": "rapidocr-onnxruntime", "settings": settings.describe()}
+    write_table(pa.Table.from_pandas(table, preserve_index=False), output, metadata)
     return table
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(threads: int, device: str, settings: OcrSettings, max_pixels: int) -> None:
+    _WORKER["engine"] = ocr_engine(threads, device, settings)
+    _WORKER["max_pixels"] = max_pixels
+
+
+def _read_in_worker(path: str) -> ReadText:
+    return read_image_text(_WORKER["engine"], path, _WORKER["max_pixels"])
 
 
 def read_ocr_texts(paths: list[str | os.PathLike], current: pd.DataFrame) -> dict[str, str]:

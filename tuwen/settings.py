@@ -42,7 +42,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "seed",
     ),
     "validation": ("train.val_fraction", "fusion.validation_max_pairs"),
-    "ocr": ("ingest.max_image_pixels",),
+    "ocr": ("ingest.max_image_pixels", "fusion.ocr_detect_side", "fusion.ocr_angle_classifier"),
     # Which models rank (training on or off) and how many hits are kept.
     "retrieval": ("retrieval.keep_top", "fusion.enabled", "train.enabled", "models"),
     "fusion": (

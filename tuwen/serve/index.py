@@ -399,11 +399,13 @@ class RunIndex:
         return known
 
     def _read_text(self, picture, source: str) -> str:
-        from tuwen.ocr import ocr_engine, read_picture_text
+        from tuwen.ocr import OcrSettings, ocr_engine, read_picture_text
 
         with self._model_lock:
             if self._ocr_engine is None:
-                self._ocr_engine = ocr_engine(threads=1, device="cpu")
+                # The run's own OCR settings, so that the query's text is read as the run read its images'.
+                settings = OcrSettings.from_settings(_read_json(self.run / layout.settings("ocr")))
+                self._ocr_engine = ocr_engine(threads=1, device="cpu", settings=settings)
         return read_picture_text(self._ocr_engine, picture, source).text
 
     def _lexical_index(self, gallery: Collection):
