@@ -158,9 +158,9 @@ def ocr_shard(
         context = multiprocessing.get_context("spawn")
         initargs = (threads, device, settings, max_pixels)
         with ProcessPoolExecutor(
-            processes, mp_context=context, initializer=_start_worker, initargs=initargs
+            processes, mp_context=context, initializer=start_ocr_worker, initargs=initargs
         ) as pool:
-            reads = list(pool.map(_read_in_worker, paths, chunksize=4))
+            reads = list(pool.map(read_in_ocr_worker, paths, chunksize=4))
     else:
         engine = ocr_engine(threads, device, settings)
         reads = [read_image_text(engine, path, max_pixels) for path in paths]
@@ -188,12 +188,12 @@ def ocr_shard(
 _WORKER: dict = {}
 
 
-def _start_worker(threads: int, device: str, settings: OcrSettings, max_pixels: int) -> None:
+def start_ocr_worker(threads: int, device: str, settings: OcrSettings, max_pixels: int) -> None:
     _WORKER["engine"] = ocr_engine(threads, device, settings)
     _WORKER["max_pixels"] = max_pixels
 
 
-def _read_in_worker(path: str) -> ReadText:
+def read_in_ocr_worker(path: str) -> ReadText:
     return read_image_text(_WORKER["engine"], path, _WORKER["max_pixels"])
 
 
