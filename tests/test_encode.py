@@ -194,3 +194,62 @@ def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypa
     monkeypatch.setattr("tuwen.encode.encode_texts", out_of_memory)
     with pytest.raises(TuwenError, match="out of GPU memory encoding .* at encode.batch_size 7: lower it"):
         encode_shard(shard, card, tmp_path / "out.parquet", "text", batch_size=7)
+
+
+def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path):
+    """A JPEG over max_pixels is refused by the device path from its header, as PIL refuses it."""
+    from tuwen.encode import encode_images
+
+    items = _mixed_images(tmp_path / "images")
+    model = build_model(TINY, seed=3).eval()
+    options = {"batch_size": 4, "num_workers": 0, "progress": False, "max_pixels": 400 * 360}
+    pil = encode_images(model, items, TINY.resolution, "cpu", **options)
+    tensor = encode_images(model, items, TINY.resolution, "cpu", jpeg_decode_device="cpu", **options)
+    refused = sorted(s for s in pil.skipped if s[1] == "too_many_pixels")
+    # photo-0 (480 x 360, and its truncated copy) and photo-1 (440 x 360) pass 144,000 pixels.
+    assert [s[0] for s in refused] == ["photo-0.jpg", "photo-1.jpg", "truncated.jpg"]
+    assert sorted(s for s in tensor.skipped if s[1] == "too_many_pixels") == refused
+    assert sorted(tensor.ids) == sorted(pil.ids)
+
+
+def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch):
+    """One image whose device resize fails (out of memory) is encoded through PIL; the shard goes on."""
+    import tuwen.tensor_images
+    from tuwen.encode import encode_images
+
+    items = _mixed_images(tmp_path / "images").head(6)  # the plain JPEGs
+    model = build_model(TINY, seed=3).eval()
+    real = tuwen.tensor_images.resize_normalise
+
+    def fails_on_wide(images, resolution):
+        if images[0].shape[-1] == 480:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(images, resolution)
+
+    monkeypatch.setattr(tuwen.tensor_images, "resize_normalise", fails_on_wide)
+    options = {"batch_size": 6, "num_workers": 0, "progress": False}
+    tensor = encode_images(model, items, TINY.resolution, "cpu", jpeg_decode_device="cpu", **options)
+    pil = encode_images(model, items, TINY.resolution, "cpu", **options)
+    assert sorted(tensor.ids) == sorted(pil.ids) and tensor.skipped == []
+    row = tensor.ids.index("photo-0.jpg")
+    np.testing.assert_allclose(
+        tensor.embeddings[row], pil.embeddings[pil.ids.index("photo-0.jpg")], atol=1e-5
+    )
+
+
+def test_one_model_tag_never_mixes_precisions(tmp_path):
+    """A CPU (fp32) shard is refused beside an fp16 (CUDA) shard of the same tag, naming both."""
+    model, card = make_card(tmp_path)
+    tag = json.loads(card.read_text())["tag"]
+    folder = tmp_path / "features" / tag
+    write_list(tmp_path / "list.parquet", [("Word-1", "d1", "一只猫")])
+    encode_shard(tmp_path / "list.parquet", card, folder / "t2i_queries" / "s00000.parquet", "text")
+    first = pq.read_schema(folder / "t2i_queries" / "s00000.parquet").metadata[b"tuwen"]
+    assert json.loads(first)["precision"] == "fp32"
+    gpu_made = folder / "i2t_gallery" / "s00000.parquet"
+    write_features(gpu_made, ["Word-2"], np.ones((1, 128), np.float32), ["d2"], {"precision": "fp16"})
+    (folder / "t2i_queries" / "s00000.parquet").unlink()
+    with pytest.raises(
+        TuwenError, match=r"would be encoded in fp32, but .*i2t_gallery/s00000.parquet .* fp16"
+    ):
+        encode_shard(tmp_path / "list.parquet", card, folder / "t2i_queries" / "s00001.parquet", "text")

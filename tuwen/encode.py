@@ -6,6 +6,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,14 @@ from tqdm import tqdm
 
 from tuwen.architectures import CONTEXT_LENGTH
 from tuwen.errors import TuwenError
-from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, content_digest, decode_image, read_image_bytes
+from tuwen.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    content_digest,
+    decode_image,
+    open_image,
+    read_image_bytes,
+)
 from tuwen.models import ModelCard, load_model
 from tuwen.parquet import l2_normalised, read_table, write_features
 from tuwen.tensor_images import decode_jpegs, is_plain_rgb_jpeg
@@ -69,6 +77,9 @@ class _ImageItems(Dataset):
                 stale = f"{path}: file content changed since this shard was made"
                 return index, None, ("stale", stale)
             if self.raw_jpeg and is_plain_rgb_jpeg(data):
+                # The same acceptance rule as the PIL path (the decompression-bomb guard),
+                # from the header, before the device decodes anything.
+                open_image(data, path, self.max_pixels)
                 return index, "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return index, "pixels", self.pil_input(data, path)
         except ImageRejected as rejected:
@@ -92,6 +103,34 @@ def inference_autocast(device: str):
     if device == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return torch.autocast("cpu", enabled=False)
+
+
+def inference_precision(device: str) -> str:
+    """Give the precision `inference_autocast` computes embeddings in on `device`."""
+    return "fp16" if device == "cuda" else "fp32"
+
+
+def check_one_precision(output: str | os.PathLike, precision: str) -> None:
+    """Refuse to write a shard of another precision than the shards already under its model tag.
+
+    fp16 (CUDA) and fp32 (CPU) embeddings of the same item differ in the 3rd-4th digit: mixed
+    under one tag, a gallery would rank items by which device encoded them. The tag's
+    folder is results/features/<tag>/<collection>/<shard>.parquet.
+    """
+    from tuwen.parquet import read_metadata
+
+    tag_folder = Path(output).parent.parent
+    for other in sorted(tag_folder.glob("*/*.parquet")):
+        if other == Path(output):
+            continue
+        found = read_metadata(other).get("precision", "fp32")  # before precision was recorded: CPU only
+        if found != precision:
+            raise TuwenError(
+                f"{output}: would be encoded in {precision}, but {other} under the same model tag was "
+                f"encoded in {found}; one tag never mixes precisions. Encode on the device the tag "
+                f"was made on (encode.device), or delete {tag_folder} to re-encode it all here"
+            )
+        return  # every shard was checked when it was written: one is enough
 
 
 def encode_images(
@@ -224,6 +263,7 @@ def encode_shard(
     """
     card = ModelCard.read(model_card)
     device = pick_device(device)
+    check_one_precision(output, inference_precision(device))
     model = load_model(card.arch, card.checkpoint, device)
     items = read_table(shard_list).to_pandas()
     try:
@@ -249,6 +289,7 @@ def encode_shard(
             "(a speed-only setting: nothing already encoded is redone)"
         ) from None
     metadata = feature_metadata(card, model, kind)
+    metadata["precision"] = inference_precision(device)
     if kind == "image":
         # How the pixels were read: what else, besides the model, these embeddings depend on.
         metadata["image_decoding"] = {

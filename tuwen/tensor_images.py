@@ -71,6 +71,13 @@ def decode_jpegs(
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def decode(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        if device != "cpu":
+            # nvJPEG's hardware decoder writes its output before work already queued on the
+            # stream has run, so memory the caching allocator hands it may still be read by
+            # queued kernels (the previous batch's forward pass: encode_images never waits):
+            # wrong numbers or NaNs elsewhere (pytorch/vision#9606; TorchCodec's fix,
+            # meta-pytorch/torchcodec#1634, is this same synchronisation).
+            torch.cuda.current_stream(device).synchronize()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision 0.29 announces the move to TorchCodec
             return decode_jpeg(batch, mode=ImageReadMode.RGB, device=device)
@@ -95,7 +102,21 @@ def decode_jpegs(
             pixels.append((position, fallback(raw.numpy().tobytes(), sources[position]).to(device)))
         except ImageRejected as rejected:
             failures.append((position, rejected.code, rejected.message))
-    parts = [resize_normalise(direct, resolution)] if direct else []
+    parts, kept = [], []
+    for position, image in zip(positions, direct, strict=True):
+        # One image at a time: a resize the device cannot do (out of memory on a huge
+        # panorama) sends that file to PIL instead of ending the shard.
+        try:
+            parts.append(resize_normalise([image], resolution))
+            kept.append(position)
+        except RuntimeError:
+            try:
+                pixels.append(
+                    (position, fallback(jpegs[position].numpy().tobytes(), sources[position]).to(device))
+                )
+            except ImageRejected as rejected:
+                failures.append((position, rejected.code, rejected.message))
+    positions = kept
     parts += [tensor.unsqueeze(0) for _, tensor in pixels]
     positions += [position for position, _ in pixels]
     return (torch.cat(parts) if parts else None), positions, failures

@@ -112,7 +112,14 @@ class PixelImages:
             return
         # One loader per epoch: its workers decode ahead while the model computes.
         flat = [c.tolist() for chunks in per_step for c in chunks]
-        loader = iter(DataLoader(self.dataset, batch_sampler=flat, num_workers=self.num_workers))
+        loader = iter(
+            DataLoader(
+                self.dataset,
+                batch_sampler=flat,
+                num_workers=self.num_workers,
+                pin_memory=torch.cuda.is_available(),
+            )
+        )
         for chunks in per_step:
             yield [next(loader) for _ in chunks]
 
