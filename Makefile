@@ -11,7 +11,7 @@ CLONE_READY := .venv/.tuwen-clone-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr bench-serve clean docs
+.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr bench-serve check-gpu clean docs
 
 env: $(CLONE_READY)
 
@@ -80,6 +80,11 @@ bench-ocr: $(CLONE_READY)
 # and on a 50,000-image gallery (built once under runs/bench-serve).
 bench-serve: $(CLONE_READY)
 	.venv/bin/python -m bench.serve $(BENCH_ARGS)
+
+# Every GPU path in one prepared command (<= 8 minutes on one H100/H200; see bench/check_gpu.py).
+# Without CUDA it checks its inputs, plans its runs, says so and exits 0.
+check-gpu: $(CLONE_READY)
+	.venv/bin/python -m bench.check_gpu $(BENCH_ARGS)
 
 clean:
 	rm -rf results .snakemake

@@ -301,6 +301,8 @@ class FineTuner:
             self.save_state()
             if on_epoch:
                 on_epoch(self.state)
+        if torch.cuda.is_available() and settings.device == "cuda":
+            LOG.info("peak GPU memory: %.2f GiB", torch.cuda.max_memory_allocated() / 2**30)
         return self.state
 
     def best_model(self) -> CLIP:
