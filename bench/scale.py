@@ -129,7 +129,31 @@ def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def table(steps: dict[str, Step], equal: bool, gallery: int, queries: int, cores: int) -> str:
+def snakemake_start_up() -> tuple[float, str]:
+    """Give the wall time of `snakemake --version` (it loads every executor plugin) and what
+    SLURM's `scontrol` does here: the SLURM plugin runs `scontrol show config` when it loads,
+    and where the client tools are installed but no controller answers, that waits ~9 s in
+    every Snakemake start, which a benchmark must not measure by accident."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "--version"], capture_output=True, check=True)
+    start_up = time.perf_counter() - started
+    if not shutil.which("scontrol"):
+        return start_up, "no SLURM client tools here"
+    started = time.perf_counter()
+    try:
+        answered = (
+            subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=30).returncode == 0
+        )
+    except subprocess.TimeoutExpired:
+        answered = False
+    waited = time.perf_counter() - started
+    state = "a controller answers" if answered else "NO controller answers"
+    return start_up, f"scontrol installed, {state} (`scontrol show config`: {waited:.1f} s)"
+
+
+def table(
+    steps: dict[str, Step], equal: bool, gallery: int, queries: int, cores: int, start_up: tuple[float, str]
+) -> str:
     """Give the benchmark's result as a Markdown table with the ratios the targets are set on."""
     full = steps["full"]
     # The machine drifts: the baseline runs before and after the full build; the ratio is
@@ -158,6 +182,9 @@ def table(steps: dict[str, Step], equal: bool, gallery: int, queries: int, cores
     lines += [
         "",
         f"Result tables of the full build equal the baseline's byte for byte: **{'yes' if equal else 'NO'}**",
+        "",
+        f"Snakemake's own start-up here (`snakemake --version`, plugins loaded): {start_up[0]:.1f} s; "
+        f"SLURM: {start_up[1]}.",
     ]
     return "\n".join(lines)
 
@@ -196,6 +223,8 @@ def main() -> None:
     config_file = args.workdir / "bench-config.yaml"
     config_file.write_text(yaml.safe_dump({**WORKFLOW_CONFIG, "data_root": str(data.resolve())}))
 
+    start_up = snakemake_start_up()
+    print(f"snakemake start-up {start_up[0]:.1f} s; {start_up[1]}", file=sys.stderr)
     steps = {"bare": run_bare(data, args.workdir / "bare", args.cores)}
     steps["full"] = run_workflow("workflow: full build", runs, config_file, args.cores)
     steps["bare_again"] = run_bare(data, args.workdir / "bare", args.cores)
@@ -211,7 +240,7 @@ def main() -> None:
     add_gallery_captions(data, added, sources_from(sample))
     steps["captions"] = run_workflow(f"workflow: +{added:,} captions (1%)", runs, config_file, args.cores)
 
-    report = table(steps, equal, args.gallery, args.queries, args.cores)
+    report = table(steps, equal, args.gallery, args.queries, args.cores, start_up)
     print(report)
     if args.report:
         args.report.write_text(report + "\n", encoding="utf-8")

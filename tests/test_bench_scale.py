@@ -48,3 +48,7 @@ def test_scale_bench_runs_every_step_and_matches_the_bare_baseline(tmp_path):
     assert jobs["workflow: no-op rerun"] == 0
     full = jobs["workflow: full build"]
     assert 0 < jobs["workflow: +1 images (1%)"] < full and 0 < jobs["workflow: +1 captions (1%)"] < full
+    # The table says what Snakemake's own start-up costs here, and whether SLURM's scontrol hangs it.
+    assert re.search(
+        r"Snakemake's own start-up here \(`snakemake --version`, plugins loaded\): [0-9.]+ s; SLURM: ", table
+    )
