@@ -5,6 +5,7 @@ import logging
 import pandas as pd
 import pyarrow as pa
 
+from tuwen import layout
 from tuwen.logs import run_logged
 from tuwen.parquet import read_features, write_table
 from tuwen.retrieval import search_gallery
@@ -15,7 +16,14 @@ def main(snakemake) -> None:
     keep_top = read_settings(snakemake.input.settings)["retrieval"]["keep_top"]
     queries = read_features(snakemake.input.queries)
     current = pd.read_parquet(snakemake.input.assignment, columns=["id", "digest"])
-    topk = search_gallery(queries, snakemake.input.features, current, keep_top, threads=snakemake.threads)
+    topk = search_gallery(
+        queries,
+        snakemake.input.features,
+        current,
+        keep_top,
+        threads=snakemake.threads,
+        cache=layout.search_cache(snakemake.wildcards.task),
+    )
     write_table(
         pa.Table.from_pandas(topk, preserve_index=False),
         snakemake.output[0],

@@ -67,3 +67,46 @@ def test_gallery_smaller_than_k_gives_every_target():
     rng = np.random.default_rng(4)
     topk = search(normalised(rng, 2), normalised(rng, 3), ["x", "y", "z"], 10, 2, 2)
     assert topk.groupby("query_id").size().tolist() == [3, 3]
+
+
+def test_cached_partials_are_reused_only_while_valid_and_merge_exactly(tmp_path):
+    """search_gallery's cache: a new shard is scored alone, the old shards' partials are read
+    back; changed queries or a re-encoded item make a shard score again; results equal a
+    search without the cache every time."""
+    import pandas as pd
+
+    from tuwen.parquet import FeatureShard, write_features
+    from tuwen.retrieval import search_gallery
+
+    rng = np.random.default_rng(3)
+    queries = FeatureShard([f"q{i}" for i in range(7)], normalised(rng, 7), [""] * 7, {"logit_scale": 30.0})
+    shards, rows = [], []
+    for s in range(3):
+        ids = [f"g{s}-{i:02d}" for i in range(20)]
+        digests = [f"d{s}-{i}" for i in range(20)]
+        path = tmp_path / "features" / f"s{s:05d}.parquet"
+        write_features(path, ids, normalised(rng, 20), digests, {"logit_scale": 30.0})
+        shards.append(path)
+        rows += list(zip(ids, digests, strict=True))
+    current = pd.DataFrame(rows, columns=["id", "digest"])
+    cache = tmp_path / "cache"
+
+    def both(paths, assignment, wanted=queries):
+        fresh = search_gallery(wanted, paths, assignment, 5)
+        cached = search_gallery(wanted, paths, assignment, 5, cache=cache)
+        pd.testing.assert_frame_equal(cached, fresh)
+        return {p.name: p.stat().st_mtime_ns for p in cache.glob("*.parquet")}
+
+    first = both(shards[:2], current[current["id"].str.startswith(("g0", "g1"))])
+    grown = both(shards, current)
+    assert {n: grown[n] for n in first} == first and set(grown) == {f"s{s:05d}.parquet" for s in range(3)}
+    # An item of shard 1 re-encoded into another shard: shard 1's partial is remade.
+    moved = current.copy()
+    moved.loc[moved["id"] == "g1-04", "digest"] = "elsewhere"
+    after_move = both(shards, moved)
+    assert after_move["s00001.parquet"] != grown["s00001.parquet"]
+    assert after_move["s00000.parquet"] == grown["s00000.parquet"]
+    # Other queries: every partial is remade.
+    other = FeatureShard(queries.ids, normalised(rng, 7), [""] * 7, {"logit_scale": 30.0})
+    after_queries = both(shards, moved, other)
+    assert all(after_queries[n] != after_move[n] for n in after_move)

@@ -194,6 +194,11 @@ def scan_cache(name: str) -> str:
     return _path("cache", "ingest", f"{name}.parquet")
 
 
+def search_cache(task: str) -> str:
+    """The folder where a direction's search keeps each gallery shard's partial top-k."""
+    return _path("cache", "search", task)
+
+
 def registry(name: str) -> str:
     return _path("shards", name)
 

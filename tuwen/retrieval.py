@@ -8,15 +8,21 @@ Numpy only: the search job must not pay torch's import (seconds) for a second of
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from tuwen.parquet import FeatureShard, read_features
+from tuwen.parquet import FeatureShard, read_features, read_metadata, write_table
 
+LOG = logging.getLogger(__name__)
 PARTIAL_COLUMNS = ["query_index", "target_id", "cosine", "shard_logsumexp"]
 TOPK_COLUMNS = ["query_id", "rank", "target_id", "cosine", "probability"]
 
@@ -184,16 +190,69 @@ def search_gallery(
     current: pd.DataFrame,
     k: int,
     threads: int = 1,
+    cache: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Give every query's top-`k` over all current items of a gallery's feature shards.
 
     Shards are read one at a time, so memory holds one shard and a few blocks of scores.
     `current` is the gallery's shard assignment (id, digest): only those rows count.
+    With a `cache` folder, each shard's partial top-k is kept there and reused while the
+    queries, `k`, the shard file and its current rows are unchanged, so a run that adds one
+    shard scores only that shard (the merge is exact either way).
     """
     logit_scale = queries.metadata["logit_scale"]
-    partials = []
+    query_key = _queries_key(queries, k, logit_scale) if cache is not None else ""
+    partials, reused = [], 0
     for path in gallery_shards:
+        cached = Path(cache) / f"{Path(path).stem}.parquet" if cache is not None else None
+        if cached is not None:
+            ids, digests = _shard_rows(path)
+            key = _partial_key(query_key, path, ids, digests, current)
+            partial = _read_partial(cached, key)
+            if partial is not None:
+                partials.append(partial)
+                reused += 1
+                continue
         shard = read_features(path)
         ids, embeddings, _ = select_features(shard.ids, current, [shard])
-        partials.append(shard_topk(queries.embeddings, embeddings, ids, k, logit_scale, threads=threads))
+        partial = shard_topk(queries.embeddings, embeddings, ids, k, logit_scale, threads=threads)
+        if cached is not None:
+            write_table(pa.Table.from_pandas(partial, preserve_index=False), cached, {"key": key})
+        partials.append(partial)
+    if cache is not None:
+        LOG.info("partial top-k of %d of %d gallery shards reused from %s", reused, len(partials), cache)
     return merge_topk(partials, queries.ids, k, logit_scale)
+
+
+def _queries_key(queries: FeatureShard, k: int, logit_scale: float) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(queries.embeddings, dtype=np.float32).tobytes())
+    digest.update("\n".join(queries.ids).encode())
+    digest.update(f"{k} {logit_scale!r}".encode())
+    return digest.hexdigest()
+
+
+def _shard_rows(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    table = pq.read_table(path, columns=["id", "digest"])
+    return table.column("id").to_pylist(), table.column("digest").to_pylist()
+
+
+def _partial_key(query_key: str, path, ids: list[str], digests: list[str], current: pd.DataFrame) -> str:
+    """Give what a shard's partial top-k depends on: the queries, k, the shard file (size and
+    time) and which of its rows are current (an item re-encoded elsewhere drops out)."""
+    stat = os.stat(path)
+    expected = pd.Series(current["digest"].to_numpy(), index=current["id"].to_numpy())
+    is_current = expected.reindex(ids).to_numpy() == np.asarray(digests, dtype=object)
+    digest = hashlib.sha256(f"{query_key} {Path(path).name} {stat.st_size} {stat.st_mtime_ns}".encode())
+    digest.update(np.packbits(is_current).tobytes())
+    return digest.hexdigest()
+
+
+def _read_partial(path: Path, key: str) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        if read_metadata(path).get("key") != key:
+            return None
+        return pq.read_table(path).to_pandas()
+    except (OSError, ValueError, pa.ArrowInvalid):
+        return None  # a damaged cache file is recomputed
