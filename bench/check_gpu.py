@@ -1,6 +1,8 @@
 """`make check-gpu`: every GPU path of the project, checked by one prepared command (≤ 8 minutes
 on one H100/H200), printing one table.
 
+0. The device-path tests of tests/test_encode.py on CUDA (nvjpeg against PIL, the pixel
+   limit from the header, the resize fallback): the same assertions `make test` runs on the CPU.
 1. `bench.encode` on CUDA, ViT-B-16 and ViT-H-14 (random weights): end to end against the
    forward pass alone, both decode paths (PIL in workers; nvjpeg + resize on the GPU), and
    the GPU path's smallest cosine to the PIL path's (numpy's min: a NaN shows).
@@ -57,6 +59,38 @@ def missing_inputs(sample: Path) -> list[str]:
     if not (REPO / "Snakefile").is_file():
         problems.append(f"no Snakefile in {REPO}")
     return problems
+
+
+def gpu_test_rows() -> list[tuple[str, str]]:
+    """Run the device-path tests on CUDA (the CPU runs of the same tests are in `make test`)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_encode.py",
+            "-k",
+            "cuda",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-300:]
+    verdict = (
+        "ok" if result.returncode == 0 and "passed" in summary and "skipped" not in summary else "FAILED"
+    )
+    return [
+        (
+            "device-path tests on CUDA (tests/test_encode.py -k cuda: nvjpeg vs PIL, pixel limit, "
+            "resize fallback)",
+            f"{summary} ({verdict})",
+        )
+    ]
 
 
 def encode_rows(sample: Path) -> list[tuple[str, str]]:
@@ -223,7 +257,7 @@ def main() -> int:
         )
         return 0
     started = time.time()
-    rows = encode_rows(args.sample) + workflow_rows(args.sample, args.workdir, args.cores)
+    rows = gpu_test_rows() + encode_rows(args.sample) + workflow_rows(args.sample, args.workdir, args.cores)
     print(
         f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.cores} cores, "
         f"{time.time() - started:.0f} s in all\n"

@@ -18,6 +18,12 @@ from tuwen.models import ModelCard, architecture, build_model, checkpoint_digest
 from tuwen.parquet import read_features, write_features
 
 TINY = architecture("tuwen-tiny")
+# The device path's tests run on the CPU here (torchvision's CPU decoder, the same tensor
+# resize) and on CUDA in `make check-gpu` (nvjpeg): the same assertions on both.
+DECODE_DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
 
 
 def make_card(tmp_path):
@@ -118,23 +124,24 @@ def _mixed_images(folder):
     return pd.DataFrame(rows, columns=["id", "digest", "source"])
 
 
-def test_device_jpeg_path_gives_the_pil_path_embeddings(tmp_path):
-    """The CUDA path (decode, resize, normalise on tensors) run on the CPU: same ids, same reasons,
-    embeddings within cosine 0.999 of cn_clip's PIL transform."""
+@pytest.mark.parametrize("device", DECODE_DEVICES)
+def test_device_jpeg_path_gives_the_pil_path_embeddings(tmp_path, device):
+    """The device path (decode, resize, normalise on tensors): same ids, same reasons,
+    embeddings within cosine 0.999 of cn_clip's PIL transform on the same device."""
     from tuwen.encode import encode_images
 
     items = _mixed_images(tmp_path / "images")
-    model = build_model(TINY, seed=3).eval()
-    pil = encode_images(model, items, TINY.resolution, "cpu", batch_size=4, num_workers=0, progress=False)
+    model = build_model(TINY, seed=3).eval().to(device)
+    pil = encode_images(model, items, TINY.resolution, device, batch_size=4, num_workers=0, progress=False)
     tensor = encode_images(
         model,
         items,
         TINY.resolution,
-        "cpu",
+        device,
         batch_size=4,
         num_workers=0,
         progress=False,
-        jpeg_decode_device="cpu",
+        jpeg_decode_device=device,
     )
     assert (
         [s[:2] for s in tensor.skipped] == [("truncated.jpg", "undecodable")] == [s[:2] for s in pil.skipped]
@@ -196,15 +203,16 @@ def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypa
         encode_shard(shard, card, tmp_path / "out.parquet", "text", batch_size=7)
 
 
-def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path):
+@pytest.mark.parametrize("device", DECODE_DEVICES)
+def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path, device):
     """A JPEG over max_pixels is refused by the device path from its header, as PIL refuses it."""
     from tuwen.encode import encode_images
 
     items = _mixed_images(tmp_path / "images")
-    model = build_model(TINY, seed=3).eval()
+    model = build_model(TINY, seed=3).eval().to(device)
     options = {"batch_size": 4, "num_workers": 0, "progress": False, "max_pixels": 400 * 360}
-    pil = encode_images(model, items, TINY.resolution, "cpu", **options)
-    tensor = encode_images(model, items, TINY.resolution, "cpu", jpeg_decode_device="cpu", **options)
+    pil = encode_images(model, items, TINY.resolution, device, **options)
+    tensor = encode_images(model, items, TINY.resolution, device, jpeg_decode_device=device, **options)
     refused = sorted(s for s in pil.skipped if s[1] == "too_many_pixels")
     # photo-0 (480 x 360, and its truncated copy) and photo-1 (440 x 360) pass 144,000 pixels.
     assert [s[0] for s in refused] == ["photo-0.jpg", "photo-1.jpg", "truncated.jpg"]
@@ -212,13 +220,14 @@ def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path):
     assert sorted(tensor.ids) == sorted(pil.ids)
 
 
-def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", DECODE_DEVICES)
+def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch, device):
     """One image whose device resize fails (out of memory) is encoded through PIL; the shard goes on."""
     import tuwen.tensor_images
     from tuwen.encode import encode_images
 
     items = _mixed_images(tmp_path / "images").head(6)  # the plain JPEGs
-    model = build_model(TINY, seed=3).eval()
+    model = build_model(TINY, seed=3).eval().to(device)
     real = tuwen.tensor_images.resize_normalise
 
     def fails_on_wide(images, resolution):
@@ -228,12 +237,14 @@ def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tuwen.tensor_images, "resize_normalise", fails_on_wide)
     options = {"batch_size": 6, "num_workers": 0, "progress": False}
-    tensor = encode_images(model, items, TINY.resolution, "cpu", jpeg_decode_device="cpu", **options)
-    pil = encode_images(model, items, TINY.resolution, "cpu", **options)
+    tensor = encode_images(model, items, TINY.resolution, device, jpeg_decode_device=device, **options)
+    pil = encode_images(model, items, TINY.resolution, device, **options)
     assert sorted(tensor.ids) == sorted(pil.ids) and tensor.skipped == []
     row = tensor.ids.index("photo-0.jpg")
+    # fp16 on CUDA: the same input gives the same numbers only to fp16's precision there.
+    tolerance = 1e-5 if device == "cpu" else 2e-3
     np.testing.assert_allclose(
-        tensor.embeddings[row], pil.embeddings[pil.ids.index("photo-0.jpg")], atol=1e-5
+        tensor.embeddings[row], pil.embeddings[pil.ids.index("photo-0.jpg")], atol=tolerance
     )
 
 
