@@ -33,6 +33,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from bench.scale import snakemake_command
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "teddy2024-sample"
 ENCODE_IMAGES = {"ViT-B-16": 4096, "ViT-H-14": 1024}
@@ -138,25 +140,9 @@ def workflow(run: Path, config: dict, cores: int, dry_run: bool = False) -> floa
     config_file = run / "check-config.yaml"
     config_file.write_text(yaml.safe_dump(config, allow_unicode=True))
     started = time.time()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(run),
-            "--cores",
-            str(cores),
-            "--configfile",
-            str(config_file),
-            *(["-n"] if dry_run else []),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    extra = ["-n"] if dry_run else []
+    command = snakemake_command(run, config_file, cores, *extra)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"the workflow failed in {run}:\n{result.stderr[-4000:]}")
     return time.time() - started

@@ -82,9 +82,9 @@ def _peak_of(logs: list[str]) -> float:
     return max(peaks, default=0.0)
 
 
-def run_workflow(name: str, workdir: Path, config_file: Path, cores: int) -> Step:
-    """Run the workflow once in `workdir`; give its wall time, jobs and the jobs' start-up and memory."""
-    command = [
+def snakemake_command(workdir: Path, config_file: Path, cores: int, *extra: str) -> list[str]:
+    """Give the command that runs this repository's workflow in `workdir` with a config file."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -96,7 +96,13 @@ def run_workflow(name: str, workdir: Path, config_file: Path, cores: int) -> Ste
         str(cores),
         "--configfile",
         str(config_file),
+        *extra,
     ]
+
+
+def run_workflow(name: str, workdir: Path, config_file: Path, cores: int) -> Step:
+    """Run the workflow once in `workdir`; give its wall time, jobs and the jobs' start-up and memory."""
+    command = snakemake_command(workdir, config_file, cores)
     started = time.time()
     result = subprocess.run(command, capture_output=True, text=True)
     wall = time.time() - started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,3 +129,18 @@ def sample_data() -> Path:
     if not (SAMPLE_DATA / "附件1" / "ImageWordData.csv").exists():
         pytest.skip(f"real sample data not found at {SAMPLE_DATA}")
     return SAMPLE_DATA
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (nothing downloads a browser); .ci/run installs it and makes its absence fail."""
+    found = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+    if found is None:
+        message = "no Chromium found (apt-get install chromium); .ci/run installs it"
+        if os.environ.get("TUWEN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found

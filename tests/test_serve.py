@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,8 +25,6 @@ from PIL import Image
 
 from tuwen import layout
 from tuwen.evaluation import positives_by_query, read_ground_truth
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 def free_port() -> int:
@@ -237,17 +234,11 @@ def test_concurrent_clients_get_the_answers_one_client_gets(server, demo_run):
 
 
 @pytest.fixture(scope="module")
-def browser_page(server):
-    found = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
-    if found is None:
-        message = "no Chromium found (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("TUWEN_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
+def browser_page(server, chromium):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=found, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         yield browser.new_page()
         browser.close()
 

@@ -22,7 +22,7 @@ from tuwen.fusion import FusionSetting, score_parts
 from tuwen.images import ImageRejected, load_image
 from tuwen.layout import TASKS, TEXTS
 
-PAGE_FILES = ("index.html", "browse.js", "browse.css")
+PAGE_FILES = ("index.html", "browse.js", "browse.css", "parts.js")
 TASK_TITLES = {"t2i": "文本 → 图像", "i2t": "图像 → 文本"}
 
 

@@ -40,18 +40,6 @@
     history.replaceState(null, "", "#" + params.toString());
   }
 
-  function scoreParts(hit) {
-    const details = element("details", "parts");
-    details.append(element("summary", "", "分项 (parts)"));
-    const list = element("ul");
-    for (const [name, value] of hit.parts) {
-      list.append(element("li", "part", name + " " + (value >= 0 ? "+" : "") + value.toFixed(4)));
-    }
-    list.append(element("li", "part", "cosine " + hit.cosine.toFixed(4)));
-    details.append(list);
-    return details;
-  }
-
   function renderQuery(query) {
     const section = element("section", "query");
     section.dataset.id = query.id;
@@ -74,7 +62,7 @@
       line.append(element("span", "score", hit.score.toFixed(4)));
       if (hit.correct) line.append(element("span", "mark", " ✓ 正确"));
       item.append(line);
-      if (hit.parts) item.append(scoreParts(hit));
+      if (hit.parts) item.append(window.TuwenParts.details(hit));
       item.append(hit.text !== undefined ? element("div", "hit-text", hit.text) : picture(hit));
       item.append(element("div", "hit-id", hit.id));
       list.append(item);

@@ -36,7 +36,7 @@ from tuwen.serve.index import LiveRun, QueryError, UnknownGallery
 
 LOG = logging.getLogger(__name__)
 MAX_K = 100
-PAGE_FILES = {"serve.js": "text/javascript", "serve.css": "text/css"}
+PAGE_FILES = {"serve.js": "text/javascript", "serve.css": "text/css", "parts.js": "text/javascript"}
 
 
 class BodyTooLarge(Exception):
@@ -44,6 +44,8 @@ class BodyTooLarge(Exception):
 
 
 def _page_file(name: str) -> str:
+    if name == "parts.js":  # shared with the browse page
+        return (resources.files("tuwen.browse") / name).read_text(encoding="utf-8")
     return (resources.files("tuwen.serve") / "page" / name).read_text(encoding="utf-8")
 
 

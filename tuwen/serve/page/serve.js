@@ -35,20 +35,6 @@
     if (data.reload_error) say("结果可能已过时 (stale): " + data.reload_error, true);
   }
 
-  function scoreParts(hit) {
-    const details = element("details", "parts");
-    details.append(element("summary", "", "分项 (parts)"));
-    const list = element("ul");
-    for (const [name, value] of hit.parts) {
-      list.append(element("li", "part", name + " " + (value >= 0 ? "+" : "") + value.toFixed(4)));
-    }
-    list.append(element("li", "part", "cosine " + hit.cosine.toFixed(4)));
-    details.append(list);
-    // Opening the parts must not also search with the hit.
-    details.addEventListener("click", (event) => event.stopPropagation());
-    return details;
-  }
-
   function showQuery(answer) {
     const box = document.getElementById("query");
     box.replaceChildren();
@@ -84,7 +70,12 @@
       line.append(element("span", "score", hit.score.toFixed(4)));
       if (hit.correct) line.append(element("span", "mark", " ✓ 正确"));
       item.append(line);
-      if (hit.parts) item.append(scoreParts(hit));
+      if (hit.parts) {
+        const parts = window.TuwenParts.details(hit);
+        // Opening the parts must not also search with the hit.
+        parts.addEventListener("click", (event) => event.stopPropagation());
+        item.append(parts);
+      }
       if (hit.image !== undefined) {
         const image = element("img", "thumb");
         image.src = hit.image + "?size=256";
