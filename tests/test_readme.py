@@ -4,12 +4,14 @@ Commands are taken from the README's bash blocks and from its inline code that s
 like a command. Each is run with the fewest changes that keep it from writing into this
 clone or running for an hour: Snakemake gets `--dry-run` and a temporary `--directory`,
 make gets `-n`, benchmarks `--help`; `python -m tuwen search` and `--report` run for real
-against a finished demo run. A command of any other form fails the test until it is
+against a finished demo run, `python -m tuwen serve` is started over it and asked once, and
+the curl commands ask a server over it. A command of any other form fails the test until it is
 given a way to be checked here.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -24,7 +26,8 @@ from tuwen.demo import generate_demo
 pytestmark = pytest.mark.slow
 
 README = REPO / "README.md"
-COMMAND_START = re.compile(r"^(make |\.venv/bin/|python -m |snakemake )")
+COMMAND_START = re.compile(r"^(make |\.venv/bin/|python -m |snakemake |curl )")
+README_PORT = "127.0.0.1:8000"
 
 
 def readme_commands() -> list[str]:
@@ -87,10 +90,51 @@ def test_readme_shows_the_commands_users_need():
         assert expected in joined
 
 
+@pytest.fixture(scope="module")
+def readme_server(demo_run):
+    """`python -m tuwen serve` over the demo run, for the README's curl commands."""
+    from tests.test_serve import Server
+
+    server = Server(demo_run)
+    yield server
+    server.stop()
+
+
+def serve_command_answers(command: str, demo_run: Path) -> None:
+    """Start a README `tuwen serve` command (over the demo run, on a free port) and ask it once."""
+    from tests.test_serve import Server
+
+    words = shlex.split(command)[3:]
+    if "--run" in words:
+        del words[words.index("--run") : words.index("--run") + 2]
+    if "--port" in words:
+        del words[words.index("--port") : words.index("--port") + 2]
+    server = Server(demo_run, *words)
+    try:
+        assert server.get("/api/search", q="红色的圆形")[0] == 200
+    finally:
+        server.stop()
+
+
+def curl_command_answers(command: str, server, demo_run: Path) -> None:
+    """Run a README curl command against the demo run's server: JSON hits, no error."""
+    args = shlex.split(command.replace(README_PORT, server.base.removeprefix("http://")))
+    result = subprocess.run(args, cwd=demo_run, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert "error" not in answer and answer["hits"], answer
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_works(command, tmp_path, demo_run, contest_folder):
+def test_readme_command_works(command, tmp_path, demo_run, contest_folder, request):
     if "shared/data/teddy2024-sample" in command and not SAMPLE_DATA.is_dir():
         pytest.skip(f"the real sample is not at {SAMPLE_DATA}")
+    if command.startswith("curl "):
+        curl_command_answers(command, request.getfixturevalue("readme_server"), demo_run)
+        return
+    if re.match(r"^(\.venv/bin/)?python -m tuwen serve", command):
+        serve_command_answers(command, demo_run)
+        return
     args, cwd = runnable(command, tmp_path, demo_run, contest_folder)
     python = REPO / ".venv/bin/python"
     if args[0] in {"python", "python3"} or args[0].endswith("/python"):
