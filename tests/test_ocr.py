@@ -61,3 +61,30 @@ def test_a_shard_keeps_a_row_for_every_image(tmp_path, processes):
     assert written["id"].tolist() == ["a", "b", "c"] and written["digest"].tolist() == ["da", "db", "dc"]
     assert "图文" in written.loc[0, "text"] and json.loads(written.loc[0, "boxes"])
     assert read_metadata(tmp_path / "ocr.parquet")["settings"]["detect_side"] == 480
+
+
+def test_engines_in_processes_work_from_a_script_without_a_main_guard(tmp_path):
+    """A Snakemake job's script runs its code at module level: the OCR processes must not
+    re-run it (as spawned children do), or every OCR job with processes fails."""
+    import subprocess
+    import sys
+
+    rendered(tmp_path / "a.jpg", "图文检索")
+    rendered(tmp_path / "b.jpg", "新华书店")
+    Image.new("RGB", (100, 100), "white").save(tmp_path / "c.png")
+    pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "digest": ["1", "2", "3"],
+            "source": [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.png")],
+        }
+    ).to_parquet(tmp_path / "list.parquet")
+    script = tmp_path / "job.py"
+    files = f"{str(tmp_path / 'list.parquet')!r}, {str(tmp_path / 'ocr.parquet')!r}"
+    script.write_text(
+        f"from tuwen.ocr import OcrSettings, ocr_shard\nocr_shard({files}, 10**8, OcrSettings(), 1, 2)\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert pd.read_parquet(tmp_path / "ocr.parquet")["status"].tolist() == ["ok", "ok", "empty"]

@@ -155,7 +155,11 @@ def ocr_shard(
     items = pd.read_parquet(shard_list)
     paths = items["source"].tolist()
     if processes > 1 and len(paths) > processes:
-        context = multiprocessing.get_context("spawn")
+        # Fork, not spawn: a spawned child re-runs the parent's main module, and a Snakemake
+        # job's main module is its script (module-level code that needs `snakemake`). The
+        # engines are made in the children, after the fork.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
         initargs = (threads, device, settings, max_pixels)
         with ProcessPoolExecutor(
             processes, mp_context=context, initializer=start_ocr_worker, initargs=initargs
