@@ -111,3 +111,12 @@ def test_the_architecture_document_names_every_rule():
     assert (REPO / "docs/rulegraph.png").stat().st_size > 10_000
     for source in ("config.yaml", "config.schema.yaml"):
         assert "DESIGN.md" not in (REPO / source).read_text(encoding="utf-8")
+
+
+def test_a_model_card_path_names_its_model_and_stage():
+    path = layout.model_card("ViT-B-16", layout.FINETUNE)
+    assert layout.model_card_parts(path) == ("ViT-B-16", layout.FINETUNE)
+    assert layout.model_card_parts("/runs/x/" + layout.model_card("tuwen-tiny", layout.BASE)) == (
+        "tuwen-tiny",
+        layout.BASE,
+    )

@@ -39,7 +39,7 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
     }
     tag_of = {}
     for tag, card in cards.items():
-        model, stage = card.parent.parent.name, card.parent.name
+        model, stage = layout.model_card_parts(str(card))
         tag_of["clip:" + model + ("" if stage == "finetune" else ":base")] = tag
     queries = pd.read_parquet(fusion_run / layout.manifest("t2i_queries"))
     gallery_ids = sorted(pd.read_parquet(fusion_run / layout.assignment("t2i_gallery"))["id"])

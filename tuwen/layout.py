@@ -223,6 +223,10 @@ def ocr(name: str, shard: str) -> str:
     return _path("ocr", name, f"{shard}.parquet")
 
 
+def ocr_folder(name: str) -> str:
+    return _path("ocr", name)
+
+
 def settings(group: str) -> str:
     return _path("settings", f"{group}.json")
 
@@ -233,6 +237,12 @@ def init_checkpoint(arch: str, seed: str | int) -> str:
 
 def model_card(model: str, stage: str) -> str:
     return _path("models", model, stage, "model.json")
+
+
+def model_card_parts(path: str) -> tuple[str, str]:
+    """Give the (model, stage) a model card's path names: `model_card`'s inverse."""
+    *_, model, stage, _ = path.replace("\\", "/").split("/")
+    return model, stage
 
 
 def model_cards_glob() -> str:

@@ -104,16 +104,15 @@ class Query:
 
 def signature(run: Path) -> tuple:
     """Give what identifies the run's current files: a change means the index is stale."""
-    results = run / layout.RESULTS
-    watched = [
-        *sorted(run.glob(layout.model_cards_glob())),
-        *sorted(results.glob("shards/*/assignment.parquet")),
-        *sorted(results.glob("features/*/*/*.parquet")),
-        *sorted(results.glob("ocr/*/*.parquet")),
-        *sorted(results.glob("settings/*.json")),
-        run / layout.fusion("chosen.json"),
-        *(run / layout.topk(task) for task in layout.TASKS),
+    patterns = [
+        layout.model_cards_glob(),
+        layout.assignment("*"),
+        layout.features("*", "*", "*"),
+        layout.ocr("*", "*"),
+        layout.settings("*"),
     ]
+    watched = [path for pattern in patterns for path in sorted(run.glob(pattern))]
+    watched += [run / layout.fusion("chosen.json"), *(run / layout.topk(task) for task in layout.TASKS)]
     stamps = []
     for path in watched:
         try:
@@ -176,12 +175,11 @@ class RunIndex:
         cards = sorted(self.run.glob(layout.model_cards_glob()))
         stages_of: dict[str, set[str]] = {}
         for card in cards:
-            stages_of.setdefault(card.parent.parent.name, set()).add(card.parent.name)
+            model, stage = layout.model_card_parts(str(card))
+            stages_of.setdefault(model, set()).add(stage)
         channels = {}
         for card in cards:
-            model, stage = card.parent.parent.name, card.parent.name
-            if model == "init":
-                continue
+            model, stage = layout.model_card_parts(str(card))
             trains = layout.FINETUNE in stages_of[model]
             name = layout.Model(model, train={"enabled": trains}).channel(stage)
             described = _read_json(card)
@@ -254,7 +252,7 @@ class RunIndex:
                 i: (str(self.run / p), d)
                 for i, p, d in zip(images["image_id"], images["path"], images["digest"], strict=True)
             }
-            ocr = sorted((self.run / layout.RESULTS / "ocr" / collection.name).glob("*.parquet"))
+            ocr = sorted((self.run / layout.ocr_folder(collection.name)).glob("*.parquet"))
             if ocr:
                 from tuwen.ocr import read_ocr_texts
 
