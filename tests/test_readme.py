@@ -104,7 +104,7 @@ def serve_command_answers(command: str, demo_run: Path) -> None:
     """Start a README `tuwen serve` command (over the demo run, on a free port) and ask it once."""
     from tests.test_serve import Server
 
-    words = shlex.split(command)[3:]
+    words = shlex.split(command)[4:]  # after `python -m tuwen serve`
     if "--run" in words:
         del words[words.index("--run") : words.index("--run") + 2]
     if "--port" in words:
