@@ -71,6 +71,19 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
                 assert hit["score"] == pytest.approx(total[gallery_ids.index(hit["id"])], abs=1e-5)
                 assert hit["score"] == pytest.approx(sum(v for _, v in hit["parts"]), abs=1e-5)
                 assert [name for name, _ in hit["parts"]] == list(weights)
+        # An uploaded image is scored by the image → text choice (its text read by OCR when
+        # the choice uses it), ranked by the fused score.
+        i2t = json.loads((fusion_run / layout.fusion("chosen.json")).read_text(encoding="utf-8"))["i2t"]
+        images = pd.read_parquet(fusion_run / layout.manifest("i2t_images"))
+        path = images[images["status"] == "ok"]["path"].iloc[0]
+        body = (fusion_run / path).read_bytes()
+        status, answer = server.call("POST", "/api/search?k=10", body, {"Content-Type": "image/jpeg"})
+        assert status == 200, answer
+        assert answer["ranked_by"] == "+".join(name for name, w in i2t["weights"].items() if w)
+        scores = [hit["score"] for hit in answer["hits"]]
+        assert scores == sorted(scores, reverse=True)
+        for hit in answer["hits"]:
+            assert hit["score"] == pytest.approx(sum(v for _, v in hit["parts"]), abs=1e-5)
     finally:
         server.stop()
 
