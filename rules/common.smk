@@ -41,7 +41,7 @@ coerce_config(config, CONFIG_SCHEMA)
 validate(config, workflow.source_path("../config.schema.yaml"))
 
 DEMO = config["data_root"] == "demo"
-DATA_ROOT = layout.demo_data() if DEMO else os.path.expanduser(config["data_root"])
+DATA_ROOT = layout.data_folder(config["data_root"])
 COLLECTIONS = layout.COLLECTIONS
 TASKS = layout.TASKS
 VALIDATION_TASKS = layout.VALIDATION_TASKS
@@ -86,10 +86,10 @@ def data_path(relative):
 
 def ground_truth_path():
     """The ground-truth CSV, or None when there is none to evaluate against."""
-    if config["ground_truth"] == "auto":
-        path = data_path("ground_truth.csv")
-        return path if DEMO or os.path.exists(path) else None
-    return config["ground_truth"] or None
+    path = layout.ground_truth_file(config["ground_truth"], config["data_root"])
+    if config["ground_truth"] == "auto" and not (DEMO or os.path.exists(path)):
+        return None
+    return path
 
 
 def ground_truth_input(wildcards):

@@ -120,3 +120,11 @@ def test_a_model_card_path_names_its_model_and_stage():
         "tuwen-tiny",
         layout.BASE,
     )
+
+
+def test_what_the_data_root_and_ground_truth_settings_name():
+    assert layout.data_folder("demo") == layout.demo_data()
+    assert layout.ground_truth_file("auto", "demo") == f"{layout.demo_data()}/ground_truth.csv"
+    assert layout.ground_truth_file("auto", "/data/contest") == "/data/contest/ground_truth.csv"
+    assert layout.ground_truth_file("/elsewhere/truth.csv", "demo") == "/elsewhere/truth.csv"
+    assert layout.ground_truth_file("", "/data/contest") is None

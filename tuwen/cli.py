@@ -89,30 +89,25 @@ def gallery_files(run: Path, tag: str, gallery: str) -> tuple[list[Path], pd.Dat
 
 
 def encode_query(card_path: Path, run: Path, text: str | None, image: Path | None):
-    """Give the run's model's embedding of the query (L2-normalised), and its logit scale."""
-    from tuwen.encode import encode_images, encode_texts
+    """Give the run's model's embedding of the query (L2-normalised, one row), and its logit scale."""
+    from tuwen.encode import encode_caption, encode_picture
+    from tuwen.images import ImageRejected, load_image
     from tuwen.models import ModelCard, ModelError, load_model
-    from tuwen.parquet import l2_normalised
 
     card = ModelCard.read(card_path)
-    checkpoint = Path(card.checkpoint)
-    if not checkpoint.is_absolute():
-        checkpoint = run / checkpoint
     try:
-        model = load_model(card.arch, checkpoint)
+        model = load_model(card.arch, card.checkpoint_in(run))
     except ModelError as error:
         raise RunError(f"the run's model {card.tag} cannot be loaded: {error}") from None
     if text is not None:
-        items = pd.DataFrame({"id": ["query"], "digest": [None], "source": [text]})
-        encoded = encode_texts(model, items, "cpu", progress=False)
+        embedding = encode_caption(model, text)
     else:
-        if not image.is_file():
-            raise RunError(f"image {image} does not exist")
-        items = pd.DataFrame({"id": ["query"], "digest": [None], "source": [str(image)]})
-        encoded = encode_images(model, items, card.arch.resolution, "cpu", num_workers=0, progress=False)
-        if encoded.skipped:
-            raise RunError(encoded.skipped[0][2])
-    return l2_normalised(encoded.embeddings), float(model.logit_scale.exp().item()), card.tag
+        try:
+            picture, _ = load_image(image)
+        except ImageRejected as rejected:
+            raise RunError(rejected.message) from None
+        embedding = encode_picture(model, picture, card.arch.resolution)
+    return embedding[None, :], float(model.logit_scale.exp().item()), card.tag
 
 
 def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:

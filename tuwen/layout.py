@@ -11,6 +11,7 @@ also takes Snakemake wildcard patterns, e.g. `features("{tag}", "{name}", "{shar
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 IMAGES, TEXTS = "images", "texts"
@@ -304,6 +305,21 @@ def log(*parts: str) -> str:
 
 def benchmark(*parts: str) -> str:
     return _path("benchmarks", *parts[:-1], f"{parts[-1]}.tsv")
+
+
+def data_folder(data_root: str) -> str:
+    """Give the contest-layout folder a `data_root` setting names ("demo": the embedded demo's,
+    relative to the run folder)."""
+    return demo_data() if data_root == "demo" else os.path.expanduser(data_root)
+
+
+def ground_truth_file(setting: str, data_root: str) -> str | None:
+    """Give the ground-truth CSV a `ground_truth` setting names ("auto": the data folder's
+    ground_truth.csv; "": none). Whether it exists is the caller's question: the demo
+    writes its own during the run."""
+    if setting == "auto":
+        return os.path.join(data_folder(data_root), "ground_truth.csv")
+    return setting or None
 
 
 def demo_data() -> str:

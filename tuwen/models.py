@@ -233,6 +233,10 @@ class ModelCard:
         """Give the card's architecture."""
         return architecture(self.name)
 
+    def checkpoint_in(self, run: str | os.PathLike) -> Path:
+        """Give the card's checkpoint as seen from the folder of the run it belongs to."""
+        return Path(run) / self.checkpoint  # an absolute checkpoint stays as it is
+
     @classmethod
     def read(cls, path: str | os.PathLike) -> ModelCard:
         """Read a model card JSON file."""

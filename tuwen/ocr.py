@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 import pyarrow as pa
@@ -75,11 +75,7 @@ class OcrSettings:
         return cls(settings["fusion"]["ocr_detect_side"], settings["fusion"]["ocr_angle_classifier"])
 
     def describe(self) -> dict:
-        return {
-            "detect_side": self.detect_side,
-            "angle_classifier": self.angle_classifier,
-            "detect_limit": self.detect_limit,
-        }
+        return asdict(self)
 
 
 PPOCR_DEFAULTS = OcrSettings(detect_side=736, angle_classifier=True, detect_limit="min")

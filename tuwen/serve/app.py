@@ -40,7 +40,11 @@ PAGE_FILES = {"serve.js": "text/javascript", "serve.css": "text/css", "parts.js"
 
 
 class BodyTooLarge(Exception):
-    pass
+    """A request body over the limit: the server's 413."""
+
+
+class UnsupportedType(Exception):
+    """A body the server cannot take as an image: the server's 415."""
 
 
 def _page_file(name: str) -> str:
@@ -102,10 +106,6 @@ async def _uploaded_image(request: Request, limit: int) -> tuple[bytes, str]:
         f"POST takes an image (Content-Type image/...) or multipart/form-data with a field 'image', "
         f"not {content_type or 'a body without a type'}"
     )
-
-
-class UnsupportedType(Exception):
-    pass
 
 
 def create_app(live: LiveRun, max_body: int = 20 * 1024 * 1024) -> Starlette:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -135,14 +134,8 @@ def resolve_ground_truth(run: Path, given: Path | None) -> Path | None:
     ingest = run / layout.settings("ingest")
     if not settings.is_file() or not ingest.is_file():
         return None
-    value = _read_json(settings)["ground_truth"]
-    if value == "auto":
-        data_root = _read_json(ingest)["data_root"]
-        root = run / layout.demo_data() if data_root == "demo" else Path(os.path.expanduser(data_root))
-        value = str(root / "ground_truth.csv")
-    path = Path(value) if value else None
-    if path is not None and not path.is_absolute():
-        path = run / path
+    named = layout.ground_truth_file(_read_json(settings)["ground_truth"], _read_json(ingest)["data_root"])
+    path = run / named if named else None  # a relative path is the run folder's
     return path if path is not None and path.is_file() else None
 
 
@@ -328,11 +321,8 @@ class RunIndex:
                 from tuwen.models import ModelCard, ModelError, load_model
 
                 card = ModelCard.read(self.channels[channel].card)
-                checkpoint = Path(card.checkpoint)
-                if not checkpoint.is_absolute():
-                    checkpoint = self.run / checkpoint
                 try:
-                    self.models[channel] = load_model(card.arch, checkpoint)
+                    self.models[channel] = load_model(card.arch, card.checkpoint_in(self.run))
                 except ModelError as error:
                     raise RunNotReady(f"the run's model {card.tag} cannot be loaded: {error}") from None
             return self.models[channel]
