@@ -1,6 +1,7 @@
 """Encoding shards: the feature-shard contract, and agreement with cn_clip's own pipeline."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,6 +123,19 @@ def _mixed_images(folder):
     (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
     rows.append(("truncated.jpg", None, str(folder / "truncated.jpg")))
     return pd.DataFrame(rows, columns=["id", "digest", "source"])
+
+
+def test_only_complete_plain_jpegs_take_the_device_path(tmp_path):
+    """nvJPEG (seen on an H200) decodes a JPEG cut short without an error where PIL refuses
+    it: only a file that ends in its end-of-image marker may skip PIL's judgement."""
+    from tuwen.tensor_images import is_complete_plain_jpeg
+
+    items = _mixed_images(tmp_path / "images").set_index("id")
+    data = {name: Path(items.loc[name, "source"]).read_bytes() for name in items.index}
+    takes = {name for name, raw in data.items() if is_complete_plain_jpeg(raw)}
+    assert takes == {f"photo-{i}.jpg" for i in range(6)}
+    assert not is_complete_plain_jpeg(data["photo-0.jpg"][:-1])
+    assert not is_complete_plain_jpeg(data["photo-0.jpg"] + b"\x00" * 16)
 
 
 @pytest.mark.parametrize("device", DECODE_DEVICES)

@@ -29,7 +29,7 @@ from tuwen.images import (
 )
 from tuwen.models import ModelCard, load_model
 from tuwen.parquet import l2_normalised, read_table, write_features
-from tuwen.tensor_images import decode_jpegs, is_plain_rgb_jpeg
+from tuwen.tensor_images import decode_jpegs, is_complete_plain_jpeg
 
 
 @dataclass
@@ -76,7 +76,7 @@ class _ImageItems(Dataset):
                 # The file changed after ingest registered it: the new bytes have their own shard.
                 stale = f"{path}: file content changed since this shard was made"
                 return index, None, ("stale", stale)
-            if self.raw_jpeg and is_plain_rgb_jpeg(data):
+            if self.raw_jpeg and is_complete_plain_jpeg(data):
                 # The same acceptance rule as the PIL path (the decompression-bomb guard),
                 # from the header, before the device decodes anything.
                 open_image(data, path, self.max_pixels)

@@ -2,8 +2,9 @@
 
 The same steps as cn_clip's `image_transform` on a PIL image (bicubic resize to a square
 with PIL-style antialiasing, 8-bit rounding, CLIP's mean and std), done on tensors so that
-a GPU decodes and resizes while the CPU only reads files. Only plain JPEGs take this path
-(`is_plain_rgb_jpeg`); every other file is decoded by PIL, the one image loader.
+a GPU decodes and resizes while the CPU only reads files. Only complete plain JPEGs take this
+path (`is_complete_plain_jpeg`); every other file is decoded by PIL, the one image loader, so
+both paths accept and refuse the same files.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 EXIF_ORIENTATION = 0x0112
 
 
-def is_plain_rgb_jpeg(data: bytes) -> bool:
-    """Tell whether bytes are a colour JPEG that needs no EXIF rotation (header only)."""
-    if not data.startswith(b"\xff\xd8\xff"):
+def is_complete_plain_jpeg(data: bytes) -> bool:
+    """Tell whether bytes are a colour JPEG that needs no EXIF rotation (from its header) and
+    ends in its end-of-image marker. On an H200, nvJPEG decoded a JPEG cut in half without an
+    error where PIL refuses it, so a file cut short, or one with bytes after its end, is left
+    to PIL to judge."""
+    if not data.startswith(b"\xff\xd8\xff") or not data.endswith(b"\xff\xd9"):
         return False
     try:
         image = Image.open(io.BytesIO(data))
