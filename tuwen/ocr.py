@@ -1,4 +1,5 @@
-"""Text inside images: PP-OCR (rapidocr-onnxruntime, models shipped in the wheel) per image shard.
+"""Text inside images: PP-OCR (rapidocr-onnxruntime, models shipped in the wheel) per image shard,
+on the CPU with onnxruntime or on a CUDA GPU with the same models in torch (tuwen.ocr_torch).
 
 Each image gets one row: the recognised lines joined by spaces in reading order, their
 boxes and confidences. An image without text gives an empty string (status `empty`);
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -38,11 +40,20 @@ class ReadText:
     reason: str = ""
 
 
-def onnx_cuda_available() -> bool:
-    """Tell whether onnxruntime can run on a CUDA GPU here (onnxruntime-gpu installed, GPU seen)."""
-    import onnxruntime
+def cuda_gpu_seen() -> bool:
+    """Tell whether torch sees a CUDA GPU here, without starting CUDA in this process.
 
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    An OCR job forks its engines' processes after this check, and CUDA started before a
+    fork cannot be used in the children: torch's NVML-based check counts the devices
+    without starting it. No NVIDIA device file, no torch import (seconds of start-up).
+    """
+    driver_files = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")
+    if not any(Path(name).exists() for name in driver_files) and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return False
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass(frozen=True)
@@ -82,13 +93,11 @@ PPOCR_DEFAULTS = OcrSettings(detect_side=736, angle_classifier=True, detect_limi
 
 
 def ocr_device(requested: str) -> str:
-    """Give `cuda` or `cpu` for `fusion.ocr_device` (auto: CUDA when onnxruntime has a CUDA provider)."""
+    """Give `cuda` or `cpu` for `fusion.ocr_device` (auto: CUDA when torch sees a GPU)."""
     if requested == "auto":
-        return "cuda" if onnx_cuda_available() else "cpu"
-    if requested == "cuda" and not onnx_cuda_available():
-        raise RuntimeError(
-            "fusion.ocr_device is cuda, but onnxruntime has no CUDA provider (install onnxruntime-gpu)"
-        )
+        return "cuda" if cuda_gpu_seen() else "cpu"
+    if requested == "cuda" and not cuda_gpu_seen():
+        raise RuntimeError("fusion.ocr_device is cuda, but torch sees no CUDA GPU here")
     return requested
 
 
@@ -98,18 +107,21 @@ def ocr_processes(requested: int | str, threads: int) -> int:
 
 
 def ocr_engine(threads: int, device: str = "auto", settings: OcrSettings | None = None):
-    """Give a PP-OCR engine using `threads` CPU threads, on CUDA when asked or available."""
+    """Give a PP-OCR engine: onnxruntime with `threads` CPU threads, or on CUDA its models as
+    torch modules (tuwen.ocr_torch), when asked or, with auto, when a GPU is seen."""
     from rapidocr_onnxruntime import RapidOCR
 
-    cuda = ocr_device(device) == "cuda"
-    return RapidOCR(
+    engine = RapidOCR(
         intra_op_num_threads=threads,
         inter_op_num_threads=1,
-        det_use_cuda=cuda,
-        cls_use_cuda=cuda,
-        rec_use_cuda=cuda,
         **(settings or OcrSettings()).engine_options(),
     )
+    resolved = ocr_device(device)
+    if resolved == "cpu":
+        return engine
+    from tuwen.ocr_torch import run_models_on_torch
+
+    return run_models_on_torch(engine, resolved)
 
 
 def read_image_text(engine, path: str, max_pixels: int) -> ReadText:
@@ -125,7 +137,7 @@ def read_picture_text(engine, image: Image.Image, source: str) -> ReadText:
     """Read the text in a decoded image; never raises for an OCR failure."""
     try:
         lines, _ = engine(image)
-    except Exception as error:  # noqa: BLE001 - onnxruntime and OpenCV raise many types
+    except Exception as error:  # noqa: BLE001 - onnxruntime, torch and OpenCV raise many types
         return ReadText("", [], [], "failed", f"{source}: OCR failed ({type(error).__name__}: {error})")
     if not lines:
         return ReadText("", [], [], "empty")
@@ -180,7 +192,8 @@ def ocr_shard(
             }
         )
     table = pd.DataFrame(rows, columns=OCR_COLUMNS)
-    metadata = {"ocr": "rapidocr-onnxruntime", "settings": settings.describe()}
+    engine = "onnxruntime, cpu" if device == "cpu" else f"torch (onnx2torch), {device}"
+    metadata = {"ocr": "rapidocr-onnxruntime", "engine": engine, "settings": settings.describe()}
     write_table(pa.Table.from_pandas(table, preserve_index=False), output, metadata)
     return table
 
