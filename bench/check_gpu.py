@@ -1,21 +1,27 @@
 """`make check-gpu`: every GPU path of the project, checked by one prepared command (≤ 8 minutes
 on one H100/H200), printing one table.
 
-0. The device-path tests of tests/test_encode.py on CUDA (nvjpeg against PIL, the pixel
-   limit from the header, the resize fallback): the same assertions `make test` runs on the CPU.
+0. The CUDA halves of the device tests: tests/test_encode.py (nvjpeg against PIL, only
+   complete JPEGs on that path, the pixel limit from the header, the resize fallback) and
+   tests/test_ocr.py (PP-OCR's models as torch modules against onnxruntime, an OCR job's
+   engines forked on CUDA): the same assertions `make test` runs on the CPU.
 1. `bench.encode` on CUDA, ViT-B-16 and ViT-H-14 (random weights): end to end against the
    forward pass alone, both decode paths (PIL in workers; nvjpeg + resize on the GPU), and
    the GPU path's smallest cosine to the PIL path's (numpy's min: a NaN shows).
-2. The workflow on the real sample with a random ViT-B-16 saved as a local checkpoint:
+2. OCR of the sample's 300 query and gallery photos as an OCR job runs it, on the CPU
+   (onnxruntime) and on CUDA (the same models in torch): images/s of each and how often
+   they read the same text.
+3. The workflow on the real sample with a random ViT-B-16 saved as a local checkpoint:
    - retrieval encoded on CUDA (fp16, GPU JPEG decoding) and the same checkpoint's retrieval
      encoded on this machine's CPU (fp32): the top-1 agreement of their tables (≥ 0.98);
    - one epoch of fine-tuning with AMP on CUDA (samples/s, peak GPU memory), then fusion with
-     OCR (`fusion.ocr_device: auto`: the log says where OCR ran), and the run's R@5.
+     OCR (`fusion.ocr_device: auto`: the log says where OCR ran, and its images/s), and the
+     run's R@5.
 
 On a machine without CUDA it checks that its inputs exist (the sample, the architectures,
 the workflow), says that nothing was measured, and exits 0; a missing input exits 1.
 
-Usage: python -m bench.check_gpu [--sample DIR] [--workdir DIR] [--cores N]
+Usage: python -m bench.check_gpu [--sample DIR] [--workdir DIR] [--cores N] [--only SECTIONS]
 """
 
 from __future__ import annotations
@@ -65,35 +71,30 @@ def missing_inputs(sample: Path) -> list[str]:
 
 
 def gpu_test_rows() -> list[tuple[str, str]]:
-    """Run the device-path tests on CUDA (the CPU runs of the same tests are in `make test`)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/test_encode.py",
-            "-k",
-            "cuda",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-300:]
-    verdict = (
-        "ok" if result.returncode == 0 and "passed" in summary and "skipped" not in summary else "FAILED"
-    )
-    return [
-        (
-            "device-path tests on CUDA (tests/test_encode.py -k cuda: nvjpeg vs PIL, pixel limit, "
-            "resize fallback)",
-            f"{summary} ({verdict})",
+    """Run the CUDA halves of the device tests (their CPU halves are in `make test`)."""
+    rows = []
+    for test_file, what in (
+        ("tests/test_encode.py", "nvjpeg vs PIL, complete JPEGs only, pixel limit, resize fallback"),
+        ("tests/test_ocr.py", "PP-OCR's models in torch vs onnxruntime, a job's forked engines"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", test_file, "-k", "cuda", "-q", "-p", "no:cacheprovider"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
         )
-    ]
+        lines = result.stdout.strip().splitlines()
+        summary = lines[-1] if lines else result.stderr[-300:]
+        passed = result.returncode == 0 and "passed" in summary and "skipped" not in summary
+        failure = "" if passed else " " + " ".join(line for line in lines if line.startswith("E "))[:600]
+        rows.append(
+            (
+                f"CUDA device tests, {test_file} -k cuda ({what})",
+                f"{summary} ({'ok' if passed else 'FAILED'}){failure}",
+            )
+        )
+    return rows
 
 
 def encode_rows(sample: Path) -> list[tuple[str, str]]:
@@ -203,9 +204,24 @@ def log_value(run: Path, pattern: str) -> str:
     return "not logged"
 
 
-def workflow_rows(sample: Path, workdir: Path, cores: int) -> Iterator[tuple[str, str]]:
+def ocr_rate(run: Path) -> str:
+    """Give the images/s of a run's OCR jobs: images read over the jobs' summed wall time."""
+    images = seconds = 0.0
+    for log in (run / "results" / "logs" / "ocr").rglob("*.log"):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        count = re.search(r"OCR of (\d+) images", text)
+        wall = re.search(r"job wall: ([0-9.]+) s", text)
+        if count and wall:
+            images += int(count.group(1))
+            seconds += float(wall.group(1))
+    if not seconds:
+        return "not logged"
+    return f"{images / seconds:.1f} ({images:.0f} images, {seconds:.0f} s of jobs)"
+
+
+def agreement_rows(sample: Path, workdir: Path, cores: int) -> Iterator[tuple[str, str]]:
     configs = workflow_configs(sample, workdir)
-    gpu_run, cpu_run, tuned_run = (workdir / name for name in configs)
+    gpu_run, cpu_run = workdir / "cuda", workdir / "cpu"
     seconds = workflow(gpu_run, configs["cuda"], cores)
     yield ("workflow on the sample, ViT-B-16 encoded on CUDA (fp16, nvjpeg)", f"{seconds:.0f} s")
     seconds = workflow(cpu_run, configs["cpu"], cores)
@@ -213,25 +229,71 @@ def workflow_rows(sample: Path, workdir: Path, cores: int) -> Iterator[tuple[str
     agreement = top1_agreement(gpu_run, cpu_run)
     verdict = "ok" if agreement >= 0.98 else "BELOW 0.98"
     yield ("top-1 agreement of the tables, CUDA vs CPU", f"{agreement:.4f} ({verdict})")
+
+
+def finetune_fusion_rows(sample: Path, workdir: Path, cores: int) -> Iterator[tuple[str, str]]:
+    configs = workflow_configs(sample, workdir)
+    tuned_run = workdir / "cuda-finetune-fusion"
     seconds = workflow(tuned_run, configs["cuda-finetune-fusion"], cores)
     log = pd.read_csv(next((tuned_run / "results" / "models").glob("*/finetune/train_log.csv")))
     yield ("one epoch of fine-tuning with AMP, then fusion with OCR", f"{seconds:.0f} s")
     yield ("fine-tuning samples/s (median step)", f"{log['samples_per_s'].median():.1f}")
     yield ("fine-tuning peak GPU memory", log_value(tuned_run, r"peak GPU memory: ([0-9.]+ GiB)"))
     yield ("OCR ran on", log_value(tuned_run, r"OCR on (\w+),"))
+    yield ("OCR images/s (the fused run's OCR jobs, from their logs)", ocr_rate(tuned_run))
     metrics = json.loads((tuned_run / "results" / "eval" / "metrics.json").read_text())
     recall = ", ".join(f"{task} R@5 {metrics[task]['R@5']:.3f}" for task in ("t2i", "i2t") if task in metrics)
     yield ("fused run's recall (random ViT-B-16, one epoch)", recall)
 
 
-def onnx_rows() -> list[tuple[str, str]]:
-    """Which onnxruntime this machine has and what it can run on (OCR's engine)."""
-    try:
-        import onnxruntime
-    except ImportError as error:
-        return [("onnxruntime", f"not importable: {error}")]
-    providers = ", ".join(onnxruntime.get_available_providers())
-    return [("onnxruntime (OCR's engine) and its providers", f"{onnxruntime.__version__}: {providers}")]
+OCR_JOB = """
+import sys, time
+from tuwen.ocr import OcrSettings, ocr_device, ocr_shard
+device = ocr_device(sys.argv[3])
+started = time.perf_counter()
+ocr_shard(sys.argv[1], sys.argv[2], 10**9, OcrSettings(), 1, int(sys.argv[4]), device)
+print(device, time.perf_counter() - started)
+"""
+
+
+def ocr_rows(sample: Path, workdir: Path, cores: int) -> list[tuple[str, str]]:
+    """OCR of the sample's query and gallery photos as a job does it (a fresh process that
+    chooses the device, then forks its engines), on the CPU and on CUDA, in this one run."""
+    folders = [sample / "附件2" / "ImageData", sample / "附件3" / "ImageData"]
+    paths = sorted(str(path) for folder in folders for path in folder.iterdir())
+    items = pd.DataFrame({"id": [f"{i:04d}" for i in range(len(paths))], "digest": "-", "source": paths})
+    workdir.mkdir(parents=True, exist_ok=True)
+    items.to_parquet(workdir / "ocr-list.parquet")
+    rates, texts, rows = {}, {}, []
+    for device, processes in (("cpu", cores), ("cuda", max(1, cores // 2))):
+        output = workdir / f"ocr-{device}.parquet"
+        result = subprocess.run(
+            [sys.executable, "-c", OCR_JOB, str(workdir / "ocr-list.parquet"), str(output), device]
+            + [str(processes)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"OCR on {device}: {result.stderr[-600:]}")
+        ran_on, seconds = result.stdout.split()[-2:]
+        rates[device] = len(paths) / float(seconds)
+        texts[device] = pd.read_parquet(output)["text"].tolist()
+        rows.append(
+            (
+                f"OCR of {len(paths)} sample photos on {ran_on}, {processes} processes",
+                f"{rates[device]:.1f} images/s",
+            )
+        )
+    same = sum(a == b for a, b in zip(texts["cpu"], texts["cuda"], strict=True)) / len(paths)
+    rows.append(
+        (
+            "OCR on CUDA against the CPU",
+            f"{rates['cuda'] / rates['cpu']:.2f}× the images/s; the same text for {same:.1%} of the photos",
+        )
+    )
+    return rows
 
 
 def checked(section: Callable[[], Iterable[tuple[str, str]]], name: str) -> Iterator[tuple[str, str]]:
@@ -249,6 +311,11 @@ def main() -> int:
     parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE)
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "check-gpu")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--only",
+        type=lambda names: names.split(","),
+        help="comma-separated sections: tests, encode, ocr, agreement, finetune-fusion (default: all)",
+    )
     args = parser.parse_args()
     problems = missing_inputs(args.sample)
     if problems:
@@ -279,13 +346,16 @@ def main() -> int:
     )
     print("| check | result |")
     print("| --- | --- |", flush=True)
-    sections = [
-        ("device-path tests on CUDA", gpu_test_rows),
-        ("onnxruntime", onnx_rows),
-        ("bench.encode", lambda: encode_rows(args.sample)),
-        ("workflow on the sample", lambda: workflow_rows(args.sample, args.workdir, args.cores)),
-    ]
-    for name, section in sections:
+    sections = {
+        "tests": lambda: gpu_test_rows(),
+        "encode": lambda: encode_rows(args.sample),
+        "ocr": lambda: ocr_rows(args.sample, args.workdir / "ocr", args.cores),
+        "agreement": lambda: agreement_rows(args.sample, args.workdir, args.cores),
+        "finetune-fusion": lambda: finetune_fusion_rows(args.sample, args.workdir, args.cores),
+    }
+    for name, section in sections.items():
+        if args.only and name not in args.only:
+            continue
         for label, value in checked(section, name):
             print(f"| {label} | {value} |", flush=True)
     print(f"\n{time.time() - started:.0f} s in all", flush=True)

@@ -11,7 +11,8 @@ takes at most 64 MiB of files with the working tree. This writes into `.device/`
   for) are left out.
 - `site/noto_cjk_sans_otc/`: the project's CJK font package (for the training curves the
   fine-tuning job draws) with its collection cut down by fontTools to the Simplified Chinese
-  face and the characters of the figures' code and the sample's captions (20 MB otherwise).
+  face and the characters of the figures' code, the OCR tests' rendered text and the
+  sample's captions (20 MB otherwise).
 - `sample.tar`: the real sample with its images shrunk, because the whole of it is 75 MB:
   附件1's (trained on, and OCR-read in the validation split) to at most `--train-side`
   pixels a side, the query and gallery images of 附件2 and 附件3 to `--gallery-side` (still
@@ -85,6 +86,7 @@ DEVICE_MISSING = [
     "rapidocr-onnxruntime",
     "pyclipper",
     "shapely",
+    "onnx2torch",
 ]
 PLATFORMS = [
     "manylinux_2_17_x86_64",
@@ -179,7 +181,9 @@ def pack_font(sample: Path, into: Path) -> None:
     package = resources.files("noto_cjk_sans_otc")
     collection = TTCollection(str(package / "NotoSansCJK-Regular.ttc"))
     face = [font["name"].getDebugName(1) for font in collection.fonts].index(CJK_FAMILY)
-    characters = set((REPO / "tuwen" / "figures.py").read_text(encoding="utf-8"))
+    characters = set()
+    for source in ("tuwen/figures.py", "tests/test_ocr.py"):  # the figures, the text OCR tests render
+        characters |= set((REPO / source).read_text(encoding="utf-8"))
     for table in sample.rglob("*.csv"):
         characters |= set(table.read_text(encoding="utf-8"))
     characters |= {chr(code) for code in range(0x20, 0x7F)}
