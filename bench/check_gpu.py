@@ -347,7 +347,7 @@ def main() -> int:
     print("| check | result |")
     print("| --- | --- |", flush=True)
     sections = {
-        "tests": lambda: gpu_test_rows(),
+        "tests": gpu_test_rows,
         "encode": lambda: encode_rows(args.sample),
         "ocr": lambda: ocr_rows(args.sample, args.workdir / "ocr", args.cores),
         "agreement": lambda: agreement_rows(args.sample, args.workdir, args.cores),

@@ -201,13 +201,15 @@ def search_gallery(
     shard scores only that shard (the merge is exact either way).
     """
     logit_scale = queries.metadata["logit_scale"]
-    query_key = _queries_key(queries, k, logit_scale) if cache is not None else ""
+    if cache is not None:
+        query_key = _queries_key(queries, k, logit_scale)
+        current_digest = pd.Series(current["digest"].to_numpy(), index=current["id"].to_numpy())
     partials, reused = [], 0
     for path in gallery_shards:
         cached = Path(cache) / f"{Path(path).stem}.parquet" if cache is not None else None
         if cached is not None:
             ids, digests = _shard_rows(path)
-            key = _partial_key(query_key, path, ids, digests, current)
+            key = _partial_key(query_key, path, ids, digests, current_digest)
             partial = _read_partial(cached, key)
             if partial is not None:
                 partials.append(partial)
@@ -236,12 +238,12 @@ def _shard_rows(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     return table.column("id").to_pylist(), table.column("digest").to_pylist()
 
 
-def _partial_key(query_key: str, path, ids: list[str], digests: list[str], current: pd.DataFrame) -> str:
+def _partial_key(query_key: str, path, ids: list[str], digests: list[str], current_digest: pd.Series) -> str:
     """Give what a shard's partial top-k depends on: the queries, k, the shard file (size and
-    time) and which of its rows are current (an item re-encoded elsewhere drops out)."""
+    time) and which of its rows are current (`current_digest`: each current id's digest; an
+    item re-encoded elsewhere drops out)."""
     stat = os.stat(path)
-    expected = pd.Series(current["digest"].to_numpy(), index=current["id"].to_numpy())
-    is_current = expected.reindex(ids).to_numpy() == np.asarray(digests, dtype=object)
+    is_current = current_digest.reindex(ids).to_numpy() == np.asarray(digests, dtype=object)
     digest = hashlib.sha256(f"{query_key} {Path(path).name} {stat.st_size} {stat.st_mtime_ns}".encode())
     digest.update(np.packbits(is_current).tobytes())
     return digest.hexdigest()
