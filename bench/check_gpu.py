@@ -125,12 +125,13 @@ def encode_rows(sample: Path) -> list[tuple[str, str]]:
             continue
         for line in result.stdout.splitlines():
             cells = [c.strip() for c in line.strip("|").split("|")]
-            if len(cells) == 4 and cells[1].replace(".", "", 1).isdigit():
-                label, rate, ratio, cosine = cells
+            if len(cells) == 5 and cells[2].replace(".", "", 1).isdigit():
+                label, fed, rate, ratio, cosine = cells
                 rows.append(
                     (
                         f"encode {arch}: {label}",
-                        f"{rate} images/s, {ratio}× forward-only, min cosine {cosine}",
+                        f"{rate} images/s, {ratio}× forward-only, decode only {fed} images/s, "
+                        f"min cosine {cosine}",
                     )
                 )
     return rows

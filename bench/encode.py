@@ -4,8 +4,10 @@ Random-initialised weights at full size (throughput does not depend on weight va
 Forward-only: the same preprocessed batch through `encode_image` again and again, the
 hardware's limit for this model. End to end: what an encode job does for a shard, read +
 decode + preprocess + encode + write the Parquet shard, through `tuwen.encode`. On CUDA both
-decode paths are measured (PIL in workers; nvjpeg + resize on the GPU), and the GPU path's
-embeddings are compared with the PIL path's (cosine; the goal is >= 0.999).
+decode paths are measured (PIL in workers; nvjpeg + resize on the GPU). Each path also
+runs with no model (*decode only*: how fast the device can be fed at most), and the
+embeddings of the reduced-scale JPEG decode (`encode.jpeg_draft`) and of the GPU path are
+compared with the PIL path's (cosine; the GPU path's goal is >= 0.999).
 
 Usage: python -m bench.encode --arch ViT-B-16|ViT-H-14|... --device cpu|cuda
     [--images N] [--batch-size B] [--workers W] [--sample DIR]
@@ -26,7 +28,7 @@ import torch
 from cn_clip.clip import image_transform
 
 from tuwen.demo import ALL_SCENES, draw_scene
-from tuwen.encode import encode_images, inference_autocast
+from tuwen.encode import encode_images, image_batches, inference_autocast
 from tuwen.images import load_image
 from tuwen.models import architecture, build_model
 from tuwen.parquet import l2_normalised, write_features
@@ -65,8 +67,31 @@ def forward_only(model, batch: torch.Tensor, device: str, repeats: int) -> float
     return repeats * len(batch) / (time.perf_counter() - started)
 
 
+# The ways an encode job can read pixels: (label, jpeg_draft, jpeg_decode_device on CUDA).
+DECODE_PATHS = (
+    ("PIL decode in workers", False, None),
+    ("PIL at reduced JPEG scale (encode.jpeg_draft)", True, None),
+    ("nvjpeg + resize on the GPU", False, "cuda"),
+)
+
+
+def decode_only(items: pd.DataFrame, arch, device: str, batch: int, workers: int, draft: bool, gpu) -> float:
+    """Give images/s of reading, decoding and preprocessing `items` into model input on the
+    device, as an encode job does, with no model: what the GPU can be fed at most."""
+    _sync(device)
+    started = time.perf_counter()
+    count = 0
+    with torch.inference_mode():
+        for prepared in image_batches(
+            items, arch.resolution, device, batch, workers, jpeg_draft=draft, jpeg_decode_device=gpu
+        ):
+            count += len(prepared.positions)
+    _sync(device)
+    return count / (time.perf_counter() - started)
+
+
 def end_to_end(
-    model, items: pd.DataFrame, arch, device: str, batch: int, workers: int, gpu_decode: bool, out: Path
+    model, items: pd.DataFrame, arch, device: str, batch: int, workers: int, draft: bool, gpu, out: Path
 ):
     """Give (images/s, embeddings) of reading, decoding, encoding and writing `items` as one shard."""
     _sync(device)
@@ -78,11 +103,21 @@ def end_to_end(
         device,
         batch,
         workers,
+        jpeg_draft=draft,
         progress=False,
-        jpeg_decode_device="cuda" if gpu_decode else None,
+        jpeg_decode_device=gpu,
     )
     write_features(out, encoded.ids, encoded.embeddings, [""] * len(encoded.ids), {"logit_scale": 100.0})
     return len(encoded.ids) / (time.perf_counter() - started), encoded
+
+
+def smallest_cosine(reference, other) -> float:
+    """Give the smallest cosine between two encodings' embeddings of the same ids."""
+    a = l2_normalised(reference.embeddings)
+    order = {item_id: i for i, item_id in enumerate(reference.ids)}
+    b = l2_normalised(other.embeddings)
+    # numpy's min, not Python's: a NaN must show as NaN, not slip past the gate.
+    return float(np.min([a[order[i]] @ row for i, row in zip(other.ids, b, strict=True)]))
 
 
 def main() -> None:
@@ -111,21 +146,18 @@ def main() -> None:
         preprocessed = torch.stack([transform(load_image(p)[0]) for p in paths[:batch]]).to(args.device)
         limit = forward_only(model, preprocessed, args.device, repeats=max(2, (count // batch) // 4 or 2))
 
-        rows = [("forward only (same batch again)", limit, None)]
-        pil_rate, pil = end_to_end(
-            model, items, arch, args.device, batch, args.workers, False, scratch / "pil.parquet"
-        )
-        rows.append(("end to end, PIL decode in workers", pil_rate, None))
-        if cuda:
-            gpu_rate, gpu = end_to_end(
-                model, items, arch, args.device, batch, args.workers, True, scratch / "gpu.parquet"
+        rows = [("forward only (same batch again)", None, limit, None)]
+        reference = None
+        for label, draft, gpu in DECODE_PATHS:
+            if gpu and not cuda:
+                continue
+            fed = decode_only(items, arch, args.device, batch, args.workers, draft, gpu)
+            rate, encoded = end_to_end(
+                model, items, arch, args.device, batch, args.workers, draft, gpu, scratch / "shard.parquet"
             )
-            a = l2_normalised(pil.embeddings)
-            order = {item_id: i for i, item_id in enumerate(pil.ids)}
-            b = l2_normalised(gpu.embeddings)
-            # numpy's min, not Python's: a NaN must show as NaN, not slip past the gate.
-            cosine = float(np.min([a[order[i]] @ row for i, row in zip(gpu.ids, b, strict=True)]))
-            rows.append(("end to end, nvjpeg + resize on the GPU", gpu_rate, cosine))
+            cosine = None if reference is None else smallest_cosine(reference, encoded)
+            reference = reference or encoded
+            rows.append((label, fed, rate, cosine))
 
     name = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores"
     print(
@@ -133,10 +165,13 @@ def main() -> None:
         f"torch {torch.__version__}"
     )
     print()
-    print("| path | images/s | × forward-only | min cosine to PIL path |")
-    print("| --- | ---: | ---: | ---: |")
-    for label, rate, cosine in rows:
-        print(f"| {label} | {rate:.1f} | {rate / limit:.2f} | {'–' if cosine is None else f'{cosine:.5f}'} |")
+    print("| path | decode only, images/s | end to end, images/s | × forward-only | min cosine to PIL path |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, fed, rate, cosine in rows:
+        print(
+            f"| {label} | {'–' if fed is None else f'{fed:.1f}'} | {rate:.1f} | {rate / limit:.2f} "
+            f"| {'–' if cosine is None else f'{cosine:.5f}'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,13 @@ def test_image_shard_matches_cn_clip_preprocessing_and_contract(tmp_path):
         rows.append((path.name, content_digest(path.read_bytes()), str(path)))
     write_list(tmp_path / "list.parquet", rows)
     encode_shard(
-        tmp_path / "list.parquet", card, tmp_path / "out.parquet", "image", batch_size=2, num_workers=1
+        tmp_path / "list.parquet",
+        card,
+        tmp_path / "out.parquet",
+        "image",
+        device="cpu",
+        batch_size=2,
+        num_workers=1,
     )
 
     schema = pq.read_schema(tmp_path / "out.parquet")
@@ -75,7 +81,9 @@ def test_text_shard_matches_cn_clip_tokenizer(tmp_path):
     model, card = make_card(tmp_path)
     captions = ["左上角有一个红色的圆形", "蓝色的星形", "十字" * 60]  # the last exceeds 52 tokens
     write_list(tmp_path / "list.parquet", [(f"Word-{i}", f"d{i}", c) for i, c in enumerate(captions)])
-    encode_shard(tmp_path / "list.parquet", card, tmp_path / "out.parquet", "text", batch_size=2)
+    encode_shard(
+        tmp_path / "list.parquet", card, tmp_path / "out.parquet", "text", device="cpu", batch_size=2
+    )
     shard = read_features(tmp_path / "out.parquet")
     with torch.inference_mode():
         reference = model.encode_text(tokenize(captions)).numpy()
@@ -87,7 +95,9 @@ def test_unreadable_image_is_skipped_and_reported(tmp_path):
     _, card = make_card(tmp_path)
     (tmp_path / "gone.jpg").write_bytes(b"not an image")
     write_list(tmp_path / "list.parquet", [("gone.jpg", "x", str(tmp_path / "gone.jpg"))])
-    encoded = encode_shard(tmp_path / "list.parquet", card, tmp_path / "out.parquet", "image", num_workers=0)
+    encoded = encode_shard(
+        tmp_path / "list.parquet", card, tmp_path / "out.parquet", "image", device="cpu", num_workers=0
+    )
     assert encoded.ids == [] and encoded.skipped[0][0] == "gone.jpg"
     assert read_features(tmp_path / "out.parquet").embeddings.shape == (0, 128)
 
@@ -172,6 +182,23 @@ def test_device_jpeg_path_gives_the_pil_path_embeddings(tmp_path, device):
     assert float(pil_rows["photo-0.jpg"] @ pil_rows["photo-1.jpg"]) < 0.999
 
 
+def test_the_pil_path_gives_exactly_cn_clips_transform(tmp_path):
+    """Pixels travel to the device as uint8 and are normalised there: the model input must
+    still be bit for bit what cn_clip's own transform makes of each file, grey, PNG and
+    EXIF-rotated ones included."""
+    from tuwen.encode import image_batches
+    from tuwen.images import load_image
+
+    items = _mixed_images(tmp_path / "images")
+    batches = list(image_batches(items, TINY.resolution, "cpu", batch_size=4, num_workers=0))
+    positions = [p for batch in batches for p in batch.positions]
+    got = torch.cat([batch.pixels for batch in batches if batch.pixels is not None])
+    transform = image_transform(TINY.resolution)
+    expected = torch.stack([transform(load_image(items["source"][p])[0]) for p in positions])
+    assert sorted(items["id"][p] for p in positions) == sorted(set(items["id"]) - {"truncated.jpg"})
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+
+
 def test_device_resize_matches_pil_pixels():
     """cn_clip's PIL transform and the tensor transform agree to within rounding on a real-size JPEG."""
     import io
@@ -179,14 +206,16 @@ def test_device_resize_matches_pil_pixels():
 
     from torchvision.io import decode_jpeg
 
-    from tuwen.tensor_images import resize_normalise
+    from tuwen.tensor_images import normalise, resize_pixels
 
     image = draw_scene(ALL_SCENES[5], random.Random(1)).resize((500, 375))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=92)
     data = buffer.getvalue()
     expected = image_transform(224)(Image.open(io.BytesIO(data)))
-    got = resize_normalise([decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))], 224)[0]
+    got = normalise(resize_pixels([decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))], 224))[
+        0
+    ]
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
     difference = ((got - expected) * std * 255).abs()  # in 8-bit pixel steps
     assert difference.mean() < 0.5 and difference.max() <= 3
@@ -214,7 +243,7 @@ def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypa
 
     monkeypatch.setattr("tuwen.encode.encode_texts", out_of_memory)
     with pytest.raises(TuwenError, match="out of GPU memory encoding .* at encode.batch_size 7: lower it"):
-        encode_shard(shard, card, tmp_path / "out.parquet", "text", batch_size=7)
+        encode_shard(shard, card, tmp_path / "out.parquet", "text", device="cpu", batch_size=7)
 
 
 @pytest.mark.parametrize("device", DECODE_DEVICES)
@@ -242,14 +271,14 @@ def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch, 
 
     items = _mixed_images(tmp_path / "images").head(6)  # the plain JPEGs
     model = build_model(TINY, seed=3).eval().to(device)
-    real = tuwen.tensor_images.resize_normalise
+    real = tuwen.tensor_images.resize_pixels
 
     def fails_on_wide(images, resolution):
         if images[0].shape[-1] == 480:
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real(images, resolution)
 
-    monkeypatch.setattr(tuwen.tensor_images, "resize_normalise", fails_on_wide)
+    monkeypatch.setattr(tuwen.tensor_images, "resize_pixels", fails_on_wide)
     options = {"batch_size": 6, "num_workers": 0, "progress": False}
     tensor = encode_images(model, items, TINY.resolution, device, jpeg_decode_device=device, **options)
     pil = encode_images(model, items, TINY.resolution, device, **options)
@@ -267,14 +296,32 @@ def test_one_model_tag_never_mixes_precisions(tmp_path):
     model, card = make_card(tmp_path)
     tag = json.loads(card.read_text())["tag"]
     folder = tmp_path / "features" / tag
-    write_list(tmp_path / "list.parquet", [("Word-1", "d1", "一只猫")])
-    encode_shard(tmp_path / "list.parquet", card, folder / "t2i_queries" / "s00000.parquet", "text")
+    # Neither a shard list nor another tag's fp16 shard in the folder counts.
+    (folder / "lists").mkdir(parents=True)
+    write_list(folder / "lists" / "list.parquet", [("Word-1", "d1", "一只猫")])
+    write_features(
+        folder / "another_tag" / "s.parquet", ["x"], np.ones((1, 4), np.float32), ["d"], {"precision": "fp16"}
+    )
+    encode_shard(
+        folder / "lists" / "list.parquet",
+        card,
+        folder / "t2i_queries" / "s00000.parquet",
+        "text",
+        device="cpu",
+    )
     first = pq.read_schema(folder / "t2i_queries" / "s00000.parquet").metadata[b"tuwen"]
     assert json.loads(first)["precision"] == "fp32"
     gpu_made = folder / "i2t_gallery" / "s00000.parquet"
-    write_features(gpu_made, ["Word-2"], np.ones((1, 128), np.float32), ["d2"], {"precision": "fp16"})
+    fp16 = {"precision": "fp16", "model_tag": tag}
+    write_features(gpu_made, ["Word-2"], np.ones((1, 128), np.float32), ["d2"], fp16)
     (folder / "t2i_queries" / "s00000.parquet").unlink()
     with pytest.raises(
         TuwenError, match=r"would be encoded in fp32, but .*i2t_gallery/s00000.parquet .* fp16"
     ):
-        encode_shard(tmp_path / "list.parquet", card, folder / "t2i_queries" / "s00001.parquet", "text")
+        encode_shard(
+            folder / "lists" / "list.parquet",
+            card,
+            folder / "t2i_queries" / "s00001.parquet",
+            "text",
+            device="cpu",
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -15,6 +16,8 @@ from cn_clip.clip import image_transform, tokenize
 from cn_clip.clip.model import CLIP
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import Compose
+from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 from tuwen.architectures import CONTEXT_LENGTH
@@ -29,7 +32,7 @@ from tuwen.images import (
 )
 from tuwen.models import ModelCard, load_model
 from tuwen.parquet import l2_normalised, read_table, write_features
-from tuwen.tensor_images import decode_jpegs, is_complete_plain_jpeg
+from tuwen.tensor_images import decode_jpegs, is_complete_plain_jpeg, normalise
 
 
 @dataclass
@@ -52,7 +55,7 @@ def pick_device(requested: str) -> str:
 
 
 class _ImageItems(Dataset):
-    """Per item: (index, "pixels", model input) from PIL, (index, "jpeg", bytes) for the
+    """Per item: (index, "pixels", resized uint8 pixels) from PIL, (index, "jpeg", bytes) for the
     device to decode, or (index, None, (reason code, sentence))."""
 
     def __init__(
@@ -60,7 +63,9 @@ class _ImageItems(Dataset):
     ):
         self.paths = items["source"].tolist()
         self.digests = items["digest"].tolist()
-        self.transform = image_transform(resolution)
+        # cn_clip's transform is Resize, _convert_to_rgb, ToTensor, Normalize: its PIL steps
+        # run here, its tensor steps (`normalise`) on the device.
+        self.resize_to_rgb = Compose(image_transform(resolution).transforms[:2])
         self.max_pixels = max_pixels
         self.draft_size = 2 * resolution if jpeg_draft else None
         self.raw_jpeg = raw_jpeg
@@ -81,13 +86,14 @@ class _ImageItems(Dataset):
                 # from the header, before the device decodes anything.
                 open_image(data, path, self.max_pixels)
                 return index, "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            return index, "pixels", self.pil_input(data, path)
+            return index, "pixels", self.pil_pixels(data, path)
         except ImageRejected as rejected:
             return index, None, (rejected.code, rejected.message)
 
-    def pil_input(self, data: bytes, source: str) -> torch.Tensor:
-        """Give the model input of image bytes by cn_clip's own transform on a PIL image."""
-        return self.transform(decode_image(data, source, self.max_pixels, self.draft_size))
+    def pil_pixels(self, data: bytes, source: str) -> torch.Tensor:
+        """Give the resized uint8 CHW pixels of image bytes by the PIL steps of cn_clip's own
+        transform; `normalise` on the device does the rest."""
+        return pil_to_tensor(self.resize_to_rgb(decode_image(data, source, self.max_pixels, self.draft_size)))
 
 
 def _collate(batch):
@@ -110,12 +116,14 @@ def inference_precision(device: str) -> str:
     return "fp16" if device == "cuda" else "fp32"
 
 
-def check_one_precision(output: str | os.PathLike, precision: str) -> None:
+def check_one_precision(output: str | os.PathLike, precision: str, tag: str) -> None:
     """Refuse to write a shard of another precision than the shards already under its model tag.
 
     fp16 (CUDA) and fp32 (CPU) embeddings of the same item differ in the 3rd-4th digit: mixed
     under one tag, a gallery would rank items by which device encoded them. The tag's
-    folder is results/features/<tag>/<collection>/<shard>.parquet.
+    folder is results/features/<tag>/<collection>/<shard>.parquet; only files there that are
+    feature shards of this tag count (on an H200, a shard list beside an output was once
+    taken for an fp32 shard).
     """
     from tuwen.parquet import read_metadata
 
@@ -123,7 +131,10 @@ def check_one_precision(output: str | os.PathLike, precision: str) -> None:
     for other in sorted(tag_folder.glob("*/*.parquet")):
         if other == Path(output):
             continue
-        found = read_metadata(other).get("precision", "fp32")  # before precision was recorded: CPU only
+        metadata = read_metadata(other)
+        if metadata.get("model_tag") != tag:
+            continue
+        found = metadata.get("precision", "fp32")  # before precision was recorded: CPU only
         if found != precision:
             raise TuwenError(
                 f"{output}: would be encoded in {precision}, but {other} under the same model tag was "
@@ -131,6 +142,63 @@ def check_one_precision(output: str | os.PathLike, precision: str) -> None:
                 f"was made on (encode.device), or delete {tag_folder} to re-encode it all here"
             )
         return  # every shard was checked when it was written: one is enough
+
+
+@dataclass
+class ImageBatch:
+    """One batch of model input on the device, the item positions its rows hold (in order),
+    and the items of the batch no decoder could read: (position, reason code, sentence)."""
+
+    pixels: torch.Tensor | None
+    positions: list[int]
+    refused: list[tuple[int, str, str]]
+
+
+def image_batches(
+    items: pd.DataFrame,
+    resolution: int,
+    device: str,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    jpeg_draft: bool = False,
+    jpeg_decode_device: str | None = None,
+) -> Iterator[ImageBatch]:
+    """Read, decode and preprocess the images of `items` (columns digest, source = path) into
+    model input on `device`, batch by batch.
+
+    Workers read files and decode them with PIL; with `jpeg_decode_device` (cuda: nvjpeg),
+    plain JPEGs are instead decoded, resized and normalised there in batches, and only
+    other files go through PIL. A file whose bytes no longer match its digest is refused
+    as stale (digest None: no check).
+    """
+    dataset = _ImageItems(items, resolution, max_pixels, jpeg_draft, raw_jpeg=jpeg_decode_device is not None)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device == "cuda",
+    )
+    for pixel_indices, pixels, jpeg_indices, jpegs, failures in loader:
+        refused = [(i, code, reason) for i, (code, reason) in failures]
+        parts, positions = [], []
+        if pixels is not None:
+            parts.append(pixels.to(device, non_blocking=True))
+            positions += pixel_indices
+        if jpegs:
+            decoded, kept, unreadable = decode_jpegs(
+                jpegs,
+                [dataset.paths[i] for i in jpeg_indices],
+                jpeg_decode_device,
+                resolution,
+                dataset.pil_pixels,
+            )
+            refused += [(jpeg_indices[p], code, reason) for p, code, reason in unreadable]
+            if decoded is not None:
+                parts.append(decoded.to(device))
+                positions += [jpeg_indices[p] for p in kept]
+        yield ImageBatch(normalise(torch.cat(parts)) if parts else None, positions, refused)
 
 
 def encode_images(
@@ -145,53 +213,34 @@ def encode_images(
     progress: bool = True,
     jpeg_decode_device: str | None = None,
 ) -> EncodedItems:
-    """Encode the images of `items` (columns id, digest, source = path).
-
-    Workers read files and decode them with PIL; with `jpeg_decode_device` (cuda: nvjpeg),
-    plain JPEGs are instead decoded, resized and normalised there in batches, and only
-    other files go through PIL. A file whose bytes no longer match its digest is skipped
-    as stale (digest None: no check). Embeddings stay on the device until the end: no
-    per-batch synchronisation.
-    """
-    dataset = _ImageItems(items, resolution, max_pixels, jpeg_draft, raw_jpeg=jpeg_decode_device is not None)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=device == "cuda",
+    """Encode the images of `items` (columns id, digest, source = path), read as
+    `image_batches` reads them. Embeddings stay on the device until the end: no per-batch
+    synchronisation."""
+    batches = image_batches(
+        items, resolution, device, batch_size, num_workers, max_pixels, jpeg_draft, jpeg_decode_device
     )
     ids, digests = items["id"].tolist(), items["digest"].tolist()
     result = EncodedItems()
     # Filled batch by batch, and left on the device until the end (see encode_texts).
     embeddings = torch.empty((len(items), model.text_projection.shape[1]), device=device)
+    total = -(-len(items) // batch_size)
     with torch.inference_mode(), inference_autocast(device):
-        for pixel_indices, pixels, jpeg_indices, jpegs, failures in tqdm(
-            loader, desc="images", unit="batch", file=sys.stderr, disable=not progress, mininterval=5
+        for batch in tqdm(
+            batches,
+            total=total,
+            desc="images",
+            unit="batch",
+            file=sys.stderr,
+            disable=not progress,
+            mininterval=5,
         ):
-            result.skipped.extend((ids[i], code, reason) for i, (code, reason) in failures)
-            parts, order = [], []
-            if pixels is not None:
-                parts.append(pixels.to(device, non_blocking=True))
-                order += pixel_indices
-            if jpegs:
-                decoded, positions, refused = decode_jpegs(
-                    jpegs,
-                    [dataset.paths[i] for i in jpeg_indices],
-                    jpeg_decode_device,
-                    resolution,
-                    dataset.pil_input,
-                )
-                result.skipped.extend((ids[jpeg_indices[p]], code, reason) for p, code, reason in refused)
-                if decoded is not None:
-                    parts.append(decoded.to(device))
-                    order += [jpeg_indices[p] for p in positions]
-            if not parts:
+            result.skipped.extend((ids[i], code, reason) for i, code, reason in batch.refused)
+            if batch.pixels is None:
                 continue
             filled = len(result.ids)
-            embeddings[filled : filled + len(order)] = model.encode_image(torch.cat(parts))
-            result.ids.extend(ids[i] for i in order)
-            result.digests.extend(digests[i] for i in order)
+            embeddings[filled : filled + len(batch.positions)] = model.encode_image(batch.pixels)
+            result.ids.extend(ids[i] for i in batch.positions)
+            result.digests.extend(digests[i] for i in batch.positions)
     result.embeddings = embeddings[: len(result.ids)].float().cpu().numpy()
     return result
 
@@ -263,7 +312,7 @@ def encode_shard(
     """
     card = ModelCard.read(model_card)
     device = pick_device(device)
-    check_one_precision(output, inference_precision(device))
+    check_one_precision(output, inference_precision(device), card.tag)
     model = load_model(card.arch, card.checkpoint, device)
     items = read_table(shard_list).to_pandas()
     try:

@@ -9,6 +9,7 @@ both paths accept and refuse the same files.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Callable
@@ -40,8 +41,10 @@ def is_complete_plain_jpeg(data: bytes) -> bool:
         return False
 
 
-def resize_normalise(images: list[torch.Tensor], resolution: int) -> torch.Tensor:
-    """Give cn_clip's model input from uint8 CHW RGB tensors, on their device: [N, 3, res, res]."""
+def resize_pixels(images: list[torch.Tensor], resolution: int) -> torch.Tensor:
+    """Give uint8 [N, 3, res, res] pixels from uint8 CHW RGB tensors, on their device, resized
+    as cn_clip's PIL transform resizes (bicubic to a square, PIL-style antialiasing, rounded
+    to 8-bit pixels)."""
     resized = [
         F.interpolate(
             image.unsqueeze(0).float(),
@@ -52,11 +55,26 @@ def resize_normalise(images: list[torch.Tensor], resolution: int) -> torch.Tenso
         )
         for image in images
     ]
-    # PIL resizes to 8-bit pixels: round and clip the same way before scaling to [0, 1].
-    batch = torch.cat(resized).clamp_(0, 255).round_().div_(255)
-    mean = torch.tensor(CLIP_MEAN, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=batch.device).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    return torch.cat(resized).clamp_(0, 255).round_().to(torch.uint8)
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """Give the model input of uint8 [N, 3, H, W] pixels, on their device: the operations of
+    torchvision's ToTensor and Normalize in cn_clip's transform, in their order and in
+    float32, so that the numbers are those of the transform whichever device computes them.
+    Pixels travel to the device as uint8, a quarter of the bytes of the float input."""
+    mean, std = _mean_and_std(pixels.device)
+    return pixels.float().div_(255).sub_(mean).div_(std)
+
+
+@functools.cache
+def _mean_and_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a copy from pageable host memory to a GPU waits for the stream,
+    # so making them per batch would make every batch wait for the previous forward pass.
+    def constant(values):
+        return torch.tensor(values, device=device).view(1, 3, 1, 1)
+
+    return constant(CLIP_MEAN), constant(CLIP_STD)
 
 
 def decode_jpegs(
@@ -66,10 +84,11 @@ def decode_jpegs(
     resolution: int,
     fallback: Callable[[bytes, str], torch.Tensor],
 ) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str, str]]]:
-    """Decode JPEG byte tensors on `device` in one batch and give the model input.
+    """Decode JPEG byte tensors on `device` in one batch and give their resized uint8 pixels.
 
     A batch the decoder refuses is retried one file at a time, and a file it refuses
-    goes through `fallback(bytes, source)` (PIL). Gives the input, the positions it holds (in order),
+    goes through `fallback(bytes, source)` (PIL, giving resized uint8 pixels). Gives the
+    pixels, the positions they hold (in order),
     and (position, reason code, sentence) for files no decoder could read.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -111,7 +130,7 @@ def decode_jpegs(
         # One image at a time: a resize the device cannot do (out of memory on a huge
         # panorama) sends that file to PIL instead of ending the shard.
         try:
-            parts.append(resize_normalise([image], resolution))
+            parts.append(resize_pixels([image], resolution))
             kept.append(position)
         except RuntimeError:
             try:
