@@ -6,7 +6,13 @@ import logging
 import pandas as pd
 
 from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.fusion import best_per_label, query_groups, search_settings
+from tuwen.fusion import (
+    best_per_label,
+    chance_p_values,
+    eligible_channels,
+    query_groups,
+    search_settings,
+)
 from tuwen.fusion_inputs import read_task
 from tuwen.logs import run_logged
 from tuwen.settings import read_settings
@@ -23,12 +29,29 @@ def main(snakemake) -> None:
     for task, plan in snakemake.params.plan.items():
         channels = read_task(plan)
         groups = query_groups(channels.query_ids, len(channels.gallery_ids), fusion["validation_ratio"])
+        p_values = chance_p_values(channels, positives[task], groups)
+        eligible = eligible_channels(p_values, fusion["chance_alpha"])
         evaluated = search_settings(
-            channels, fusion["weights"], temperatures, positives[task], groups, plan["ranking_channels"]
+            channels,
+            fusion["weights"],
+            temperatures,
+            positives[task],
+            groups,
+            plan["ranking_channels"],
+            eligible,
         )
         best = best_per_label(evaluated)
-        winner = max(best.values(), key=lambda item: item.mean)  # first of equals: the simplest
-        chosen[task] = {"label": winner.setting.label, **winner.setting.describe()}
+        # First of equals: the simplest. A channel at chance level is shown alone, never chosen.
+        winner = max(
+            (item for item in best.values() if set(item.setting.used) <= set(eligible)),
+            key=lambda item: item.mean,
+        )
+        chosen[task] = {
+            "label": winner.setting.label,
+            **winner.setting.describe(),
+            "chance_p": p_values,
+            "eligible": eligible,
+        }
         for label, item in best.items():
             rows.append(
                 {
@@ -42,10 +65,13 @@ def main(snakemake) -> None:
                 }
             )
         logging.info(
-            "%s: %d queries x %d, %d settings; chosen %s %s",
+            "%s: %d queries x %d; p of each channel's R@10 by chance %s, combined: %s; "
+            "%d settings; chosen %s %s",
             task,
             len(channels.query_ids),
             len(channels.gallery_ids),
+            {name: f"{p:.2g}" for name, p in p_values.items()},
+            eligible,
             len(evaluated),
             winner.setting.describe(),
             winner.recall,

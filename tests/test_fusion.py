@@ -14,6 +14,8 @@ from tuwen.fusion import (
     FusionSetting,
     build_channels,
     candidate_settings,
+    chance_p_values,
+    eligible_channels,
     evaluate_settings,
     fused_topk,
     query_groups,
@@ -147,13 +149,14 @@ def test_candidate_settings_start_with_each_channel_alone():
     assert FusionSetting.from_dict(settings[5].describe()) == settings[5]
 
 
-def noisy_channels(names: list[str], seed: int = 0):
-    """A task of 30 queries whose i-th query matches gallery item i, seen by each channel through noise."""
+def noisy_channels(names: list[str], seed: int = 0, blind: tuple[str, ...] = ()):
+    """A task of 30 queries whose i-th query matches gallery item i, seen by each channel
+    through noise; `blind` channels see nothing of it (pure noise)."""
     rng = np.random.default_rng(seed)
     truth = rng.normal(size=(30, 16))
     clip = {}
     for k, name in enumerate(names):
-        noise = 0.5 + k * 0.4
+        noise = 1e6 if name in blind else 0.5 + k * 0.4
 
         def unit(x):
             return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
@@ -202,3 +205,30 @@ def test_many_channels_are_searched_forward_from_the_best_single_one():
             assert (
                 max(item.mean for item in evaluate_settings(channels, grown, positives, groups)) <= best.mean
             )
+
+
+def test_chance_p_values_are_calibrated_on_channels_that_see_nothing():
+    """Over many tasks where a channel is pure noise, p < alpha about alpha of the time (at
+    most: the count is discrete); a channel that sees the task is far from chance."""
+    p_blind, p_seeing = [], []
+    for seed in range(150):
+        channels, positives, groups = noisy_channels(["clip:sees", "clip:blind"], seed, blind=("clip:blind",))
+        p_values = chance_p_values(channels, positives, groups)
+        p_blind.append(p_values["clip:blind"])
+        p_seeing.append(p_values["clip:sees"])
+    for alpha in (0.2, 0.5):
+        assert alpha / 2 <= np.mean(np.array(p_blind) < alpha) <= alpha + 0.08, alpha
+    assert max(p_seeing) < 1e-6
+
+
+def test_a_channel_at_chance_is_tried_alone_but_never_combined():
+    for names in (["clip:a", "clip:b"], [f"clip:m{k}" for k in range(5)] + ["clip:m0:base"]):
+        blind = names[1]
+        channels, positives, groups = noisy_channels(names, blind=(blind,))
+        eligible = eligible_channels(chance_p_values(channels, positives, groups), 0.01)
+        assert blind not in eligible and names[0] in eligible
+        searched = search_settings(channels, [0.5, 1.0], [0.1], positives, groups, names[:2], eligible)
+        assert blind in {item.setting.label for item in searched}
+        assert all(blind not in item.setting.used for item in searched if len(item.setting.used) > 1)
+    # Where no channel is above chance, none is preferred: all may be combined.
+    assert eligible_channels({"clip:a": 0.3, "ocr": 0.5}, 0.01) == ["clip:a", "ocr"]

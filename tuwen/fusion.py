@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.stats import poisson_binom
 
 from tuwen.evaluation import RECALL_KS, rankings_of, recall_at_k
 from tuwen.lexical import BM25Index, normalised_by_query
@@ -274,6 +275,39 @@ def evaluate_settings(
     return evaluated
 
 
+def chance_p_values(channels: TaskChannels, positives: dict, groups: np.ndarray) -> dict[str, float]:
+    """Give, per channel, the probability that a ranking by chance alone finds at least as
+    many queries' true targets in its top 10 as the channel alone does (its R@10 hits).
+
+    Chance: each query's top 10 a uniformly random 10 of the gallery, so a query with m true
+    targets among G items hits with probability 1 - C(G-m, 10) / C(G, 10); the hits of all
+    queries are then a Poisson-binomial count.
+    """
+    gallery = set(channels.gallery_ids)
+    size, k = len(gallery), min(max(RECALL_KS), len(gallery))
+    scored = [q for q in channels.query_ids if positives.get(q, set()) & gallery]
+    chance = []
+    for query in scored:
+        miss = 1.0
+        for i in range(k):  # C(G-m, k) / C(G, k) as a product, free of huge integers
+            miss *= max(0.0, (size - len(positives[query] & gallery) - i) / (size - i))
+        chance.append(1.0 - miss)
+    p_values = {}
+    for name in channels.names:
+        alone = FusionSetting(tuple((other, float(other == name)) for other in channels.names))
+        rankings = rankings_of(fused_topk(channels, alone, k, groups))
+        hits = sum(1 for q in scored if positives[q] & set(rankings.get(q, [])[:k]))
+        p_values[name] = float(poisson_binom(chance).sf(hits - 1)) if scored else 1.0
+    return p_values
+
+
+def eligible_channels(p_values: dict[str, float], alpha: float) -> list[str]:
+    """Give the channels that may be combined: those that validation tells apart from chance
+    (p < alpha). Where none is, all of them: there is then nothing to prefer."""
+    above = [name for name, p in p_values.items() if p < alpha]
+    return above or list(p_values)
+
+
 # Beyond this many candidate settings (5 channels: over 12,000), trying every combination
 # costs minutes and fits the noise of a small validation task: search greedily instead.
 EXHAUSTIVE_LIMIT = 2000
@@ -286,18 +320,25 @@ def search_settings(
     positives: dict,
     groups: np.ndarray,
     combined: list[str],
+    eligible: list[str] | None = None,
 ) -> list[Evaluated]:
     """Give every setting tried on a task with its recall, simplest first.
 
-    Few channels: every combination (`candidate_settings`). Many: each channel alone, the
-    channels in `combined` together (the run's models, so that fusion.csv shows them
-    combined), then forward selection from the best so far: add the channel and weight
-    (each with and without re-ranking) that raise mean recall most, until none does.
+    Every channel is tried alone; only `eligible` ones (default: all) are combined. Few
+    channels: every combination (`candidate_settings`). Many: the channels in `combined`
+    together (the run's models, so that fusion.csv shows them combined), then forward
+    selection from the best so far: add the channel and weight (each with and without
+    re-ranking) that raise mean recall most, until none does.
     """
-    candidates = candidate_settings(channels.names, weights, temperatures)
+    names = channels.names
+    allowed = set(names if eligible is None else eligible)
+    candidates = [
+        setting
+        for setting in candidate_settings(names, weights, temperatures)
+        if len(setting.used) == 1 or set(setting.used) <= allowed
+    ]
     if len(candidates) <= EXHAUSTIVE_LIMIT:
         return evaluate_settings(channels, candidates, positives, groups)
-    names = channels.names
 
     def variants(chosen: dict[str, float]) -> list[FusionSetting]:
         pairs = tuple((name, chosen.get(name, 0.0)) for name in names)
@@ -305,18 +346,18 @@ def search_settings(
 
     singles = [s for name in names for s in variants({name: 1.0})]
     tried = evaluate_settings(channels, singles, positives, groups)
-    together = [name for name in combined if name in names]
+    together = [name for name in combined if name in allowed]
     if len(together) > 1:
         rest = itertools.product([w for w in weights if w > 0], repeat=len(together) - 1)
         settings = [s for r in rest for s in variants(dict(zip(together, (1.0, *r), strict=True)))]
         tried += evaluate_settings(channels, settings, positives, groups)
-    best = max(tried, key=lambda item: item.mean)
+    best = max((item for item in tried if set(item.setting.used) <= allowed), key=lambda item: item.mean)
     while True:
         chosen = {name: weight for name, weight in best.setting.weights if weight}
         additions = [
             s
             for name in names
-            if name not in chosen
+            if name not in chosen and name in allowed
             for weight in weights
             if weight > 0
             for s in variants({**chosen, name: weight})

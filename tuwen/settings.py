@@ -50,6 +50,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "fusion.ocr",
         "fusion.weights",
         "fusion.temperatures",
+        "fusion.chance_alpha",
         "fusion.validation_ratio",
         "train.enabled",
         "models",
