@@ -71,7 +71,13 @@ def test_tables_follow_the_fused_ranking_and_keep_every_channel(fused):
         table = pd.read_csv(fused / f"results/result{number}.csv")
         top5 = topk[topk["rank"] <= 5]
         assert table.iloc[:, 2].tolist() == top5["target_id"].tolist()
-        assert set(chosen[task]) == {"label", "weights", "temperature"}
+        assert set(chosen[task]) == {"label", "weights", "temperature", "chance_p", "eligible"}
+        # Every channel's p against chance is recorded; only eligible ones carry weight.
+        assert set(chosen[task]["chance_p"]) == set(chosen[task]["weights"])
+        used = {name for name, weight in chosen[task]["weights"].items() if weight}
+        assert used <= set(chosen[task]["eligible"])
+        below = {name for name, p in chosen[task]["chance_p"].items() if p < 0.01}  # the default alpha
+        assert set(chosen[task]["eligible"]) == (below or set(chosen[task]["weights"])), chosen[task]
 
 
 def test_ocr_is_accounted_for(fused):
