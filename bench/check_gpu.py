@@ -80,6 +80,7 @@ def gpu_test_rows() -> list[tuple[str, str]]:
         result = subprocess.run(
             [sys.executable, "-m", "pytest", test_file, "-k", "cuda", "-q", "-p", "no:cacheprovider"],
             cwd=REPO,
+            env={**os.environ, "TUWEN_TESTS_ON_CUDA": "1"},  # tests/conftest.py hides the GPU otherwise
             capture_output=True,
             text=True,
             check=False,

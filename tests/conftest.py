@@ -16,6 +16,14 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `make test` checks the CPU contract on any machine: the workflow's numbers against CPU
+# references (1e-5). On a GPU machine `encode.device: auto` would encode in fp16 there, and
+# on an H200 five tests failed for that alone. So the tests, and every workflow, job and
+# server they start, see no GPU; the GPU paths are `make check-gpu`'s, which sets
+# TUWEN_TESTS_ON_CUDA=1 to run the tests' CUDA halves.
+if os.environ.get("TUWEN_TESTS_ON_CUDA") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 SAMPLE_DATA = REPO.parent / "shared" / "data" / "teddy2024-sample"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 

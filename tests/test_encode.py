@@ -23,7 +23,13 @@ TINY = architecture("tuwen-tiny")
 # resize) and on CUDA in `make check-gpu` (nvjpeg): the same assertions on both.
 DECODE_DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(),
+            reason="no CUDA device seen (`make check-gpu` runs the CUDA halves)",
+        ),
+    ),
 ]
 
 

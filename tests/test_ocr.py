@@ -95,7 +95,13 @@ def test_engines_in_processes_work_from_a_script_without_a_main_guard(tmp_path):
 # The torch engine's tests run on the CPU here and on CUDA in `make check-gpu`.
 TORCH_DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(),
+            reason="no CUDA device seen (`make check-gpu` runs the CUDA halves)",
+        ),
+    ),
 ]
 
 
@@ -144,7 +150,9 @@ def test_ocr_device_says_where_ocr_runs():
             ocr_device("cuda")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device seen (`make check-gpu` runs the CUDA halves)"
+)
 def test_a_job_on_cuda_forks_engines_that_read_what_the_cpu_reads(tmp_path):
     """An OCR job chooses the device (auto), then forks its engines: CUDA must not have
     started in the job's process, or no child can use it. A fresh process, as a job is."""
