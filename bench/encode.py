@@ -155,8 +155,10 @@ def main() -> None:
             rate, encoded = end_to_end(
                 model, items, arch, args.device, batch, args.workers, draft, gpu, scratch / "shard.parquet"
             )
-            cosine = None if reference is None else smallest_cosine(reference, encoded)
-            reference = reference or encoded
+            if reference is None:  # the first path, PIL's, is what the others are compared with
+                reference, cosine = encoded, None
+            else:
+                cosine = smallest_cosine(reference, encoded)
             rows.append((label, fed, rate, cosine))
 
     name = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores"

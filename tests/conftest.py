@@ -24,6 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 # TUWEN_TESTS_ON_CUDA=1 to run the tests' CUDA halves.
 if os.environ.get("TUWEN_TESTS_ON_CUDA") != "1":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import torch  # noqa: E402 - after the line above, which decides what torch may see
+
+# A device test's CUDA half: skipped here, run by `make check-gpu`.
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device seen (`make check-gpu` runs the CUDA halves)"
+)
+# The devices of a test that asserts the same on the CPU (here) and on CUDA (check-gpu).
+CPU_AND_CUDA = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 SAMPLE_DATA = REPO.parent / "shared" / "data" / "teddy2024-sample"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 

@@ -12,6 +12,7 @@ import torch
 from cn_clip.clip import image_transform, tokenize
 from PIL import Image
 
+from tests.conftest import CPU_AND_CUDA
 from tuwen.demo import ALL_SCENES, draw_scene
 from tuwen.encode import encode_shard
 from tuwen.errors import TuwenError
@@ -19,18 +20,8 @@ from tuwen.models import ModelCard, architecture, build_model, checkpoint_digest
 from tuwen.parquet import read_features, write_features
 
 TINY = architecture("tuwen-tiny")
-# The device path's tests run on the CPU here (torchvision's CPU decoder, the same tensor
-# resize) and on CUDA in `make check-gpu` (nvjpeg): the same assertions on both.
-DECODE_DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(
-            not torch.cuda.is_available(),
-            reason="no CUDA device seen (`make check-gpu` runs the CUDA halves)",
-        ),
-    ),
-]
+# The device path's tests (CPU_AND_CUDA) run on the CPU here (torchvision's CPU decoder,
+# the same tensor resize) and on CUDA in `make check-gpu` (nvjpeg): the same assertions.
 
 
 def make_card(tmp_path):
@@ -154,7 +145,7 @@ def test_only_complete_plain_jpegs_take_the_device_path(tmp_path):
     assert not is_complete_plain_jpeg(data["photo-0.jpg"] + b"\x00" * 16)
 
 
-@pytest.mark.parametrize("device", DECODE_DEVICES)
+@pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_device_jpeg_path_gives_the_pil_path_embeddings(tmp_path, device):
     """The device path (decode, resize, normalise on tensors): same ids, same reasons,
     embeddings within cosine 0.999 of cn_clip's PIL transform on the same device."""
@@ -252,7 +243,7 @@ def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypa
         encode_shard(shard, card, tmp_path / "out.parquet", "text", device="cpu", batch_size=7)
 
 
-@pytest.mark.parametrize("device", DECODE_DEVICES)
+@pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path, device):
     """A JPEG over max_pixels is refused by the device path from its header, as PIL refuses it."""
     from tuwen.encode import encode_images
@@ -269,7 +260,7 @@ def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path, 
     assert sorted(tensor.ids) == sorted(pil.ids)
 
 
-@pytest.mark.parametrize("device", DECODE_DEVICES)
+@pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch, device):
     """One image whose device resize fails (out of memory) is encoded through PIL; the shard goes on."""
     import tuwen.tensor_images

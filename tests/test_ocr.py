@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from tests.conftest import CPU_AND_CUDA, needs_cuda
 from tuwen.figures import cjk_font_path
 from tuwen.ocr import OcrSettings, ocr_engine, ocr_shard, read_image_text
 from tuwen.parquet import read_metadata
@@ -92,20 +92,7 @@ def test_engines_in_processes_work_from_a_script_without_a_main_guard(tmp_path):
     assert pd.read_parquet(tmp_path / "ocr.parquet")["status"].tolist() == ["ok", "ok", "empty"]
 
 
-# The torch engine's tests run on the CPU here and on CUDA in `make check-gpu`.
-TORCH_DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(
-            not torch.cuda.is_available(),
-            reason="no CUDA device seen (`make check-gpu` runs the CUDA halves)",
-        ),
-    ),
-]
-
-
-@pytest.mark.parametrize("device", TORCH_DEVICES)
+@pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_the_torch_models_compute_what_onnxruntime_computes(device):
     """rapidocr's three ONNX files as torch modules: the same outputs (fp32) on inputs of
     the shapes the pipeline gives them, the recogniser at two widths (its shape is dynamic)."""
@@ -127,7 +114,7 @@ def test_the_torch_models_compute_what_onnxruntime_computes(device):
             assert np.abs(got - expected).max() < 1e-3, part
 
 
-@pytest.mark.parametrize("device", TORCH_DEVICES)
+@pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_ocr_on_torch_reads_what_onnxruntime_reads(engine, tmp_path, device):
     from tuwen.ocr_torch import run_models_on_torch
 
@@ -150,9 +137,7 @@ def test_ocr_device_says_where_ocr_runs():
             ocr_device("cuda")
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device seen (`make check-gpu` runs the CUDA halves)"
-)
+@needs_cuda
 def test_a_job_on_cuda_forks_engines_that_read_what_the_cpu_reads(tmp_path):
     """An OCR job chooses the device (auto), then forks its engines: CUDA must not have
     started in the job's process, or no child can use it. A fresh process, as a job is."""

@@ -292,12 +292,14 @@ def chance_p_values(channels: TaskChannels, positives: dict, groups: np.ndarray)
         for i in range(k):  # C(G-m, k) / C(G, k) as a product, free of huge integers
             miss *= max(0.0, (size - len(positives[query] & gallery) - i) / (size - i))
         chance.append(1.0 - miss)
+    if not scored:
+        return dict.fromkeys(channels.names, 1.0)
+    names = channels.names
+    alone = [FusionSetting(tuple((other, float(other == name)) for other in names)) for name in names]
     p_values = {}
-    for name in channels.names:
-        alone = FusionSetting(tuple((other, float(other == name)) for other in channels.names))
-        rankings = rankings_of(fused_topk(channels, alone, k, groups))
-        hits = sum(1 for q in scored if positives[q] & set(rankings.get(q, [])[:k]))
-        p_values[name] = float(poisson_binom(chance).sf(hits - 1)) if scored else 1.0
+    for name, item in zip(names, evaluate_settings(channels, alone, positives, groups), strict=True):
+        hits = round(item.recall[f"R@{max(RECALL_KS)}"] * len(scored))
+        p_values[name] = float(poisson_binom(chance).sf(hits - 1))
     return p_values
 
 
