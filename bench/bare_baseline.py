@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 
 from tuwen.encode import encode_images, encode_texts
-from tuwen.layout import TASKS
 from tuwen.logs import PEAK_RSS_LINE, peak_rss_mb
 from tuwen.models import architecture, build_model
 from tuwen.parquet import FeatureShard, l2_normalised
 from tuwen.retrieval import merge_topk, shard_topk
+from tuwen.run import CONTEST_TASKS
 from tuwen.tables import result_table, write_result_table
 
 
@@ -76,8 +76,9 @@ def run(data_root: Path, out_dir: Path, model: str, seed: int, batch_size: int, 
         images(data_root / "附件3/ImageData", query_order), texts(data_root / "附件3/word_data.csv"), 10
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_result_table(result_table(t2i, TASKS["t2i"].columns), out_dir / TASKS["t2i"].table)
-    write_result_table(result_table(i2t, TASKS["i2t"].columns), out_dir / TASKS["i2t"].table)
+    for task, topk in (("t2i", t2i), ("i2t", i2t)):
+        spec = CONTEST_TASKS[task]
+        write_result_table(result_table(topk, spec["columns"]), out_dir / spec["table"])
 
 
 def main() -> None:

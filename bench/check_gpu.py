@@ -40,10 +40,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from bench import DEFAULT_SAMPLE
 from bench.scale import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "teddy2024-sample"
 ENCODE_IMAGES = {"ViT-B-16": 4096, "ViT-H-14": 1024}
 
 
@@ -250,10 +250,10 @@ def finetune_fusion_rows(sample: Path, workdir: Path, cores: int) -> Iterator[tu
 
 OCR_JOB = """
 import sys, time
-from tuwen.ocr import OcrSettings, ocr_device, ocr_shard
+from tuwen.ocr import OcrOptions, ocr_device, ocr_shard
 device = ocr_device(sys.argv[3])
 started = time.perf_counter()
-ocr_shard(sys.argv[1], sys.argv[2], 10**9, OcrSettings(), 1, int(sys.argv[4]), device)
+ocr_shard(sys.argv[1], sys.argv[2], 10**9, OcrOptions(), 1, int(sys.argv[4]), device)
 print(device, time.perf_counter() - started)
 """
 

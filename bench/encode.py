@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from cn_clip.clip import image_transform
 
+from bench import DEFAULT_SAMPLE
 from tuwen.demo import ALL_SCENES, draw_scene
 from tuwen.encode import encode_images, image_batches, inference_autocast
 from tuwen.images import load_image
@@ -34,7 +35,6 @@ from tuwen.models import architecture, build_model
 from tuwen.parquet import l2_normalised, write_features
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "teddy2024-sample"
 
 
 def image_files(count: int, sample: Path, scratch: Path) -> list[str]:

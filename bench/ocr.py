@@ -6,7 +6,7 @@ photos), in one run on the same machine state:
 
 - rapidocr's defaults as the workflow used them before (`PPOCR_DEFAULTS`: the shorter
   side enlarged to 736, the angle classifier on), one engine of all threads;
-- the workflow's settings (`OcrSettings()`: the longer side at most 640, no classifier),
+- the workflow's settings (`OcrOptions()`: the longer side at most 640, no classifier),
   one engine of all threads, and one single-threaded engine per thread (processes);
 
 each gives images/s, and OCR alone as a retriever (BM25 of the captions against the text
@@ -29,24 +29,26 @@ import pandas as pd
 
 from bench.encode import DEFAULT_SAMPLE
 from tuwen.encode import encode_images
-from tuwen.evaluation import positives_by_query, read_ground_truth, recall_at_k
+from tuwen.evaluation import read_positives, recall_at_k
+from tuwen.layout import IMAGES, TEXTS
 from tuwen.lexical import BM25Index
 from tuwen.models import architecture, build_model
 from tuwen.ocr import (
     PPOCR_DEFAULTS,
-    OcrSettings,
+    OcrOptions,
     ocr_engine,
     read_image_text,
     read_in_ocr_worker,
     start_ocr_worker,
 )
 from tuwen.retrieval import ranked_top
+from tuwen.run import contest_ground_truth
 
 CONTEST_GALLERY = 50_000
 
 
 def read_all(
-    paths: list[str], settings: OcrSettings, threads: int, processes: int
+    paths: list[str], settings: OcrOptions, threads: int, processes: int
 ) -> tuple[float, list[str]]:
     """Give images/s of OCR over `paths` and the text read in each (engines started beforehand)."""
     if processes == 1:
@@ -70,7 +72,7 @@ def read_all(
 
 def ocr_recall(sample: Path, texts: dict[str, str]) -> dict[str, dict]:
     """Give OCR-alone R@1/5/10 both ways on the sample, from the text read in each image (by file name)."""
-    truth = read_ground_truth(str(sample / "ground_truth.csv"))
+    truth = str(sample / "ground_truth.csv")
     t2i_queries = pd.read_csv(sample / "附件2" / "word_test.csv", dtype=str)
     i2t_gallery = pd.read_csv(sample / "附件3" / "word_data.csv", dtype=str)
     t2i_gallery = sorted(p.name for p in (sample / "附件2" / "ImageData").iterdir())
@@ -99,7 +101,8 @@ def ocr_recall(sample: Path, texts: dict[str, str]) -> dict[str, dict]:
         rankings = {q: [] for q in queries}
         for row, col in zip(rows, cols, strict=True):
             rankings[queries[row]].append(ids[col])
-        result[task] = recall_at_k(rankings, positives_by_query(truth, task), set(ids))
+        kind = TEXTS if task == "t2i" else IMAGES
+        result[task] = recall_at_k(rankings, read_positives(contest_ground_truth(truth, kind)), set(ids))
     return result
 
 
@@ -137,8 +140,8 @@ def main() -> None:
             args.threads,
             1,
         ),
-        ("workflow (longer side at most 640, no classifier), 1 engine", OcrSettings(), args.threads, 1),
-        (f"workflow, {args.threads} single-threaded engines", OcrSettings(), 1, args.threads),
+        ("workflow (longer side at most 640, no classifier), 1 engine", OcrOptions(), args.threads, 1),
+        (f"workflow, {args.threads} single-threaded engines", OcrOptions(), 1, args.threads),
     ]
     rows, read = [], {}
     for label, settings, threads, processes in variants:

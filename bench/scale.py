@@ -16,7 +16,7 @@ logs), the largest job's peak RSS, and the ratios full / bare and increment / fu
 The full build's result tables must equal the baseline's byte for byte.
 
 Usage: python -m bench.scale [--gallery 50000] [--queries 5000] [--cores 2]
-    [--workdir runs/bench-scale] [--sample ../shared/data/teddy2024-sample] [--report FILE]
+    [--workdir runs/bench-scale] [--sample $TUWEN_SAMPLE] [--report FILE]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from bench import DEFAULT_SAMPLE
 from bench.contest_folder import (
     add_gallery_captions,
     add_gallery_images,
@@ -41,7 +42,6 @@ from bench.contest_folder import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "teddy2024-sample"
 WORKFLOW_CONFIG = {"models": ["tuwen-tiny-rn"], "seed": 0, "train": {"enabled": False}, "ground_truth": ""}
 LOG_NUMBER = r"([0-9.]+)"
 

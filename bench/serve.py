@@ -109,8 +109,8 @@ def measure(port: int, requests: list, clients: int, per_client: int) -> dict:
 
 
 def bench_run(name: str, run: Path) -> list[dict]:
-    captions = pd.read_parquet(run / layout.manifest("t2i_queries"))["caption"].tolist()[:200]
-    images = pd.read_parquet(run / layout.manifest("i2t_images"))
+    captions = pd.read_parquet(run / layout.manifest("t2i_queries", layout.TEXTS))["caption"].tolist()[:200]
+    images = pd.read_parquet(run / layout.manifest("i2t_images", layout.IMAGES))
     images = images[images["status"] == "ok"]["path"].tolist()[:50]
     gallery = len(pd.read_parquet(run / layout.assignment("t2i_gallery")))
     texts = [("GET", "/api/search?" + urllib.parse.urlencode({"q": c, "k": 10}), None, {}) for c in captions]

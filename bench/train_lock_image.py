@@ -19,7 +19,7 @@ from tuwen.demo import generate_demo
 from tuwen.encode import encode_images
 from tuwen.ingest import read_text_set, scan_image_folder
 from tuwen.models import architecture, build_model
-from tuwen.train import FineTuner, TrainSettings, training_pairs
+from tuwen.train import FineTuner, TrainOptions, training_pairs
 
 
 def main(epochs: int = 3, model_name: str = "tuwen-tiny-rn") -> None:
@@ -44,7 +44,7 @@ def main(epochs: int = 3, model_name: str = "tuwen-tiny-rn") -> None:
         features = dict(zip(encoded.ids, encoded.embeddings, strict=True))
         results = {}
         for lock in (False, True):
-            settings = TrainSettings(
+            settings = TrainOptions(
                 epochs=epochs,
                 batch_size=64,
                 accum_steps=1,

@@ -2,6 +2,9 @@
 # A shard is large (shards.size), so a job's ~5 s start-up is a small share of it.
 
 
+include: "inputs/encode.smk"
+
+
 rule encode_image_shard:
     input:
         shard_list=shard_list,

@@ -1,16 +1,19 @@
-# Fusion (fusion.enabled, or several models): the validation task from 附件1's held-out
-# pairs, the text read in the images (OCR), and the choice of channels, weights and
-# re-ranking made on validation.
+# Fusion (fusion.enabled, or several models): the validation task from the training pairs
+# held out, the text read in the images (OCR), and the choice of channels, weights and
+# re-ranking made on validation, per direction (t2i, i2t).
+
+
+include: "inputs/fusion.smk"
 
 
 rule validation_split:
     input:
-        images=layout.manifest("train_images"),
-        texts=layout.manifest("train_texts"),
+        images=layout.manifest(TRAIN_IMAGES, layout.IMAGES),
+        texts=layout.manifest(TRAIN_TEXTS, layout.TEXTS),
         settings=settings_file("validation"),
     output:
-        images=layout.manifest("val_images"),
-        texts=layout.manifest("val_texts"),
+        images=layout.manifest(VAL_IMAGES, layout.IMAGES),
+        texts=layout.manifest(VAL_TEXTS, layout.TEXTS),
     log:
         layout.log("validation_split"),
     localrule: True
@@ -46,9 +49,9 @@ rule ocr_shard:
 
 rule tune_fusion:
     input:
-        files=validation_fusion_files,
+        unpack(validation_fusion_inputs),
         cards=all_cards(),
-        pairs=layout.manifest("val_texts"),
+        pairs=layout.manifest(VAL_TEXTS, layout.TEXTS),
         settings=settings_file("fusion"),
     output:
         chosen=layout.fusion("chosen.json"),
@@ -72,11 +75,10 @@ rule tune_fusion:
 
 rule evaluate_fusion:
     input:
-        files=test_fusion_files,
+        unpack(test_fusion_inputs),
         validation=layout.fusion("validation.csv"),
         chosen=layout.fusion("chosen.json"),
-        ground_truth=ground_truth_input,
-        settings=settings_file("ground_truth"),
+        truth_settings=settings_file("ground_truth") if judged_tasks() else [],
     output:
         table=report(
             layout.evaluation("fusion.csv"),
@@ -100,7 +102,7 @@ rule evaluate_fusion:
 
 rule account_ocr:
     input:
-        ocr_files,
+        unpack(ocr_inputs),
     output:
         counts=layout.summary("ocr.csv"),
         failures=layout.summary("ocr_failures.csv"),

@@ -1,11 +1,14 @@
-# Stage 1, ingest: image folders and CSVs to validated manifests and rejects reports.
+# Stage 1, ingest: image folders and caption tables to validated manifests and rejects reports.
+
+
+include: "inputs/ingest.smk"
 
 
 wildcard_constraints:
-    col="|".join(layout.of_kind(layout.IMAGES)),
-    tset="|".join(layout.of_kind(layout.TEXTS)),
+    col="|".join(RUN.of_kind(layout.IMAGES)) or "(?!)",
+    tset="|".join(RUN.of_kind(layout.TEXTS)) or "(?!)",
     name="|".join(COLLECTIONS),
-    task="|".join(TASKS),
+    task="|".join(TASKS) or "(?!)",
     shard=r"s\d+",
     stage=f"{layout.BASE}|{layout.FINETUNE}",
     model="|".join(MODEL_BY_NAME),
@@ -16,6 +19,7 @@ rule ingest_images:
     input:
         folder=image_folder,
         settings=settings_file("ingest"),
+        collection=settings_file("collection", "{col}"),
     output:
         manifest=layout.manifest("{col}", layout.IMAGES),
         rejects=layout.rejects("{col}"),
@@ -24,7 +28,7 @@ rule ingest_images:
     benchmark:
         layout.benchmark("ingest_images", "{col}")
     wildcard_constraints:
-        col="|".join(IMAGE_FOLDERS),
+        col="|".join(IMAGE_FOLDERS) or "(?!)",
     conda:
         "../envs/tuwen.yaml"
     threads: INGEST_THREADS
@@ -49,20 +53,18 @@ rule ingest_texts:
     log:
         layout.log("ingest_texts", "{tset}"),
     wildcard_constraints:
-        tset="|".join(TEXT_SETS),
+        tset="|".join(TEXT_SETS) or "(?!)",
     localrule: True
     conda:
         "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=20,
-    params:
-        id_column=text_id_column,
     script:
         "../scripts/ingest_texts.py"
 
 
-# A task's query list (附件3/image_test.csv), checked against the collection it names.
+# A task's query list (the contest's 附件3/image_test.csv), checked against the collection it names.
 rule ingest_query_list:
     input:
         unpack(query_list_inputs),
@@ -72,12 +74,14 @@ rule ingest_query_list:
     log:
         layout.log("ingest_query_list", "{task}"),
     wildcard_constraints:
-        task="|".join(QUERY_LIST_TASKS),
+        task="|".join(QUERY_LIST_TASKS) or "(?!)",
     localrule: True
     conda:
         "../envs/tuwen.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        collection_id_column=query_collection_id_column,
     script:
         "../scripts/ingest_query_list.py"

@@ -2,6 +2,9 @@
 # because feature paths carry the model tag (name + weights digest).
 
 
+include: "inputs/models.smk"
+
+
 rule init_model:
     output:
         layout.init_checkpoint("{arch}", "{seed}"),

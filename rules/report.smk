@@ -1,6 +1,9 @@
 # Stages 7-8, figures and evaluation, plus the run's accounting of every input id.
 
 
+include: "inputs/report.smk"
+
+
 rule query_figures:
     input:
         unpack(figure_inputs),
@@ -50,14 +53,14 @@ rule evaluate:
         mem_mb=2000,
         runtime=10,
     params:
-        tasks=list(TASKS),
+        tasks=list(judged_tasks()),
     script:
         "../scripts/evaluate.py"
 
 
 rule account_inputs:
     input:
-        accounting_files,
+        unpack(accounting_inputs),
     output:
         accounting=report(
             layout.summary("accounting.csv"),
@@ -98,6 +101,14 @@ rule browse_page:
         runtime=30,
     params:
         shown=5,
-        tasks=list(TASKS),
+        tasks={
+            name: {
+                "query_kind": task.query_kind,
+                "text_side": task.text_side,
+                "image_side": task.image_side,
+            }
+            for name, task in TASKS.items()
+        },
+        collections={name: kind_of(name) for name in RUN.searchable()},
     script:
         "../scripts/browse_page.py"

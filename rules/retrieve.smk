@@ -1,6 +1,9 @@
 # Stages 5-6, similarity and tables: queries x the whole gallery, exact top-K, result CSVs.
 
 
+include: "inputs/retrieve.smk"
+
+
 rule gather_queries:
     input:
         order=query_order,
@@ -35,6 +38,7 @@ if not FUSE:
             features=gallery_features,
             card=RANKING_CARD,
             settings=settings_file("retrieval"),
+            task=task_settings,
         output:
             layout.topk("{task}"),
         log:
@@ -57,9 +61,10 @@ else:
     # ranked by the combination chosen on validation.
     rule fused_search:
         input:
-            files=fused_task_files,
+            unpack(fused_task_inputs),
             chosen=layout.fusion("chosen.json"),
             settings=settings_file("retrieval"),
+            task=task_settings,
         output:
             layout.topk("{task}"),
         log:
@@ -103,24 +108,22 @@ rule dense_similarity:
 rule result_table:
     input:
         topk=topk_of_table,
+        task=table_settings,
     output:
         report(
-            layout.result_table_pattern(),
+            layout.result_table("{table}"),
             caption="../report/result_table.rst",
             category="Result tables",
         ),
     log:
         layout.log("result_table", "{table}"),
     wildcard_constraints:
-        table="|".join(re.escape(task.table) for task in TASKS.values()),
+        table="|".join(re.escape(t.table) for t in TASKS.values() if t.table) or "(?!)",
     localrule: True
     conda:
         "../envs/tuwen.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    params:
-        task=task_of_table,
-        columns=table_columns,
     script:
         "../scripts/result_table.py"

@@ -1,5 +1,9 @@
-# The settings each stage's results depend on, one file per group (tuwen/settings.py). A
-# shell command, not a Python job: a file of a few lines is not worth a job's start-up.
+# The settings each stage's results depend on, one file per group (tuwen/settings.py), and
+# the declared run itself (run.json, for the readers of a finished run). A shell command,
+# not a Python job: a file of a few lines is not worth a job's start-up.
+
+
+include: "inputs/settings.smk"
 
 
 rule record_settings:

@@ -2,6 +2,9 @@
 # because the shards to encode are known only once the manifest is.
 
 
+include: "inputs/shards.smk"
+
+
 checkpoint assign_shards:
     input:
         manifest=manifest_of,

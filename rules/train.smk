@@ -3,11 +3,14 @@
 # declared outputs, so a killed job continues where it stopped when the workflow is run again.
 
 
+include: "inputs/train.smk"
+
+
 rule train_model:
     input:
         unpack(train_inputs),
-        pairs=layout.manifest("train_texts"),
-        images=layout.manifest("train_images"),
+        pairs=layout.manifest(TRAIN_TEXTS, layout.TEXTS),
+        images=layout.manifest(TRAIN_IMAGES, layout.IMAGES),
         card=base_card,
         settings=train_settings,
     output:

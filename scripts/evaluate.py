@@ -6,26 +6,21 @@ import logging
 import pandas as pd
 
 from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.evaluation import (
-    RECALL_KS,
-    positives_by_query,
-    rankings_of,
-    read_ground_truth,
-    recall_at_k,
-    summarise,
-)
+from tuwen.evaluation import RECALL_KS, rankings_of, read_positives, recall_at_k, summarise
 from tuwen.logs import run_logged
+from tuwen.run import GroundTruth
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
-    truth = read_ground_truth(snakemake.input.ground_truth)
+    truths = read_settings(snakemake.input.settings)["ground_truth"]
     per_task = {}
     for task, topk_path, assignment_path in zip(
         snakemake.params.tasks, snakemake.input.topk, snakemake.input.gallery_assignments, strict=True
     ):
         gallery = set(pd.read_parquet(assignment_path)["id"])
         per_task[task] = recall_at_k(
-            rankings_of(pd.read_parquet(topk_path)), positives_by_query(truth, task), gallery
+            rankings_of(pd.read_parquet(topk_path)), read_positives(GroundTruth(**truths[task])), gallery
         )
     metrics = summarise(per_task)
     write_text_atomic(snakemake.output.metrics, json.dumps(metrics, indent=2) + "\n")

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 
 from tuwen.atomic import atomic_path
-from tuwen.evaluation import positives_by_query, read_ground_truth
-from tuwen.fusion import FusionSetting, evaluate_settings
+from tuwen.evaluation import read_positives
+from tuwen.fusion import FusionRecipe, evaluate_settings
 from tuwen.fusion_inputs import read_task
 from tuwen.logs import run_logged
+from tuwen.run import GroundTruth
+from tuwen.settings import read_settings
 
 COLUMNS = ["split", "task", "channels", "R@1", "R@5", "R@10", "chosen", "weights", "temperature"]
 
@@ -19,12 +21,13 @@ def main(snakemake) -> None:
     validation = pd.read_csv(snakemake.input.validation)
     rows = [validation]
     if snakemake.params.plan:
-        truth = read_ground_truth(snakemake.input.ground_truth)
+        truths = read_settings(snakemake.input.truth_settings)["ground_truth"]
         for task, plan in snakemake.params.plan.items():
             channels = read_task(plan)
-            on_task = validation[validation["task"] == task]
+            # Fusion is chosen per direction on validation; each task is scored with its direction's settings.
+            on_task = validation[validation["task"] == plan["direction"]]
             settings = [
-                FusionSetting.from_dict(
+                FusionRecipe.from_dict(
                     {
                         "weights": json.loads(r.weights),
                         "temperature": None if np.isnan(r.temperature) else r.temperature,
@@ -33,8 +36,9 @@ def main(snakemake) -> None:
                 for r in on_task.itertuples(index=False)
             ]
             groups = np.zeros(len(channels.query_ids), dtype=np.int64)  # all test queries are known at once
-            evaluated = evaluate_settings(channels, settings, positives_by_query(truth, task), groups)
-            test = on_task.assign(split="test")
+            positives = read_positives(GroundTruth(**truths[task]))
+            evaluated = evaluate_settings(channels, settings, positives, groups)
+            test = on_task.assign(split="test", task=task)
             for key in ("R@1", "R@5", "R@10"):
                 test[key] = [item.recall[key] for item in evaluated]
             rows.append(test)

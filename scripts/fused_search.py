@@ -5,20 +5,20 @@ import logging
 
 import pyarrow as pa
 
-from tuwen.fusion import FusionSetting, fused_topk
+from tuwen.fusion import FusionRecipe, fused_topk
 from tuwen.fusion_inputs import model_tags, read_task
 from tuwen.logs import run_logged
 from tuwen.parquet import write_table
-from tuwen.settings import read_settings
+from tuwen.settings import hits_kept, read_settings
 
 
 def main(snakemake) -> None:
     task, plan = snakemake.wildcards.task, snakemake.params.plan
     channels = read_task(plan)
     with open(snakemake.input.chosen, encoding="utf-8") as handle:
-        chosen = json.load(handle)[task]
-    keep_top = read_settings(snakemake.input.settings)["retrieval"]["keep_top"]
-    topk = fused_topk(channels, FusionSetting.from_dict(chosen), keep_top)
+        chosen = json.load(handle)[plan["direction"]]
+    keep_top = hits_kept(read_settings(snakemake.input.settings), read_settings(snakemake.input.task))
+    topk = fused_topk(channels, FusionRecipe.from_dict(chosen), keep_top)
     ranking_tag = next(iter(model_tags(plan).values()))
     write_table(
         pa.Table.from_pandas(topk, preserve_index=False),

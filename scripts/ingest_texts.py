@@ -1,4 +1,4 @@
-"""Snakemake entry point: read one caption CSV into its manifest and rejects report."""
+"""Snakemake entry point: read one caption table into its manifest and rejects report."""
 
 import logging
 
@@ -6,14 +6,17 @@ import pandas as pd
 
 from tuwen.ingest import read_text_set, rejects_of, status_counts, write_manifest, write_rejects
 from tuwen.logs import run_logged
+from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
+    collection = read_settings(snakemake.input.settings)["collection"]
     images = pd.read_parquet(snakemake.input.images) if hasattr(snakemake.input, "images") else None
-    manifest = read_text_set(snakemake.input.csv, snakemake.params.id_column, images)
+    table = snakemake.input.table
+    manifest = read_text_set(table, collection["id_column"], images, collection["caption_column"])
     write_manifest(manifest, snakemake.output.manifest)
-    write_rejects(rejects_of(manifest, "text_id", snakemake.input.csv), snakemake.output.rejects)
-    logging.info("%s: %s", snakemake.input.csv, status_counts(manifest))
+    write_rejects(rejects_of(manifest, "text_id", table), snakemake.output.rejects)
+    logging.info("%s: %s", table, status_counts(manifest))
 
 
 run_logged(main, snakemake)

@@ -3,13 +3,13 @@
 import logging
 
 from tuwen.logs import run_logged
-from tuwen.ocr import OcrSettings, ocr_device, ocr_processes, ocr_shard
+from tuwen.ocr import OcrOptions, ocr_device, ocr_processes, ocr_shard
 from tuwen.settings import read_settings
 
 
 def main(snakemake) -> None:
     settings = read_settings(snakemake.input.settings)
-    what = OcrSettings.from_settings(settings)
+    what = OcrOptions.from_settings(settings)
     # Processes and device are speed only: read from the config, not the settings file.
     processes = ocr_processes(snakemake.config["fusion"]["ocr_processes"], snakemake.threads)
     device = ocr_device(snakemake.config["fusion"]["ocr_device"])

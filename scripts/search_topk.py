@@ -9,11 +9,11 @@ from tuwen import layout
 from tuwen.logs import run_logged
 from tuwen.parquet import read_features, write_table
 from tuwen.retrieval import search_gallery
-from tuwen.settings import read_settings
+from tuwen.settings import hits_kept, read_settings
 
 
 def main(snakemake) -> None:
-    keep_top = read_settings(snakemake.input.settings)["retrieval"]["keep_top"]
+    keep_top = hits_kept(read_settings(snakemake.input.settings), read_settings(snakemake.input.task))
     queries = read_features(snakemake.input.queries)
     current = pd.read_parquet(snakemake.input.assignment, columns=["id", "digest"])
     topk = search_gallery(

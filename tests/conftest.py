@@ -33,7 +33,9 @@ needs_cuda = pytest.mark.skipif(
 )
 # The devices of a test that asserts the same on the CPU (here) and on CUDA (check-gpu).
 CPU_AND_CUDA = ["cpu", pytest.param("cuda", marks=needs_cuda)]
-SAMPLE_DATA = REPO.parent / "shared" / "data" / "teddy2024-sample"
+# The real contest sample: TUWEN_SAMPLE names it (CI sets it); a checkout beside the shared
+# data folder finds it there too.
+SAMPLE_DATA = Path(os.environ.get("TUWEN_SAMPLE") or REPO.parent / "shared" / "data" / "teddy2024-sample")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -161,3 +163,18 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def contest_positives(truth, task: str, folder: Path) -> dict[str, set[str]]:
+    """Each query's true targets from contest-style `text_id,image_id` pairs (a table or a
+    CSV path), read as the workflow reads them (tuwen.evaluation.read_positives)."""
+    import pandas as pd
+
+    from tuwen.evaluation import read_positives
+    from tuwen.layout import IMAGES, TEXTS
+    from tuwen.run import contest_ground_truth
+
+    path = Path(truth) if not isinstance(truth, pd.DataFrame) else folder / f"truth-{task}.csv"
+    if isinstance(truth, pd.DataFrame):
+        truth.to_csv(path, index=False)
+    return read_positives(contest_ground_truth(str(path), TEXTS if task == "t2i" else IMAGES))

@@ -109,10 +109,10 @@ def test_no_gallery_file_is_lost(messy_run):
 def test_query_rows_are_answered_or_rejected_by_row(messy_run):
     _, workdir = messy_run
     for manifest, table, expected in (
-        ("t2i_queries/texts.parquet", "result1.csv", T2I_QUERY_EXPECTED),
-        ("i2t_queries/queries.parquet", "result2.csv", I2T_QUERY_EXPECTED),
+        ("manifest/t2i_queries/texts.parquet", "result1.csv", T2I_QUERY_EXPECTED),
+        ("query_lists/i2t/queries.parquet", "result2.csv", I2T_QUERY_EXPECTED),
     ):
-        rows = pd.read_parquet(workdir / "results/manifest" / manifest)
+        rows = pd.read_parquet(workdir / "results" / manifest)
         assert dict(zip(rows["row"], rows["reason_code"], strict=True)) == expected
         answered = pd.read_csv(workdir / "results" / table)
         ok_ids = [i for i in rows.loc[rows["status"] == "ok"].iloc[:, 0] if i not in QUERY_DECODE_FAILURES]
@@ -171,7 +171,10 @@ def test_missing_column_stops_with_the_columns_found(tmp_path):
         config={"data_root": str(data), **CONFIG},
     )
     assert result.returncode != 0
-    assert "missing required column(s) caption; columns found: text_id, text" in result.stderr
+    # Stopped while the run is declared, before any job, naming the key, the file and the columns.
+    assert "collections.i2t_gallery.texts: " in result.stderr
+    assert "word_data.csv has no column 'caption' (columns: text_id, text)" in result.stderr
+    assert not (tmp_path / "run/results/manifest").exists()
 
 
 def test_checkpoint_of_another_architecture_stops_early(tmp_path):

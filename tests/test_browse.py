@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.conftest import contest_positives
 from tuwen.browse import data_script, make_thumbnails, page_data, write_page
-from tuwen.evaluation import positives_by_query, read_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +99,10 @@ def test_thumbnails_are_made_once_per_image_content(tmp_path):
 
 def test_known_queries_show_their_known_hits_in_a_real_browser(demo_run, browser, tmp_path):
     page = demo_run / "results/browse/index.html"
-    truth = read_ground_truth(str(demo_run / "results/demo/data/ground_truth.csv"))
+    truth = demo_run / "results/demo/data/ground_truth.csv"
     for task in ("t2i", "i2t"):
         topk = pd.read_parquet(demo_run / f"results/retrieval/{task}/topk.parquet")
-        positives = positives_by_query(truth, task)
+        positives = contest_positives(truth, task, tmp_path)
         query = topk["query_id"].iloc[len(topk) // 2]
         dom = open_page(browser, page, f"task={task}&q={query}")
         [section] = [s for s in dom.sections if s["id"] == query]

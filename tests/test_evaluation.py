@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from tests.cn_clip_reference import cn_clip_recall
-from tuwen.evaluation import positives_by_query, rankings_of, recall_at_k, summarise
+from tests.conftest import contest_positives
+from tuwen.evaluation import rankings_of, recall_at_k, summarise
 
 
 def random_topk(rng, truth_of, gallery, k=10):
@@ -29,7 +30,7 @@ def test_recall_equals_cn_clip_evaluation(tmp_path, task):
     truth = pd.DataFrame({"text_id": texts, "image_id": images})
     queries, gallery = (texts, images) if task == "t2i" else (images, texts)
     topk = random_topk(rng, dict(zip(queries, gallery, strict=True)), gallery)
-    positives = positives_by_query(truth, task)
+    positives = contest_positives(truth, task, tmp_path)
     ours = recall_at_k(rankings_of(topk), positives, set(gallery))
     reference = cn_clip_recall(topk, positives, task, tmp_path)
     assert 0 < ours["R@1"] < ours["R@5"] < ours["R@10"] < 1
@@ -37,10 +38,10 @@ def test_recall_equals_cn_clip_evaluation(tmp_path, task):
         assert ours[key] == pytest.approx(value, abs=1e-9)
 
 
-def test_queries_without_truth_in_the_gallery_are_counted_not_scored():
+def test_queries_without_truth_in_the_gallery_are_counted_not_scored(tmp_path):
     truth = pd.DataFrame({"text_id": ["a", "b"], "image_id": ["x", "y"]})
     topk = pd.DataFrame({"query_id": ["a", "b"], "rank": [1, 1], "target_id": ["x", "x"]})
-    metrics = recall_at_k(rankings_of(topk), positives_by_query(truth, "t2i"), {"x"})
+    metrics = recall_at_k(rankings_of(topk), contest_positives(truth, "t2i", tmp_path), {"x"})
     assert metrics["queries_scored"] == 1 and metrics["queries_without_truth"] == 1
     assert metrics["R@1"] == 1.0
 

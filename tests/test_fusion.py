@@ -11,7 +11,7 @@ import pytest
 from tuwen.evaluation import rankings_of, recall_at_k
 from tuwen.fusion import (
     EXHAUSTIVE_LIMIT,
-    FusionSetting,
+    FusionRecipe,
     build_channels,
     candidate_settings,
     chance_p_values,
@@ -73,7 +73,7 @@ def random_task(seed: int, queries: int = 40, gallery: int = 90):
     return build_channels(query_ids, clip, texts, logit_scale=50.0)
 
 
-def dense_reference(channels, setting: FusionSetting, k: int, groups: np.ndarray) -> pd.DataFrame:
+def dense_reference(channels, setting: FusionRecipe, k: int, groups: np.ndarray) -> pd.DataFrame:
     everything = slice(0, len(channels.query_ids))
     fused = sum(w * channels.block(n, everything) for n, w in setting.weights if w)
     final = fused.copy()
@@ -96,7 +96,7 @@ def test_fused_topk_equals_the_dense_float64_reference(temperature, block_rows):
     channels = random_task(0)
     groups = query_groups(channels.query_ids, len(channels.gallery_ids), ratio=10)
     assert len(set(groups)) > 1
-    setting = FusionSetting((("clip:a", 1.0), ("clip:b", 0.5), ("ocr", 0.3)), temperature)
+    setting = FusionRecipe((("clip:a", 1.0), ("clip:b", 0.5), ("ocr", 0.3)), temperature)
     topk = fused_topk(channels, setting, 10, groups, block_rows=block_rows)
     expected = dense_reference(channels, setting, 10, groups)
     columns = ["query_id", "rank", "target_id"]
@@ -109,7 +109,7 @@ def test_fused_topk_equals_the_dense_float64_reference(temperature, block_rows):
 
 def test_gallery_order_and_shard_layout_do_not_change_the_result():
     channels = random_task(1)
-    setting = FusionSetting((("clip:a", 1.0), ("clip:b", 0.0), ("ocr", 1.0)), 0.1)
+    setting = FusionRecipe((("clip:a", 1.0), ("clip:b", 0.0), ("ocr", 1.0)), 0.1)
     # The same task with its gallery given in another order (another shard layout) and as
     # a model's embeddings split differently: build_channels sorts the gallery by id.
     clip = {
@@ -134,8 +134,8 @@ def test_reranking_lowers_a_hub():
     gallery = {"g0": hub, **{f"t{i}": eye[i + 1] for i in range(5)}}
     channels = build_channels(queries, {"clip": (query_vectors, gallery)}, None, 100.0)
     positives = {q: {f"t{i}"} for i, q in enumerate(queries)}
-    plain = fused_topk(channels, FusionSetting((("clip", 1.0),)), 1)
-    reranked = fused_topk(channels, FusionSetting((("clip", 1.0),), 0.05), 1)
+    plain = fused_topk(channels, FusionRecipe((("clip", 1.0),)), 1)
+    reranked = fused_topk(channels, FusionRecipe((("clip", 1.0),), 0.05), 1)
     gallery_ids = set(channels.gallery_ids)
     assert recall_at_k(rankings_of(plain), positives, gallery_ids)["R@1"] == 0.0
     assert recall_at_k(rankings_of(reranked), positives, gallery_ids)["R@1"] == 1.0
@@ -146,7 +146,7 @@ def test_candidate_settings_start_with_each_channel_alone():
     labels = [s.label for s in settings]
     assert labels[:4] == ["clip", "clip+rerank", "ocr", "ocr+rerank"]
     assert labels.count("clip+ocr") == 2 and labels.count("clip+ocr+rerank") == 2
-    assert FusionSetting.from_dict(settings[5].describe()) == settings[5]
+    assert FusionRecipe.from_dict(settings[5].describe()) == settings[5]
 
 
 def noisy_channels(names: list[str], seed: int = 0, blind: tuple[str, ...] = ()):
@@ -198,7 +198,7 @@ def test_many_channels_are_searched_forward_from_the_best_single_one():
     for name in names:
         if not chosen[name]:
             grown = [
-                FusionSetting(tuple((n, chosen[n] if n != name else w) for n in names), t)
+                FusionRecipe(tuple((n, chosen[n] if n != name else w) for n in names), t)
                 for w in weights
                 for t in (None, *temperatures)
             ]

@@ -1,17 +1,19 @@
 """Ingest: manifests and rejects for folders and CSVs, in every encoding users send."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from PIL import Image
 
 from tuwen.ingest import (
     InputError,
-    read_csv_records,
-    read_image_queries,
+    read_query_list,
     read_text_set,
     rejects_of,
     scan_image_folder,
 )
+from tuwen.records import read_records
 
 
 def make_folder(tmp_path):
@@ -52,7 +54,7 @@ def test_csv_is_read_in_every_encoding(tmp_path, encoding):
     path = tmp_path / "word_test.csv"
     text = 'text_id,caption\r\nWord-1,"红色的圆形,在左边"\r\nWord-2,"他说""好""\n第二行"\r\n'
     path.write_bytes(text.encode(encoding))
-    records = read_csv_records(path, ["text_id", "caption"])
+    records = read_records(path, ["text_id", "caption"])
     assert [row["caption"] for _, row in records.rows] == ["红色的圆形,在左边", '他说"好"\n第二行']
 
 
@@ -60,7 +62,7 @@ def test_missing_column_error_lists_the_columns_found(tmp_path):
     path = tmp_path / "word_test.csv"
     path.write_text("id,text,extra\nWord-1,你好,x\n", encoding="utf-8")
     with pytest.raises(InputError) as error:
-        read_csv_records(path, ["text_id", "caption"])
+        read_records(path, ["text_id", "caption"])
     assert "text_id, caption" in str(error.value) and "id, text, extra" in str(error.value)
 
 
@@ -91,9 +93,57 @@ def test_image_queries_are_checked_against_the_folder(tmp_path):
     images = scan_image_folder(make_folder(tmp_path))
     path = tmp_path / "image_test.csv"
     path.write_text("image_id\nImage1-0002.jpg\nImage1-0404.jpg\nImage1-0002.jpg\n", encoding="utf-8")
-    manifest = read_image_queries(path, images)
+    manifest = read_query_list(path, images)
     assert list(manifest["reason_code"]) == ["", "image_missing", "duplicate_id"]
     assert isinstance(manifest, pd.DataFrame)
+
+
+def test_nested_folders_are_read_and_ids_are_relative_paths(tmp_path):
+    folder = tmp_path / "photos"
+    for relative in ("2024/05/a.jpg", "2023/01/a.jpg", "top.png", "2024/notes.txt", ".cache/x.jpg"):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+    for relative in ("2024/05/a.jpg", "2023/01/a.jpg"):
+        Image.new("RGB", (8, 8), (200, 0, 0)).save(folder / relative, "JPEG")
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(folder / "top.png")
+    (folder / "2024/notes.txt").write_text("not a photo", encoding="utf-8")
+    Image.new("RGB", (8, 8)).save(folder / ".cache/x.jpg", "JPEG")
+    manifest = scan_image_folder(folder)
+    status = dict(
+        zip(
+            manifest["image_id"], manifest["reason_code"].where(manifest["status"] != "ok", "ok"), strict=True
+        )
+    )
+    # Two photos of one name in two folders are two images; nothing under the folder goes unlisted.
+    assert status == {
+        ".cache": "hidden_folder",
+        "top.png": "ok",
+        "2023/01/a.jpg": "ok",
+        "2024/notes.txt": "not_image_file",
+        "2024/05/a.jpg": "ok",
+    }
+    ok = manifest[manifest["status"] == "ok"].set_index("image_id")
+    assert Path(ok.loc["2024/05/a.jpg", "path"]) == folder / "2024/05/a.jpg"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_captions_are_read_from_every_table_format_with_named_columns(tmp_path, suffix):
+    rows = pd.DataFrame(
+        {"sku": ["A-1", "A-2", "A-3"], "title": ["夏季新款连衣裙", "  ", "女装, 清凉"], "x": [1, 2, 3]}
+    )
+    path = tmp_path / f"titles{suffix}"
+    if suffix == ".csv":
+        rows.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        rows.to_csv(path, index=False, sep="\t")
+    elif suffix == ".jsonl":
+        rows.to_json(path, orient="records", lines=True, force_ascii=False)
+    else:
+        rows.to_parquet(path)
+    manifest = read_text_set(path, "sku", caption_column="title")
+    assert list(manifest["text_id"]) == ["A-1", "A-2", "A-3"]
+    assert list(manifest["caption"]) == ["夏季新款连衣裙", "", "女装, 清凉"]
+    assert list(manifest["reason_code"]) == ["", "empty_caption", ""]
+    assert f"titles{suffix} row 2" in manifest.loc[1, "reason"]
 
 
 def test_rescan_reads_only_new_and_changed_files(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""What a run is, said once: tuwen.layout owns collections, tasks, models and results/ paths."""
+"""Said once: tuwen.layout owns the results/ paths and the models, tuwen.run the declared run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import yaml
 
 from tests.conftest import REPO
 from tuwen import layout
+from tuwen.plans import query_order
+from tuwen.run import data_folder, declare_run
 
 LIBRARY_AND_SCRIPTS = [
     path
@@ -68,18 +70,15 @@ def test_no_module_guesses_a_collection_kind_or_a_direction():
     assert found == []
 
 
-def test_every_collection_and_task_is_consistent():
-    for task in [*layout.TASKS.values(), *layout.VALIDATION_TASKS.values()]:
-        assert {layout.COLLECTIONS[task.queries].kind, layout.COLLECTIONS[task.gallery].kind} == {
-            layout.IMAGES,
-            layout.TEXTS,
-        }
-        assert layout.image_side(task) != layout.text_side(task)
-    assert layout.TASKS["t2i"].columns == ("text_id", "similarity_ranking", "result_image_id")
-    assert layout.TASKS["i2t"].columns == ("image_id", "similarity_ranking", "result_text_id")
-    assert layout.manifest("t2i_gallery") == "results/manifest/t2i_gallery/images.parquet"
-    assert layout.query_order(layout.TASKS["i2t"]) == "results/manifest/i2t_queries/queries.parquet"
-    assert layout.query_order(layout.TASKS["t2i"]) == "results/manifest/t2i_queries/texts.parquet"
+def test_every_collection_and_task_of_the_contest_preset_is_consistent():
+    run = declare_run({"data_root": "demo"})
+    for task in [*run.tasks.values(), *run.validation_tasks.values()]:
+        kinds = {run.collections[task.queries].kind, run.collections[task.gallery].kind}
+        assert kinds == {layout.IMAGES, layout.TEXTS}
+        assert task.image_side != task.text_side
+    assert layout.manifest("t2i_gallery", layout.IMAGES) == "results/manifest/t2i_gallery/images.parquet"
+    assert query_order(run, run.tasks["i2t"]) == "results/query_lists/i2t/queries.parquet"
+    assert query_order(run, run.tasks["t2i"]) == "results/manifest/t2i_queries/texts.parquet"
 
 
 def test_models_are_names_or_mappings_with_their_own_training():
@@ -122,9 +121,6 @@ def test_a_model_card_path_names_its_model_and_stage():
     )
 
 
-def test_what_the_data_root_and_ground_truth_settings_name():
-    assert layout.data_folder("demo") == layout.demo_data()
-    assert layout.ground_truth_file("auto", "demo") == f"{layout.demo_data()}/ground_truth.csv"
-    assert layout.ground_truth_file("auto", "/data/contest") == "/data/contest/ground_truth.csv"
-    assert layout.ground_truth_file("/elsewhere/truth.csv", "demo") == "/elsewhere/truth.csv"
-    assert layout.ground_truth_file("", "/data/contest") is None
+def test_what_the_data_root_setting_names():
+    assert data_folder("demo") == layout.demo_data()
+    assert data_folder("~/photos").endswith("/photos") and not data_folder("~/photos").startswith("~")

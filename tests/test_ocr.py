@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tests.conftest import CPU_AND_CUDA, needs_cuda
 from tuwen.figures import cjk_font_path
-from tuwen.ocr import OcrSettings, ocr_engine, ocr_shard, read_image_text
+from tuwen.ocr import OcrOptions, ocr_engine, ocr_shard, read_image_text
 from tuwen.parquet import read_metadata
 
 
@@ -55,7 +55,7 @@ def test_a_shard_keeps_a_row_for_every_image(tmp_path, processes):
         }
     )
     items.to_parquet(tmp_path / "list.parquet")
-    settings = OcrSettings(detect_side=480)
+    settings = OcrOptions(detect_side=480)
     table = ocr_shard(tmp_path / "list.parquet", tmp_path / "ocr.parquet", 10**8, settings, 1, processes)
     assert table["status"].tolist() == ["ok", "empty", "failed"]
     written = pd.read_parquet(tmp_path / "ocr.parquet")
@@ -84,7 +84,7 @@ def test_engines_in_processes_work_from_a_script_without_a_main_guard(tmp_path):
     script = tmp_path / "job.py"
     files = f"{str(tmp_path / 'list.parquet')!r}, {str(tmp_path / 'ocr.parquet')!r}"
     script.write_text(
-        f"from tuwen.ocr import OcrSettings, ocr_shard\nocr_shard({files}, 10**8, OcrSettings(), 1, 2)\n",
+        f"from tuwen.ocr import OcrOptions, ocr_shard\nocr_shard({files}, 10**8, OcrOptions(), 1, 2)\n",
         encoding="utf-8",
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
@@ -149,14 +149,14 @@ def test_a_job_on_cuda_forks_engines_that_read_what_the_cpu_reads(tmp_path):
     pd.DataFrame(
         {"id": list("abcd"), "digest": list("1234"), "source": [str(tmp_path / f"{i}.jpg") for i in range(4)]}
     ).to_parquet(tmp_path / "list.parquet")
-    cpu = ocr_shard(tmp_path / "list.parquet", tmp_path / "cpu.parquet", 10**8, OcrSettings(), 1, 1, "cpu")
+    cpu = ocr_shard(tmp_path / "list.parquet", tmp_path / "cpu.parquet", 10**8, OcrOptions(), 1, 1, "cpu")
     files = f"{str(tmp_path / 'list.parquet')!r}, {str(tmp_path / 'cuda.parquet')!r}"
     script = tmp_path / "job.py"
     script.write_text(
-        "from tuwen.ocr import OcrSettings, ocr_device, ocr_shard\n"
+        "from tuwen.ocr import OcrOptions, ocr_device, ocr_shard\n"
         "device = ocr_device('auto')\n"
         "assert device == 'cuda', device\n"
-        f"ocr_shard({files}, 10**8, OcrSettings(), 1, 2, device)\n",
+        f"ocr_shard({files}, 10**8, OcrOptions(), 1, 2, device)\n",
         encoding="utf-8",
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)

@@ -54,8 +54,28 @@ def contest_folder(tmp_path_factory) -> Path:
     return root
 
 
-def runnable(command: str, scratch: Path, demo_run: Path, contest: Path) -> tuple[list[str], Path]:
+@pytest.fixture(scope="module")
+def own_folder(tmp_path_factory) -> Path:
+    """A folder for the README's own-data examples: photos/ (nested), questions.csv, pairs.tsv."""
+    from tests.test_workflow_own_data import make_library
+
+    root = tmp_path_factory.mktemp("own")
+    made = make_library(root / "photos", 8)
+    (root / "questions.csv").write_text("编号,问题\nQ1,一个红色的圆形\n", encoding="utf-8")
+    (root / "pairs.tsv").write_text(
+        "path\tcaption\n" + "".join(f"{p}\t{c}\n" for p, c in made), encoding="utf-8"
+    )
+    return root
+
+
+def runnable(
+    command: str, scratch: Path, demo_run: Path, contest: Path, own: Path | None = None
+) -> tuple[list[str], Path]:
     """Give the argument list to run for a README command, and the folder to run it in."""
+    for placeholder, folder in (("/path/to/photos", own and own / "photos"), ("/path/to/folder", own)):
+        if folder is not None:
+            command = command.replace(placeholder, str(folder))
+    command = command.replace("$TUWEN_SAMPLE", str(SAMPLE_DATA))
     words = shlex.split(command.replace("$PWD", str(REPO)).replace("/path/to/contest", str(contest)))
     if words[0] == "snakemake":
         words[0] = ".venv/bin/snakemake"
@@ -82,6 +102,23 @@ def runnable(command: str, scratch: Path, demo_run: Path, contest: Path) -> tupl
     if tool.startswith("python") and words[1] == "-m" and words[2].startswith("bench."):
         return [*words[:3], "--help"], REPO
     raise AssertionError(f"README command of a form this test cannot check yet: {command}")
+
+
+def test_readme_shows_the_example_configs_as_they_are():
+    """The README's own-data snippets are exactly examples/*.yaml (which the workflow tests run)."""
+    import yaml
+
+    shown = [
+        yaml.safe_load(block)
+        for block in re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    ]
+    examples = {
+        p.name: yaml.safe_load(p.read_text(encoding="utf-8"))
+        for p in sorted((REPO / "examples").glob("*.yaml"))
+    }
+    assert len(examples) == 3 and all(example in shown for example in examples.values()), examples
+    text = README.read_text(encoding="utf-8")
+    assert all(f"--configfile examples/{name}" in text for name in examples)
 
 
 def test_readme_shows_the_commands_users_need():
@@ -127,15 +164,20 @@ def curl_command_answers(command: str, server, demo_run: Path) -> None:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_works(command, tmp_path, demo_run, contest_folder, request):
-    if "shared/data/teddy2024-sample" in command and not SAMPLE_DATA.is_dir():
-        pytest.skip(f"the real sample is not at {SAMPLE_DATA}")
+    if "$TUWEN_SAMPLE" in command and not SAMPLE_DATA.is_dir():
+        pytest.skip(f"the real sample (TUWEN_SAMPLE) is not at {SAMPLE_DATA}")
     if command.startswith("curl "):
         curl_command_answers(command, request.getfixturevalue("readme_server"), demo_run)
         return
     if re.match(r"^(\.venv/bin/)?python -m tuwen serve", command):
         serve_command_answers(command, demo_run)
         return
-    args, cwd = runnable(command, tmp_path, demo_run, contest_folder)
+    own = (
+        request.getfixturevalue("own_folder")
+        if "/path/to/photos" in command or "/path/to/folder" in command
+        else None
+    )
+    args, cwd = runnable(command, tmp_path, demo_run, contest_folder, own)
     python = REPO / ".venv/bin/python"
     if args[0] in {"python", "python3"} or args[0].endswith("/python"):
         args[0] = str(python)

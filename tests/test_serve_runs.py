@@ -41,7 +41,7 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
     for tag, card in cards.items():
         model, stage = layout.model_card_parts(str(card))
         tag_of["clip:" + model + ("" if stage == "finetune" else ":base")] = tag
-    queries = pd.read_parquet(fusion_run / layout.manifest("t2i_queries"))
+    queries = pd.read_parquet(fusion_run / layout.manifest("t2i_queries", layout.TEXTS))
     gallery_ids = sorted(pd.read_parquet(fusion_run / layout.assignment("t2i_gallery"))["id"])
     ocr_texts = read_ocr_texts(
         sorted((fusion_run / "results/ocr/t2i_gallery").glob("*.parquet")),
@@ -74,7 +74,7 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
         # An uploaded image is scored by the image → text choice (its text read by OCR when
         # the choice uses it), ranked by the fused score.
         i2t = json.loads((fusion_run / layout.fusion("chosen.json")).read_text(encoding="utf-8"))["i2t"]
-        images = pd.read_parquet(fusion_run / layout.manifest("i2t_images"))
+        images = pd.read_parquet(fusion_run / layout.manifest("i2t_images", layout.IMAGES))
         path = images[images["status"] == "ok"]["path"].iloc[0]
         body = (fusion_run / path).read_bytes()
         status, answer = server.call("POST", "/api/search?k=10", body, {"Content-Type": "image/jpeg"})

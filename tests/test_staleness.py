@@ -68,9 +68,20 @@ def current_value(run: Path, key: str) -> Any:
 def other_value(run: Path, key: str) -> Any:
     """A valid value of `key` other than the finished run's, from its schema type."""
     spec, current = SETTINGS[key], current_value(run, key)
+    demo_data = run / "results/demo/data"
     strings = {
         # A copy of the run's own data, elsewhere: the same contest layout by another path.
-        "data_root": str(run / "results/demo/data"),
+        "data_root": str(demo_data),
+        # The same contest, declared in full instead of by the preset, from another path.
+        "preset": "none",
+        # A collection no task searches: ingested, encoded and served beside the tasks.
+        "collections": {"extra": {"images": "附件2/ImageData"}},
+        # A task of the run's own collections beside the preset's.
+        "tasks": {"again": {"queries": "t2i_queries", "gallery": "t2i_gallery", "k": 3}},
+        "training.pairs": str(copied(demo_data / "附件1/ImageWordData.csv", run / "pairs.csv")),
+        "training.images": str(demo_data / "附件1/ImageData"),
+        "training.image_column": "image",
+        "training.caption_column": "text",
         "ground_truth": str(run / "results/demo/data/ground_truth.csv"),
         "weights_dir": str(run / "weights"),
         "models": ["tuwen-tiny"],
@@ -95,10 +106,32 @@ def other_value(run: Path, key: str) -> Any:
     return strings[key]
 
 
+def copied(source: Path, target: Path) -> Path:
+    if not target.exists():
+        shutil.copyfile(source, target)
+    return target
+
+
+def changed_config(run: Path, key: str) -> dict:
+    """The finished run's config with `key` changed (and, for `preset`, the run declared in full)."""
+    value = other_value(run, key)
+    changed = with_setting(FUSION_DEMO, key, value)
+    if key == "preset":
+        from tuwen.run import CONTEST_COLLECTIONS, CONTEST_TASKS, CONTEST_TRAINING
+
+        changed.update(
+            data_root=str(run / "results/demo/data"),
+            collections=CONTEST_COLLECTIONS,
+            tasks=CONTEST_TASKS,
+            training=CONTEST_TRAINING,
+        )
+    return changed
+
+
 @pytest.mark.parametrize("key", sorted(SETTINGS))
 def test_a_changed_setting_reruns_exactly_what_it_changes(fusion_run, key):
     value = other_value(fusion_run, key)
-    result = snakemake(fusion_run, "-n", config=with_setting(FUSION_DEMO, key, value))
+    result = snakemake(fusion_run, "-n", config=changed_config(fusion_run, key))
     jobs = [(rule, w, why) for rule, w, why in planned_jobs_with_reasons(result.stdout) if rule != "all"]
     spec = SETTINGS[key]
     if spec.get(SPEED_ONLY):
@@ -107,7 +140,7 @@ def test_a_changed_setting_reruns_exactly_what_it_changes(fusion_run, key):
         rewritten = [(rule, why) for rule, _, why in jobs if not why.startswith("Missing output files")]
         assert rewritten == [], f"{key}={value!r} reran existing outputs: {rewritten}"
     else:
-        # A model's own groups are recorded per model: train.<name>.json, model.<name>.json.
+        # Groups of one item are recorded per item: train.<model>.json, collection.<name>.json.
         recorded = {w["group"].partition(".")[0] for rule, w, _ in jobs if rule == "record_settings"}
         groups = {group for group, keys in SETTINGS_GROUPS.items() if key in keys}
         assert recorded and recorded <= groups, f"{key}={value!r}: settings {recorded}, not within {groups}"

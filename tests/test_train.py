@@ -15,7 +15,7 @@ from tuwen.models import architecture, build_model
 from tuwen.train import (
     LOGIT_SCALE_MAX,
     FineTuner,
-    TrainSettings,
+    TrainOptions,
     _parameter_groups,
     contrastive_loss,
     is_validation,
@@ -45,7 +45,7 @@ def pairs(tmp_path_factory) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def settings(**changes) -> TrainSettings:
+def settings(**changes) -> TrainOptions:
     base = dict(
         epochs=2,
         batch_size=8,
@@ -63,7 +63,7 @@ def settings(**changes) -> TrainSettings:
         device="cpu",
         preload_mb=2048,
     )
-    return TrainSettings(**{**base, **changes})
+    return TrainOptions(**{**base, **changes})
 
 
 def tuner(pairs, tmp_path, **changes) -> FineTuner:

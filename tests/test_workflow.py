@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 
 from tests.cn_clip_reference import cn_clip_recall
-from tests.conftest import SMALL_DEMO, planned_jobs, snakemake
+from tests.conftest import SMALL_DEMO, contest_positives, planned_jobs, snakemake
 from tuwen.demo import ALL_SCENES, draw_scene, generate_demo
-from tuwen.evaluation import positives_by_query
 from tuwen.models import architecture, build_model, checkpoint_digest, load_model, model_tag, save_checkpoint
 from tuwen.parquet import read_features
 
@@ -83,10 +82,10 @@ def test_query_embeddings_are_the_encoded_rows_bit_for_bit(demo_run, task, colle
 
 def test_recall_equals_cn_clip_own_evaluation(demo_run, tmp_path):
     metrics = json.loads((demo_run / "results/eval/metrics.json").read_text())
-    truth = pd.read_csv(demo_run / "results/demo/data/ground_truth.csv")
+    truth = demo_run / "results/demo/data/ground_truth.csv"
     for task in ("t2i", "i2t"):
         topk = pd.read_parquet(demo_run / "results/retrieval" / task / "topk.parquet")
-        reference = cn_clip_recall(topk, positives_by_query(truth, task), task, tmp_path)
+        reference = cn_clip_recall(topk, contest_positives(truth, task, tmp_path), task, tmp_path)
         for key, value in reference.items():
             assert metrics[task][key] == pytest.approx(value, abs=1e-9)
 

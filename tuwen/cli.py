@@ -22,12 +22,6 @@ import pandas as pd
 from tuwen import layout
 from tuwen.errors import TuwenError
 
-# The task whose queries are of each kind: its gallery is searched, its top-k names the model.
-TASK_OF_QUERY = {
-    kind: next(task for task in layout.TASKS.values() if task.query_kind == kind)
-    for kind in (layout.TEXTS, layout.IMAGES)
-}
-
 
 class RunError(TuwenError):
     """A run folder that cannot answer a query, and what to do about it."""
@@ -43,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     search.add_argument("--top", type=int, default=5, help="how many hits to print (5)")
     search.add_argument(
         "--gallery",
-        help="encoded collection to search (default: t2i_gallery for text, i2t_gallery for images)",
+        help="encoded collection to search (default: the gallery of the run's task for such queries)",
     )
     serve = commands.add_parser("serve", help="a search page and JSON API over a finished run")
     serve.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
@@ -62,26 +56,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_model_card(run: Path, query_kind: str) -> Path:
-    """Give the model card of the model the run retrieved with."""
-    topk = run / layout.topk(TASK_OF_QUERY[query_kind].name)
-    if not topk.is_file():
-        raise RunError(
-            f"{run} holds no finished run ({topk.relative_to(run)} is missing); "
-            f"run the workflow there first (make run, or snakemake --directory {run})"
-        )
-    from tuwen.parquet import read_metadata
+    """Give the model card of the model the run ranks queries of `query_kind` with."""
+    from tuwen.finished import card_of_tag, ranking_tag
+    from tuwen.run import read_run
 
-    tag = read_metadata(topk)["model_tag"]
-    for card in sorted(run.glob(layout.model_cards_glob())):
-        if json.loads(card.read_text(encoding="utf-8"))["tag"] == tag:
-            return card
-    raise RunError(f"{run}: no model card in {layout.model_cards_glob()} has the run's model tag {tag}")
+    try:
+        return card_of_tag(run, ranking_tag(run, read_run(run), query_kind))
+    except TuwenError as error:
+        raise RunError(str(error)) from None
 
 
 def gallery_files(run: Path, tag: str, gallery: str) -> tuple[list[Path], pd.DataFrame]:
+    from tuwen.run import read_run
+
     shards = sorted((run / layout.features_folder(tag, gallery)).glob("*.parquet"))
     assignment = run / layout.assignment(gallery)
-    if gallery not in layout.COLLECTIONS or not shards or not assignment.is_file():
+    if gallery not in read_run(run).collections or not shards or not assignment.is_file():
         folder = (run / layout.features_folder(tag, gallery)).parent
         encoded = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_dir()))
         raise RunError(f"{run}: no features of gallery {gallery!r} for model {tag} (encoded: {encoded})")
@@ -112,8 +102,11 @@ def encode_query(card_path: Path, run: Path, text: str | None, image: Path | Non
 
 def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:
     """Add what each hit is: the caption of a text, the file of an image."""
-    manifest = run / layout.manifest(gallery)
-    if not layout.COLLECTIONS[gallery].holds_images:
+    from tuwen.run import read_run
+
+    collection = read_run(run).collections[gallery]
+    manifest = run / layout.manifest(gallery, collection.kind)
+    if not collection.holds_images:
         from tuwen.ingest import accepted_captions
 
         shown = accepted_captions(manifest)
@@ -124,11 +117,16 @@ def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:
 
 
 def search(args: argparse.Namespace) -> pd.DataFrame:
+    from tuwen.finished import default_gallery
     from tuwen.parquet import FeatureShard
     from tuwen.retrieval import search_gallery
+    from tuwen.run import read_run
 
     kind = layout.TEXTS if args.text is not None else layout.IMAGES
-    gallery = args.gallery or TASK_OF_QUERY[kind].gallery
+    try:
+        gallery = args.gallery or default_gallery(read_run(args.run), kind)
+    except TuwenError as error:
+        raise RunError(str(error)) from None
     card = run_model_card(args.run, kind)
     tag = json.loads(card.read_text(encoding="utf-8"))["tag"]
     shards, current = gallery_files(args.run, tag, gallery)

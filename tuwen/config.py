@@ -44,7 +44,13 @@ def coerce_by_schema(value: Any, schema: dict) -> Any:
         value = _yaml_or_same(value)
         if kind == "object" and isinstance(value, dict):
             properties = schema.get("properties", {})
-            return {k: coerce_by_schema(v, properties[k]) if k in properties else v for k, v in value.items()}
+            # Keys of a mapping of the user's names (collections, tasks) follow additionalProperties.
+            others = schema.get("additionalProperties")
+            others = others if isinstance(others, dict) else None
+            return {
+                k: coerce_by_schema(v, spec) if (spec := properties.get(k, others)) is not None else v
+                for k, v in value.items()
+            }
         if kind == "array" and isinstance(value, list):
             return [coerce_by_schema(item, schema.get("items", {})) for item in value]
         return value

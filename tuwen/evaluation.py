@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tuwen.layout import TASKS, TEXTS
+from tuwen.run import GroundTruth
 
 RECALL_KS = (1, 5, 10)
 
 
-def read_ground_truth(path: str) -> pd.DataFrame:
-    """Read a `text_id,image_id` ground-truth CSV (any of the encodings ingest accepts)."""
-    from tuwen.ingest import read_csv_records
+def read_positives(truth: GroundTruth) -> dict[str, set[str]]:
+    """Give each query's true gallery ids from a task's ground-truth table (any format
+    `tuwen.records` reads: the contest's `text_id,image_id` CSV, a TSV, JSON Lines, ...)."""
+    from tuwen.records import read_records
 
-    records = read_csv_records(path, ["text_id", "image_id"])
-    return pd.DataFrame([row for _, row in records.rows], columns=["text_id", "image_id"])
-
-
-def positives_by_query(ground_truth: pd.DataFrame, task: str) -> dict[str, set[str]]:
-    """Give each query's true targets from `text_id,image_id` pairs: texts for i2t, images for t2i."""
-    queries_are_texts = TASKS[task].query_kind == TEXTS
-    query, target = ("text_id", "image_id") if queries_are_texts else ("image_id", "text_id")
+    records = read_records(truth.file, [truth.query_column, truth.gallery_column])
     positives: dict[str, set[str]] = {}
-    for q, t in zip(
-        ground_truth[query].astype(str).str.strip(), ground_truth[target].astype(str).str.strip(), strict=True
-    ):
-        positives.setdefault(q, set()).add(t)
+    for _, row in records.rows:
+        query, target = row[truth.query_column].strip(), row[truth.gallery_column].strip()
+        positives.setdefault(query, set()).add(target)
     return positives
 
 

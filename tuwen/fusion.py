@@ -67,7 +67,7 @@ class TaskChannels:
 
 
 @dataclass(frozen=True)
-class FusionSetting:
+class FusionRecipe:
     """A weight per channel (0: unused) and the re-ranking temperature (None: no re-ranking)."""
 
     weights: tuple[tuple[str, float], ...]
@@ -88,12 +88,12 @@ class FusionSetting:
         return {"weights": dict(self.weights), "temperature": self.temperature}
 
     @classmethod
-    def from_dict(cls, data: dict) -> FusionSetting:
+    def from_dict(cls, data: dict) -> FusionRecipe:
         """Read a setting written by `describe`."""
         return cls(tuple((k, float(v)) for k, v in data["weights"].items()), data["temperature"])
 
 
-def score_parts(row: dict, setting: FusionSetting) -> list[tuple[str, float]]:
+def score_parts(row: dict, setting: FusionRecipe) -> list[tuple[str, float]]:
     """Give what makes up a hit's ranking score under a setting: each used channel's
     weighted score (`row` holds the raw `score_<channel>` columns), and the re-ranking's
     shift (`score` - `fused`) when it re-ranks; the parts add up to `score`."""
@@ -108,12 +108,12 @@ def score_column(channel: str) -> str:
     return "score_" + channel.replace(":", "_")
 
 
-def fused_block(channels: TaskChannels, setting: FusionSetting, rows: slice) -> np.ndarray:
+def fused_block(channels: TaskChannels, setting: FusionRecipe, rows: slice) -> np.ndarray:
     """Give the weighted sum of the used channels for a block of query rows."""
     return weighted_sum({name: channels.block(name, rows) for name in setting.used}, setting)
 
 
-def weighted_sum(blocks: dict[str, np.ndarray], setting: FusionSetting) -> np.ndarray:
+def weighted_sum(blocks: dict[str, np.ndarray], setting: FusionRecipe) -> np.ndarray:
     """Give the setting's weighted sum of channel score blocks (every used channel present)."""
     total = None
     for name, weight in setting.weights:
@@ -135,7 +135,7 @@ def query_groups(query_ids: list[str], gallery_size: int, ratio: int) -> np.ndar
 
 
 def column_logsumexp(
-    channels: TaskChannels, setting: FusionSetting, groups: np.ndarray, block_rows: int
+    channels: TaskChannels, setting: FusionRecipe, groups: np.ndarray, block_rows: int
 ) -> np.ndarray:
     """Give, per group and gallery item, the log of the sum over the group's queries of exp(fused / T)."""
     result = np.full((int(groups.max()) + 1, len(channels.gallery_ids)), -np.inf)
@@ -152,7 +152,7 @@ def column_logsumexp(
 
 def fused_topk(
     channels: TaskChannels,
-    setting: FusionSetting,
+    setting: FusionRecipe,
     k: int,
     groups: np.ndarray | None = None,
     block_rows: int = 256,
@@ -203,7 +203,7 @@ def fused_topk(
 
 def candidate_settings(
     names: list[str], weights: list[float], temperatures: list[float]
-) -> list[FusionSetting]:
+) -> list[FusionRecipe]:
     """Give every setting to try, simplest first: each channel alone, then each combination
     of channels, the first used one with weight 1 and each later one with every weight of
     `weights`; each without and with re-ranking at every temperature."""
@@ -213,8 +213,8 @@ def candidate_settings(
             for rest in itertools.product([w for w in weights if w > 0], repeat=size - 1):
                 chosen = dict(zip(used, (1.0, *rest), strict=True))
                 pairs = tuple((name, chosen.get(name, 0.0)) for name in names)
-                settings.append(FusionSetting(pairs))
-                settings += [FusionSetting(pairs, t) for t in temperatures]
+                settings.append(FusionRecipe(pairs))
+                settings += [FusionRecipe(pairs, t) for t in temperatures]
     return settings
 
 
@@ -252,7 +252,7 @@ def build_channels(
 class Evaluated:
     """A setting and its recall on a task."""
 
-    setting: FusionSetting
+    setting: FusionRecipe
     recall: dict[str, float]
 
     @property
@@ -262,7 +262,7 @@ class Evaluated:
 
 
 def evaluate_settings(
-    channels: TaskChannels, settings: list[FusionSetting], positives: dict, groups: np.ndarray
+    channels: TaskChannels, settings: list[FusionRecipe], positives: dict, groups: np.ndarray
 ) -> list[Evaluated]:
     """Give the recall of every setting on a task (its channels kept in memory meanwhile)."""
     channels.materialise()
@@ -295,7 +295,7 @@ def chance_p_values(channels: TaskChannels, positives: dict, groups: np.ndarray)
     if not scored:
         return dict.fromkeys(channels.names, 1.0)
     names = channels.names
-    alone = [FusionSetting(tuple((other, float(other == name)) for other in names)) for name in names]
+    alone = [FusionRecipe(tuple((other, float(other == name)) for other in names)) for name in names]
     p_values = {}
     for name, item in zip(names, evaluate_settings(channels, alone, positives, groups), strict=True):
         hits = round(item.recall[f"R@{max(RECALL_KS)}"] * len(scored))
@@ -342,9 +342,9 @@ def search_settings(
     if len(candidates) <= EXHAUSTIVE_LIMIT:
         return evaluate_settings(channels, candidates, positives, groups)
 
-    def variants(chosen: dict[str, float]) -> list[FusionSetting]:
+    def variants(chosen: dict[str, float]) -> list[FusionRecipe]:
         pairs = tuple((name, chosen.get(name, 0.0)) for name in names)
-        return [FusionSetting(pairs), *(FusionSetting(pairs, t) for t in temperatures)]
+        return [FusionRecipe(pairs), *(FusionRecipe(pairs, t) for t in temperatures)]
 
     singles = [s for name in names for s in variants({name: 1.0})]
     tried = evaluate_settings(channels, singles, positives, groups)

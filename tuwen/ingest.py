@@ -7,11 +7,8 @@ reason code and a sentence); hidden and system files get status `ignored`.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +16,13 @@ import pandas as pd
 import pyarrow as pa
 
 from tuwen.atomic import atomic_path
-from tuwen.errors import TuwenError
+from tuwen.folders import folder_entries, is_image_name, is_system_file
 from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, probe_image
 from tuwen.parquet import read_metadata, read_table, write_table
+from tuwen.records import InputError, read_records
 from tuwen.tokens import is_truncated
 
 OK, REJECTED, IGNORED = "ok", "rejected", "ignored"
-SYSTEM_FILE_NAMES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
-CSV_ENCODINGS = ("utf-8-sig", "gb18030")
 REJECTS_COLUMNS = ["id", "source_file", "row", "reason_code", "reason"]
 
 IMAGE_MANIFEST_SCHEMA = pa.schema(
@@ -50,13 +46,7 @@ IMAGE_MANIFEST_SCHEMA = pa.schema(
 INTEGER_COLUMNS = {"bytes": "Int64", "mtime_ns": "Int64", "width": "Int32", "height": "Int32"}
 
 
-class InputError(TuwenError):
-    """Input that stops a stage as a whole (a missing column, an unreadable CSV)."""
-
-
-def is_system_file(name: str) -> bool:
-    """Tell whether a folder entry is a hidden or OS bookkeeping file, not data."""
-    return name.startswith(".") or name.lower() in SYSTEM_FILE_NAMES
+__all__ = ["InputError", "is_system_file"]  # re-exported: ingest's errors and its rule for hidden files
 
 
 def scan_image_folder(
@@ -66,7 +56,8 @@ def scan_image_folder(
     previous: pd.DataFrame | None = None,
     verify_decode: bool = True,
 ) -> pd.DataFrame:
-    """Give the image manifest of `folder`: one row per entry, sorted by name.
+    """Give the image manifest of `folder`: one row per file under it (recursively), in
+    `tuwen.folders.folder_entries` order, each named by its path relative to the folder.
 
     `previous` is an earlier manifest of the same folder made with the same settings:
     a file whose name, size and mtime are unchanged keeps its row there and is not read
@@ -75,7 +66,7 @@ def scan_image_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: image folder does not exist or is not a folder")
-    names = sorted(entry.name for entry in os.scandir(folder))
+    names = list(folder_entries(folder))
     reused = _unchanged_rows(folder, names, previous)
     known = set(reused["image_id"])
     todo = [name for name in names if name not in known]
@@ -98,12 +89,20 @@ def scan_image_folder(
 
 def _manifest_rows(chunk: tuple[str, list[str], int, bool]) -> list[dict]:
     folder, names, max_pixels, verify_decode = chunk
-    return [_manifest_row(Path(folder) / name, max_pixels, verify_decode) for name in names]
+    return [_manifest_row(Path(folder), name, max_pixels, verify_decode) for name in names]
 
 
-def _manifest_row(path: Path, max_pixels: int, verify_decode: bool) -> dict:
-    row = {"image_id": path.name, "path": str(path), "bytes": None, "mtime_ns": None, "digest": None}
+def _manifest_row(folder: Path, image_id: str, max_pixels: int, verify_decode: bool) -> dict:
+    path = folder / image_id
+    row = {"image_id": image_id, "path": str(path), "bytes": None, "mtime_ns": None, "digest": None}
     row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
+    if path.is_dir():  # only hidden folders are listed, not entered
+        return {
+            **row,
+            "status": IGNORED,
+            "reason_code": "hidden_folder",
+            "reason": f"{path}: hidden folder inside an image folder; not read",
+        }
     if is_system_file(path.name):
         return {
             **row,
@@ -111,12 +110,12 @@ def _manifest_row(path: Path, max_pixels: int, verify_decode: bool) -> dict:
             "reason_code": "system_file",
             "reason": f"{path}: hidden or system file, not an image; ignored",
         }
-    if path.is_dir():
+    if not is_image_name(path.name):
         return {
             **row,
             "status": IGNORED,
-            "reason_code": "subfolder",
-            "reason": f"{path}: sub-folder inside an image folder; ignored",
+            "reason_code": "not_image_file",
+            "reason": f"{path}: its name does not end as an image format PIL reads; not read",
         }
     # Stat before reading: a file that changes during the read gets a new mtime and is
     # validated again next time.
@@ -176,51 +175,6 @@ def write_scan_cache(manifest: pd.DataFrame, path: str | os.PathLike, settings: 
     write_table(table, path, {"scan_settings": settings})
 
 
-@dataclass(frozen=True)
-class CsvRecords:
-    """Rows of a CSV file as dicts, with the 1-based data-row number of each."""
-
-    path: str
-    encoding: str
-    columns: list[str]
-    rows: list[tuple[int, dict[str, str]]]
-
-
-def read_csv_records(path: str | os.PathLike, required: list[str]) -> CsvRecords:
-    """Read a CSV in UTF-8, UTF-8 with BOM or GB18030, checking its required columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: CSV file does not exist")
-    data = path.read_bytes()
-    text, encoding = None, None
-    for candidate in CSV_ENCODINGS:
-        try:
-            text, encoding = data.decode(candidate), candidate
-            break
-        except UnicodeDecodeError:
-            continue
-    if text is None:
-        raise InputError(f"{path}: not valid UTF-8 or GB18030 text; re-save it as UTF-8")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        raise InputError(f"{path}: file is empty, expected a header with {', '.join(required)}")
-    columns = [name.strip().lstrip("\ufeff") for name in header]
-    missing = [name for name in required if name not in columns]
-    if missing:
-        raise InputError(
-            f"{path}: missing required column(s) {', '.join(missing)}; "
-            f"columns found: {', '.join(columns) or '(none)'}"
-        )
-    rows = []
-    for number, values in enumerate(reader, start=1):
-        if not values or all(not v.strip() for v in values):
-            continue
-        values = values + [""] * (len(columns) - len(values))
-        rows.append((number, dict(zip(columns, values, strict=False))))
-    return CsvRecords(str(path), encoding, columns, rows)
-
-
 TEXT_MANIFEST_COLUMNS = [
     "text_id",
     "image_id",
@@ -234,24 +188,25 @@ TEXT_MANIFEST_COLUMNS = [
 
 
 def read_text_set(
-    csv_path: str | os.PathLike,
+    path: str | os.PathLike,
     id_column: str,
     images: pd.DataFrame | None = None,
+    caption_column: str = "caption",
 ) -> pd.DataFrame:
-    """Give the text manifest of a caption CSV, in file order.
+    """Give the text manifest of a caption table (CSV, TSV, JSON Lines or Parquet), in file order.
 
-    `id_column` is `text_id` for caption sets, or `image_id` for the training pairs,
-    whose captions are then identified by their image's id; for pairs, `images` is
-    the folder's manifest, and a row whose image is absent or rejected is rejected.
+    `id_column` names each caption; for training pairs it is the image column, whose
+    captions are then identified by their image's id (its path in the image folder), and
+    `images` is the folder's manifest: a row whose image is absent or rejected is rejected.
     `truncated` marks captions longer than cn_clip's context: kept, and counted.
     """
-    records = read_csv_records(csv_path, [id_column, "caption"])
-    image_status = _status_by_id(images) if images is not None else None
+    records = read_records(path, [id_column, caption_column])
+    image_status = _status_by_id(images, "image_id") if images is not None else None
     first_row: dict[str, tuple[int, str]] = {}
     rows = []
     for number, record in records.rows:
         item_id = record[id_column].strip()
-        caption = record["caption"].strip()
+        caption = record[caption_column].strip()
         row = {
             "text_id": item_id,
             "image_id": item_id if image_status is not None else "",
@@ -289,22 +244,28 @@ def read_text_set(
 QUERY_MANIFEST_COLUMNS = ["image_id", "row", "status", "reason_code", "reason"]
 
 
-def read_image_queries(csv_path: str | os.PathLike, images: pd.DataFrame) -> pd.DataFrame:
-    """Give the query list of `image_test.csv`: ids checked against the folder's manifest."""
-    records = read_csv_records(csv_path, ["image_id"])
-    image_status = _status_by_id(images)
+def read_query_list(
+    path: str | os.PathLike,
+    collection: pd.DataFrame,
+    id_column: str = "image_id",
+    collection_id_column: str = "image_id",
+) -> pd.DataFrame:
+    """Give a task's query list (the contest's `image_test.csv`): ids in its `id_column`,
+    checked against the manifest of the collection they name (ids in `collection_id_column`)."""
+    records = read_records(path, [id_column])
+    image_status = _status_by_id(collection, collection_id_column)
     seen: dict[str, int] = {}
     rows = []
     for number, record in records.rows:
-        image_id = record["image_id"].strip()
+        image_id = record[id_column].strip()
         where = f"{records.path} row {number}"
         code, reason = "", ""
         if not image_id:
-            code, reason = "empty_id", f"{where}: empty image_id"
+            code, reason = "empty_id", f"{where}: empty {id_column}"
         elif image_id in seen:
             code, reason = (
                 "duplicate_id",
-                f"{where}: image_id {image_id} already listed in row {seen[image_id]}",
+                f"{where}: {id_column} {image_id} already listed in row {seen[image_id]}",
             )
         else:
             seen[image_id] = number
@@ -321,16 +282,17 @@ def read_image_queries(csv_path: str | os.PathLike, images: pd.DataFrame) -> pd.
     return pd.DataFrame(rows, columns=QUERY_MANIFEST_COLUMNS)
 
 
-def _status_by_id(images: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    return {r.image_id: (r.status, r.reason) for r in images.itertuples(index=False)}
+def _status_by_id(manifest: pd.DataFrame, id_column: str) -> dict[str, tuple[str, str]]:
+    pairs = zip(manifest["status"], manifest["reason"], strict=True)
+    return dict(zip(manifest[id_column], pairs, strict=True))
 
 
 def _image_problem(image_id: str, image_status: dict[str, tuple[str, str]], where: str) -> tuple[str, str]:
     if image_id not in image_status:
-        return "image_missing", f"{where}: names image {image_id}, which is not in the image folder"
+        return "image_missing", f"{where}: names {image_id}, which is not in the collection"
     status, reason = image_status[image_id]
     if status != OK:
-        return "image_rejected", f"{where}: names image {image_id}, which was rejected: {reason}"
+        return "image_rejected", f"{where}: names {image_id}, which was rejected: {reason}"
     return "", ""
 
 

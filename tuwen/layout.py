@@ -1,9 +1,9 @@
-"""What a run is, said once: its collections, tasks, models and every path under results/.
+"""Every path under results/, said once, and the run's models.
 
-Torch-free and cheap (the Snakefile imports it at parse time). Rules, scripts, the CLI,
-the browse page and fusion ask this module for a collection's kind, id column and
-source, for a task's queries, gallery and result table, and for the path of any file;
-nothing else builds a path under results/ or guesses what a collection holds.
+Torch-free and cheap (the Snakefile imports it at parse time). What the run reads and
+asks (its collections and tasks) is declared in the config and resolved by `tuwen.run`;
+rules, scripts, the CLI, the browse page and fusion ask this module for the path of any
+file, and nothing else builds a path under results/.
 
 Paths are relative to a run folder (Snakemake's working directory). Every path function
 also takes Snakemake wildcard patterns, e.g. `features("{tag}", "{name}", "{shard}")`.
@@ -11,105 +11,11 @@ also takes Snakemake wildcard patterns, e.g. `features("{tag}", "{name}", "{shar
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 IMAGES, TEXTS = "images", "texts"
 RESULTS = "results"
 BASE, FINETUNE = "base", "finetune"
-
-
-@dataclass(frozen=True)
-class Collection:
-    """A set of items the run reads: images (a folder) or captions (a CSV)."""
-
-    name: str
-    kind: str  # IMAGES or TEXTS
-    id_column: str  # the manifest column that names an item
-    source: str | None  # folder or CSV under data_root; None: made from the training pairs
-
-    @property
-    def holds_images(self) -> bool:
-        return self.kind == IMAGES
-
-
-COLLECTIONS: dict[str, Collection] = {
-    c.name: c
-    for c in (
-        Collection("train_images", IMAGES, "image_id", "附件1/ImageData"),
-        Collection("t2i_gallery", IMAGES, "image_id", "附件2/ImageData"),
-        Collection("i2t_images", IMAGES, "image_id", "附件3/ImageData"),
-        Collection("train_texts", TEXTS, "image_id", "附件1/ImageWordData.csv"),
-        Collection("t2i_queries", TEXTS, "text_id", "附件2/word_test.csv"),
-        Collection("i2t_gallery", TEXTS, "text_id", "附件3/word_data.csv"),
-        # Fusion's validation task: 附件1's held-out pairs, made from the training manifests.
-        Collection("val_images", IMAGES, "image_id", None),
-        Collection("val_texts", TEXTS, "text_id", None),
-    )
-}
-# A text set whose ids must name images of a folder: the training pairs.
-PAIRED_FOLDER = {"train_texts": "train_images"}
-
-
-def of_kind(kind: str, from_data: bool | None = None) -> list[str]:
-    """Give the names of the collections of a kind (optionally only those read from data_root)."""
-    return [
-        c.name
-        for c in COLLECTIONS.values()
-        if c.kind == kind and (from_data is None or (c.source is not None) == from_data)
-    ]
-
-
-@dataclass(frozen=True)
-class Task:
-    """A retrieval direction: queries of one collection against the gallery of another."""
-
-    name: str
-    queries: str
-    gallery: str
-    table: str  # file name of its contest result table ("" for the validation task)
-    columns: tuple[str, str, str]  # the table's header
-    # A CSV under data_root that lists the queries in table order, when the query
-    # collection holds more than the queries (附件3's folder holds the query images).
-    query_list: str | None = None
-
-    @property
-    def query_kind(self) -> str:
-        return COLLECTIONS[self.queries].kind
-
-
-TASKS: dict[str, Task] = {
-    "t2i": Task(
-        "t2i",
-        "t2i_queries",
-        "t2i_gallery",
-        "result1.csv",
-        ("text_id", "similarity_ranking", "result_image_id"),
-    ),
-    "i2t": Task(
-        "i2t",
-        "i2t_images",
-        "i2t_gallery",
-        "result2.csv",
-        ("image_id", "similarity_ranking", "result_text_id"),
-        query_list="附件3/image_test.csv",
-    ),
-}
-# The same two directions on fusion's validation task (the training hold-out).
-VALIDATION_TASKS: dict[str, Task] = {
-    "t2i": Task("t2i", "val_texts", "val_images", "", TASKS["t2i"].columns),
-    "i2t": Task("i2t", "val_images", "val_texts", "", TASKS["i2t"].columns),
-}
-
-
-def image_side(task: Task) -> str:
-    """Give the collection of a task that holds images."""
-    return task.queries if COLLECTIONS[task.queries].holds_images else task.gallery
-
-
-def text_side(task: Task) -> str:
-    """Give the collection of a task that holds captions."""
-    return task.gallery if COLLECTIONS[task.queries].holds_images else task.queries
 
 
 # ---- models ---------------------------------------------------------------------------
@@ -143,12 +49,15 @@ class Model:
         return f"clip:{self.name}" if stage == self.retrieval_stage else f"clip:{self.name}:{stage}"
 
 
-def run_models(config: dict) -> list[Model]:
-    """Give the run's models from its config (`models`, each a name or a mapping)."""
+def run_models(config: dict, has_training_pairs: bool = True) -> list[Model]:
+    """Give the run's models from its config (`models`, each a name or a mapping); none
+    trains where the run declares no training pairs."""
     models = []
     for item in config["models"]:
         spec = {"name": item} if isinstance(item, str) else item
         train = {**config["train"], **spec.get("train", {})}
+        if not has_training_pairs:
+            train["enabled"] = False
         models.append(Model(spec["name"], spec.get("checkpoint", ""), train))
     names = [m.name for m in models]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -167,10 +76,9 @@ def _path(*parts: str) -> str:
     return "/".join((RESULTS, *parts))
 
 
-def manifest(name: str, kind: str | None = None) -> str:
-    """The validated manifest of a collection (images.parquet or texts.parquet); give `kind`
-    when `name` is a wildcard pattern."""
-    return _path("manifest", name, f"{kind or COLLECTIONS[name].kind}.parquet")
+def manifest(name: str, kind: str) -> str:
+    """The validated manifest of a collection of `kind` (images.parquet or texts.parquet)."""
+    return _path("manifest", name, f"{kind}.parquet")
 
 
 def rejects(name: str) -> str:
@@ -178,17 +86,12 @@ def rejects(name: str) -> str:
 
 
 def query_list(task: str) -> str:
-    """The manifest of a task's query list (Task.query_list), checked against its collection."""
-    return _path("manifest", f"{task}_queries", "queries.parquet")
+    """The manifest of a task's query list (tuwen.run.QueryList), checked against its collection."""
+    return _path("query_lists", task, "queries.parquet")
 
 
 def query_list_rejects(task: str) -> str:
-    return _path("manifest", f"{task}_queries", "rejects.csv")
-
-
-def query_order(task: Task) -> str:
-    """The file that lists a task's queries in the order of its result table."""
-    return query_list(task.name) if task.query_list else manifest(task.queries)
+    return _path("query_lists", task, "rejects.csv")
 
 
 def scan_cache(name: str) -> str:
@@ -269,13 +172,9 @@ def topk(task: str) -> str:
     return retrieval(task, "topk.parquet")
 
 
-def result_table(task: Task) -> str:
-    return _path(task.table)
-
-
-def result_table_pattern() -> str:
-    """Every task's result table, with the wildcard {table} (Task.table)."""
-    return _path("{table}")
+def result_table(table: str) -> str:
+    """A task's result table, by its file name (tuwen.run.Task.table); may be the pattern {table}."""
+    return _path(table)
 
 
 def fusion(name: str) -> str:
@@ -305,21 +204,6 @@ def log(*parts: str) -> str:
 
 def benchmark(*parts: str) -> str:
     return _path("benchmarks", *parts[:-1], f"{parts[-1]}.tsv")
-
-
-def data_folder(data_root: str) -> str:
-    """Give the contest-layout folder a `data_root` setting names ("demo": the embedded demo's,
-    relative to the run folder)."""
-    return demo_data() if data_root == "demo" else os.path.expanduser(data_root)
-
-
-def ground_truth_file(setting: str, data_root: str) -> str | None:
-    """Give the ground-truth CSV a `ground_truth` setting names ("auto": the data folder's
-    ground_truth.csv; "": none). Whether it exists is the caller's question: the demo
-    writes its own during the run."""
-    if setting == "auto":
-        return os.path.join(data_folder(data_root), "ground_truth.csv")
-    return setting or None
 
 
 def demo_data() -> str:

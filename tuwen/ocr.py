@@ -57,7 +57,7 @@ def cuda_gpu_seen() -> bool:
 
 
 @dataclass(frozen=True)
-class OcrSettings:
+class OcrOptions:
     """What OCR reads with, besides the models: the scale the detector sees and whether
     the angle classifier runs. Both change what is read (`fusion.ocr_detect_side`,
     `fusion.ocr_angle_classifier`).
@@ -81,7 +81,7 @@ class OcrSettings:
         }
 
     @classmethod
-    def from_settings(cls, settings: dict) -> OcrSettings:
+    def from_settings(cls, settings: dict) -> OcrOptions:
         """Read the OCR settings from the run's `ocr` settings file (tuwen.settings)."""
         return cls(settings["fusion"]["ocr_detect_side"], settings["fusion"]["ocr_angle_classifier"])
 
@@ -89,7 +89,7 @@ class OcrSettings:
         return asdict(self)
 
 
-PPOCR_DEFAULTS = OcrSettings(detect_side=736, angle_classifier=True, detect_limit="min")
+PPOCR_DEFAULTS = OcrOptions(detect_side=736, angle_classifier=True, detect_limit="min")
 
 
 def ocr_device(requested: str) -> str:
@@ -106,7 +106,7 @@ def ocr_processes(requested: int | str, threads: int) -> int:
     return max(1, threads if requested == "auto" else int(requested))
 
 
-def ocr_engine(threads: int, device: str = "auto", settings: OcrSettings | None = None):
+def ocr_engine(threads: int, device: str = "auto", settings: OcrOptions | None = None):
     """Give a PP-OCR engine: onnxruntime with `threads` CPU threads, or on CUDA its models as
     torch modules (tuwen.ocr_torch), when asked or, with auto, when a GPU is seen."""
     from rapidocr_onnxruntime import RapidOCR
@@ -114,7 +114,7 @@ def ocr_engine(threads: int, device: str = "auto", settings: OcrSettings | None 
     engine = RapidOCR(
         intra_op_num_threads=threads,
         inter_op_num_threads=1,
-        **(settings or OcrSettings()).engine_options(),
+        **(settings or OcrOptions()).engine_options(),
     )
     resolved = ocr_device(device)
     if resolved == "cpu":
@@ -151,7 +151,7 @@ def ocr_shard(
     shard_list: str | os.PathLike,
     output: str | os.PathLike,
     max_pixels: int,
-    settings: OcrSettings,
+    settings: OcrOptions,
     threads: int = 1,
     processes: int = 1,
     device: str = "cpu",
@@ -201,7 +201,7 @@ def ocr_shard(
 _WORKER: dict = {}
 
 
-def start_ocr_worker(threads: int, device: str, settings: OcrSettings, max_pixels: int) -> None:
+def start_ocr_worker(threads: int, device: str, settings: OcrOptions, max_pixels: int) -> None:
     _WORKER["engine"] = ocr_engine(threads, device, settings)
     _WORKER["max_pixels"] = max_pixels
 

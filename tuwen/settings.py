@@ -12,6 +12,11 @@ checkpoints included; when none changes, the file is left as it is.
 Keys the schema marks `x-speed-only` (they change how fast, never what) or
 `x-reruns-nothing` (they place files, ask a scheduler for resources, or apply only to
 what is made later) belong to no group: jobs read them from the config.
+
+Groups that are recorded once per item (a model, a declared collection, a task) hold
+that item's part alone, so changing one collection's declaration re-ingests that
+collection and not the others; the run's declaration as a whole is recorded too
+(run.json), for the readers of a finished run (the CLI, the server, the summary).
 """
 
 from __future__ import annotations
@@ -20,10 +25,19 @@ import json
 import os
 from typing import Any
 
+TRAINING_KEYS = ("training.pairs", "training.images", "training.image_column", "training.caption_column")
 # The result settings of each group, as dotted config keys; a key may feed several groups.
 SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     "demo": ("demo.train_pairs", "demo.queries", "seed"),
-    "ingest": ("data_root", "ingest.max_image_pixels", "ingest.verify_decode"),
+    "ingest": ("ingest.max_image_pixels", "ingest.verify_decode"),
+    # One file per collection (collection.<name>.json): where it is read from, and how.
+    "collection": ("data_root", "preset", "collections", *TRAINING_KEYS),
+    # One file per task (task.<name>.json): its collections, k, result table and query list.
+    "task": ("data_root", "preset", "collections", "tasks"),
+    # Each task's ground truth, read by evaluation and the page.
+    "ground_truth": ("data_root", "preset", "tasks", "ground_truth"),
+    # The whole declared run, for the readers of a finished run; no job reads it.
+    "run": ("data_root", "preset", "collections", "tasks", "ground_truth", *TRAINING_KEYS),
     # One file per model (model.<name>.json, train.<name>.json): see MODEL_GROUPS.
     "model": ("models",),
     "encode_images": ("encode.jpeg_draft", "encode.gpu_jpeg_decode", "ingest.max_image_pixels"),
@@ -57,11 +71,14 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "figures": ("figures.queries_per_task", "seed"),
     "browse": ("browse.thumbnail_size",),
-    "ground_truth": ("ground_truth",),
 }
 # Groups recorded once per model, with that model's own values (its name and checkpoint,
 # its train section with its overrides): one model's change reruns that model alone.
 MODEL_GROUPS = ("model", "train")
+# Groups recorded once per declared collection or task, and the whole run: their
+# content is the run tuwen.run resolves from the keys above.
+RUN_GROUPS = ("collection", "task", "ground_truth", "run")
+PER_ITEM_GROUPS = (*MODEL_GROUPS, "collection", "task")
 
 
 def group_name(group: str, model: str | None = None) -> str:
@@ -77,10 +94,13 @@ def config_value(config: dict, dotted: str) -> Any:
     return value
 
 
-def group_settings(config: dict, name: str) -> dict:
+def group_settings(config: dict, name: str, run=None) -> dict:
     """Give the settings of a group file (`retrieval`, or `train.<model>` for a model's group),
-    nested as in the config (`{"train": {"epochs": 20}}`)."""
+    nested as in the config (`{"train": {"epochs": 20}}`); `run` is the declared run
+    (tuwen.run.Run) for the groups made from it."""
     group, _, model_name = name.partition(".")
+    if group in RUN_GROUPS:
+        return _run_group(config, group, model_name, run)
     settings: dict = {}
     for dotted in SETTINGS_GROUPS[group]:
         *sections, key = dotted.split(".")
@@ -91,12 +111,41 @@ def group_settings(config: dict, name: str) -> dict:
     if group in MODEL_GROUPS:
         from tuwen.layout import run_models
 
-        model = next(m for m in run_models(config) if m.name == model_name)
+        model = next(m for m in run_models(config, _run(config, run).trains) if m.name == model_name)
         del settings["models"]
         settings["model"] = {"name": model.name, "checkpoint": model.checkpoint}
         if group == "train":
             settings["train"] = {key: model.train[key] for key in settings["train"]}
     return settings
+
+
+def _run(config: dict, run):
+    from tuwen.run import declare_run
+
+    return run if run is not None else declare_run(config, check_files=False)
+
+
+def _run_group(config: dict, group: str, item: str, run) -> dict:
+    from dataclasses import asdict
+
+    from tuwen.folders import folder_stamp
+
+    run = _run(config, run)
+    if group == "collection":
+        collection = run.collections[item]
+        described = asdict(collection)
+        # A folder's files are seen through its folders' times: a photo added anywhere under it
+        # rewrites this file, and the collection is read again (unchanged files are not).
+        if collection.holds_images and collection.source and not run.demo:
+            described["folder_stamp"] = folder_stamp(collection.source)
+        return {"collection": described}
+    if group == "task":
+        task = asdict(run.tasks[item])
+        del task["ground_truth"]
+        return {"task": task}
+    if group == "ground_truth":
+        return {"ground_truth": {n: asdict(t.ground_truth) for n, t in run.tasks.items() if t.ground_truth}}
+    return {"run": run.to_dict()}
 
 
 def settings_text(settings: dict) -> str:
@@ -113,3 +162,9 @@ def read_settings(path: str | os.PathLike) -> dict:
 def grouped_keys() -> set[str]:
     """Give every dotted key that belongs to some group."""
     return {key for keys in SETTINGS_GROUPS.values() for key in keys}
+
+
+def hits_kept(retrieval: dict, task: dict) -> int:
+    """Give how many hits a task's search keeps per query: retrieval.keep_top, or more
+    where the task's result table has more rows per query (its k)."""
+    return max(retrieval["retrieval"]["keep_top"], task["task"]["k"])

@@ -9,28 +9,35 @@ from pathlib import Path
 import pandas as pd
 
 from tuwen import layout
+from tuwen.run import Run, read_run
 
 DIRECTIONS = {"t2i": "text → image", "i2t": "image → text"}
 
 
-def run_summary(run: Path = Path(".")) -> str:
-    """Give the closing summary of the run in folder `run` (from the files it has written)."""
+def run_summary(run: Path = Path("."), declared: Run | None = None) -> str:
+    """Give the closing summary of the run in folder `run` (from the files it has written);
+    `declared` is the run the workflow declared (else the folder's record of it)."""
     lines = ["", "tuwen: the run is complete."]
+    tasks = (declared or read_run(run)).tasks
+    titles = {
+        name: DIRECTIONS[t.direction] + ("" if name == t.direction else f", {name}")
+        for name, t in tasks.items()
+    }
     tables = [
-        f"{layout.result_table(task)} ({DIRECTIONS[name]})"
-        for name, task in layout.TASKS.items()
-        if (run / layout.result_table(task)).is_file()
+        f"{layout.result_table(task.table)} ({titles[name]})"
+        for name, task in tasks.items()
+        if task.table and (run / layout.result_table(task.table)).is_file()
     ]
     if tables:
         lines.append("  result tables: " + ", ".join(tables))
     metrics_path = run / layout.evaluation("metrics.json")
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        for name in layout.TASKS:
+        for name in tasks:
             if name in metrics:
                 m = metrics[name]
                 lines.append(
-                    f"  {DIRECTIONS[name]}: R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}"
+                    f"  {titles[name]}: R@1 {m['R@1']:.3f}  R@5 {m['R@5']:.3f}  R@10 {m['R@10']:.3f}"
                     f"  ({m['queries_scored']} queries with ground truth)"
                 )
     chosen_path = run / layout.fusion("chosen.json")
@@ -51,6 +58,8 @@ def run_summary(run: Path = Path(".")) -> str:
     look = []
     if (run / layout.browse("index.html")).is_file():
         look.append(f"open {layout.browse('index.html')}")
+    if not tasks:
+        look.append(f"the encoded collections in {layout.features_folder('<model tag>', '<collection>')}")
     look.append("python -m tuwen serve  (a search page and JSON API on http://127.0.0.1:8000/)")
     lines.append("  look further: " + "; ".join(look))
     return "\n".join(lines)

@@ -8,13 +8,15 @@ import pandas as pd
 
 from tuwen.atomic import atomic_path
 
-TABLE_RANKS = 5
+TABLE_RANKS = 5  # the contest's rows per query
 
 
-def result_table(topk: pd.DataFrame, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """Give a result table from a top-k table: 5 rows per query, in query order, under the
-    task's `columns` (query id, rank, target id; tuwen.layout.Task.columns)."""
-    kept = topk[topk["rank"] <= TABLE_RANKS]
+def result_table(
+    topk: pd.DataFrame, columns: list[str] | tuple[str, ...], k: int = TABLE_RANKS
+) -> pd.DataFrame:
+    """Give a result table from a top-k table: `k` rows per query, in query order, under the
+    task's `columns` (query id, rank, target id; tuwen.run.Task.columns)."""
+    kept = topk[topk["rank"] <= k]
     query, rank, target = columns
     return pd.DataFrame(
         {

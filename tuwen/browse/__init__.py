@@ -18,12 +18,23 @@ from pathlib import Path
 import pandas as pd
 
 from tuwen.atomic import write_text_atomic
-from tuwen.fusion import FusionSetting, score_parts
+from tuwen.fusion import FusionRecipe, score_parts
 from tuwen.images import ImageRejected, load_image
-from tuwen.layout import TASKS, TEXTS
+from tuwen.layout import IMAGES, TEXTS
 
 PAGE_FILES = ("index.html", "browse.js", "browse.css", "parts.js")
-TASK_TITLES = {"t2i": "文本 → 图像", "i2t": "图像 → 文本"}
+DIRECTION_TITLES = {TEXTS: "文本 → 图像", IMAGES: "图像 → 文本"}
+KIND_TITLES = {IMAGES: "图像", TEXTS: "文本"}
+# A collection no task searches gets a tab of its items, the first this many (ids sorted).
+COLLECTION_TAB_ITEMS = 2000
+
+
+def task_title(task: str, query_kind: str) -> str:
+    """Give a task's tab title: the contest's directions by their kind, a declared task by its name too."""
+    from tuwen.run import DIRECTION_OF
+
+    title = DIRECTION_TITLES[query_kind]
+    return title if task == DIRECTION_OF[query_kind] else f"{task}: {title}"
 
 
 def thumbnail_name(digest: str, size: int) -> str:
@@ -75,6 +86,8 @@ def page_data(
     positives: dict[str, dict[str, set[str]]],
     shown: int,
     fusions: dict[str, dict] | None = None,
+    query_kinds: dict[str, str] | None = None,
+    collections: dict[str, tuple[str, list[str]]] | None = None,
 ) -> dict:
     """Give the page's data: per direction, every query in rank tables' order with its hits.
 
@@ -82,14 +95,16 @@ def page_data(
     (for thumbnails), `positives[task]` query ids to true targets (empty: no ground truth).
     Each hit shows the score that ranks it: the cosine, or with `fusions[task]` (the
     setting chosen on validation, from topk.parquet's metadata) the fused score, with
-    the parts it is made of.
+    the parts it is made of. `query_kinds[task]` is the kind of a task's queries; each of
+    `collections` (name: kind and item ids; captions and digests under its name) that no
+    task searches gets a tab of its items, without hits.
     """
     tasks = {}
     for task, table in topk.items():
-        text_is_query = TASKS[task].query_kind == TEXTS
+        text_is_query = (query_kinds or {}).get(task, TEXTS) == TEXTS
         truth = positives.get(task, {})
         chosen = (fusions or {}).get(task)
-        setting = FusionSetting.from_dict(chosen) if chosen else None
+        setting = FusionRecipe.from_dict(chosen) if chosen else None
         queries = []
         ordered = table[table["rank"] <= shown].sort_values(["query_id", "rank"], kind="stable")
         for query_id, group in ordered.groupby("query_id", sort=False):
@@ -115,7 +130,18 @@ def page_data(
             query = {"id": query_id, "hits": hits, "has_truth": known is not None}
             query.update(_item(query_id, text_is_query, captions[task], image_digests[task], thumbnails))
             queries.append(query)
-        tasks[task] = {"title": TASK_TITLES[task], "queries": queries}
+        tasks[task] = {"title": task_title(task, TEXTS if text_is_query else IMAGES), "queries": queries}
+    for name, (kind, ids) in (collections or {}).items():
+        listed = sorted(ids)[:COLLECTION_TAB_ITEMS]
+        items = [
+            {"id": item, "hits": [], "has_truth": False}
+            | _item(
+                item, kind == TEXTS, captions.get(name, {}), image_digests.get(name, pd.Series()), thumbnails
+            )
+            for item in listed
+        ]
+        more = f", the first {len(listed)} of {len(ids)}" if len(ids) > len(listed) else ""
+        tasks[f"collection-{name}"] = {"title": f"{name} ({KIND_TITLES[kind]}{more})", "queries": items}
     return {"tasks": tasks, "shown": shown}
 
 

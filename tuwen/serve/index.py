@@ -31,8 +31,9 @@ import pandas as pd
 
 from tuwen import layout
 from tuwen.errors import TuwenError
-from tuwen.fusion import OCR, FusionSetting
+from tuwen.fusion import OCR, FusionRecipe
 from tuwen.images import DEFAULT_MAX_PIXELS, ImageRejected, content_digest, decode_image
+from tuwen.run import GroundTruth, Run, contest_ground_truth, read_run
 
 LOG = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ class Query:
 
 def signature(run: Path) -> tuple:
     """Give what identifies the run's current files: a change means the index is stale."""
+    try:
+        tasks = list(read_run(run).tasks)
+    except TuwenError:
+        tasks = []
     patterns = [
         layout.model_cards_glob(),
         layout.assignment("*"),
@@ -111,7 +116,7 @@ def signature(run: Path) -> tuple:
         layout.settings("*"),
     ]
     watched = [path for pattern in patterns for path in sorted(run.glob(pattern))]
-    watched += [run / layout.fusion("chosen.json"), *(run / layout.topk(task) for task in layout.TASKS)]
+    watched += [run / layout.fusion("chosen.json"), *(run / layout.topk(task) for task in tasks)]
     stamps = []
     for path in watched:
         try:
@@ -126,17 +131,19 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def resolve_ground_truth(run: Path, given: Path | None) -> Path | None:
-    """Give the run's ground-truth CSV: `given`, or what its settings name ("auto": the data's)."""
-    if given is not None:
-        return given
-    settings = run / layout.settings("ground_truth")
-    ingest = run / layout.settings("ingest")
-    if not settings.is_file() or not ingest.is_file():
-        return None
-    named = layout.ground_truth_file(_read_json(settings)["ground_truth"], _read_json(ingest)["data_root"])
-    path = run / named if named else None  # a relative path is the run folder's
-    return path if path is not None and path.is_file() else None
+def resolve_ground_truth(run: Path, declared: Run, given: Path | None) -> dict[str, GroundTruth]:
+    """Give each task's ground truth: a `text_id,image_id` CSV given for every task, or the run's own."""
+    truths = {}
+    for name, task in declared.tasks.items():
+        if given is not None:
+            truths[name] = contest_ground_truth(str(given), task.query_kind)
+        elif task.ground_truth is not None:
+            path = run / task.ground_truth.file  # a relative path is the run folder's
+            if path.is_file():
+                truths[name] = GroundTruth(
+                    str(path), task.ground_truth.query_column, task.ground_truth.gallery_column
+                )
+    return truths
 
 
 class RunIndex:
@@ -146,15 +153,19 @@ class RunIndex:
         self.run = run
         self.loaded_at = time.time()
         self.signature = signature(run)
+        try:
+            self.declared = read_run(run)
+        except TuwenError as error:
+            raise RunNotReady(str(error)) from None
         self.channels = self._read_channels()
         self.ranking: dict[str, str] = {}  # task: the ranking channel (its cosine is `cosine`)
-        self.settings: dict[str, FusionSetting | None] = {}
+        self.settings: dict[str, FusionRecipe | None] = {}
         self._read_rankings()
         self.collections = self._read_collections()
         self._known_items = self._index_known_items()
         self.models: dict[str, object] = {}
         self._model_lock = threading.Lock()
-        self.positives = self._read_ground_truth(resolve_ground_truth(run, ground_truth))
+        self.positives = self._read_ground_truth(resolve_ground_truth(run, self.declared, ground_truth))
         ingest = run / layout.settings("ingest")
         # The run's own acceptance rule for images (the decompression-bomb guard) by default.
         run_limit = _read_json(ingest)["ingest"]["max_image_pixels"] if ingest.is_file() else None
@@ -185,10 +196,15 @@ class RunIndex:
         return channels
 
     def _read_rankings(self) -> None:
+        from tuwen.finished import first_model_card
         from tuwen.parquet import read_metadata
 
         by_tag = {c.tag: name for name, c in self.channels.items()}
-        for task in layout.TASKS:
+        if not self.declared.tasks:
+            # A gallery with no task: the first model's ranking stage ranks every query.
+            card = first_model_card(self.run)
+            self.default_ranking = by_tag[_read_json(card)["tag"]]
+        for task in self.declared.tasks:
             path = self.run / layout.topk(task)
             if not path.is_file():
                 raise RunNotReady(
@@ -200,16 +216,18 @@ class RunIndex:
                 raise RunNotReady(f"{path}: its model {metadata['model_tag']} has no model card in the run")
             self.ranking[task] = by_tag[metadata["model_tag"]]
             fusion = metadata.get("fusion")
-            self.settings[task] = FusionSetting.from_dict(json.loads(fusion)) if fusion else None
+            self.settings[task] = FusionRecipe.from_dict(json.loads(fusion)) if fusion else None
+        if self.declared.tasks:
+            self.default_ranking = self.ranking[next(iter(self.declared.tasks))]
 
     def _read_collections(self) -> dict[str, Collection]:
         from tuwen.fusion_inputs import embeddings_by_id
 
         needed = {name for setting in self.settings.values() if setting for name in setting.used}
-        needed |= set(self.ranking.values())
+        needed |= {*self.ranking.values(), self.default_ranking}
         needed.discard(OCR)
         collections = {}
-        for name, spec in layout.COLLECTIONS.items():
+        for name, spec in self.declared.collections.items():
             assignment = self.run / layout.assignment(name)
             if not assignment.is_file():
                 continue
@@ -234,7 +252,7 @@ class RunIndex:
         return collections
 
     def _read_items(self, collection: Collection) -> None:
-        manifest = self.run / layout.manifest(collection.name)
+        manifest = self.run / layout.manifest(collection.name, collection.kind)
         if not manifest.is_file():
             return
         if collection.holds_images:
@@ -257,19 +275,16 @@ class RunIndex:
             collection.captions = {str(k): str(v) for k, v in accepted_captions(manifest).items()}
             collection.texts = collection.captions
 
-    def _read_ground_truth(self, path: Path | None) -> dict[str, dict[str, set[str]]]:
-        if path is None:
-            return {}
-        from tuwen.evaluation import positives_by_query, read_ground_truth
+    def _read_ground_truth(self, truths: dict[str, GroundTruth]) -> dict[str, dict[str, set[str]]]:
+        from tuwen.evaluation import read_positives
 
-        truth = read_ground_truth(str(path))
-        return {task: positives_by_query(truth, task) for task in layout.TASKS}
+        return {task: read_positives(truth) for task, truth in truths.items()}
 
     # ---- what it holds --------------------------------------------------------------
 
     def galleries(self) -> list[dict]:
         """Give every searchable collection: its name, kind, size and whether it is a task's gallery."""
-        task_of = {task.gallery: name for name, task in layout.TASKS.items()}
+        task_of = {task.gallery: name for name, task in self.declared.tasks.items()}
         return [
             {
                 "name": c.name,
@@ -281,8 +296,10 @@ class RunIndex:
         ]
 
     def default_gallery(self, kind: str) -> str:
-        """Give the gallery that the run's task for queries of `kind` searches."""
-        return next(t.gallery for t in layout.TASKS.values() if t.query_kind == kind)
+        """Give the gallery that the run's task for queries of `kind` searches (tuwen.finished)."""
+        from tuwen.finished import default_gallery
+
+        return default_gallery(self.declared, kind)
 
     def gallery(self, name: str) -> Collection:
         if name not in self.collections:
@@ -293,23 +310,27 @@ class RunIndex:
     def task_for(self, query_kind: str, gallery: str) -> str | None:
         """Give the run's task that ranks queries of `query_kind` against `gallery`, if one does."""
         return next(
-            (n for n, t in layout.TASKS.items() if t.query_kind == query_kind and t.gallery == gallery), None
+            (
+                n
+                for n, t in self.declared.tasks.items()
+                if t.query_kind == query_kind and t.gallery == gallery
+            ),
+            None,
         )
 
-    def scoring(self, query_kind: str, gallery: str) -> tuple[str, FusionSetting | None, list[str]]:
+    def scoring(self, query_kind: str, gallery: str) -> tuple[str, FusionRecipe | None, list[str]]:
         """Give the ranking channel, the fusion setting that applies (None: the cosine ranks),
         and what of the run's ranking a single new query cannot have."""
         task = self.task_for(query_kind, gallery)
         if task is None:
-            kind = next(iter(layout.TASKS))
-            return self.ranking[kind], None, []
+            return self.default_ranking, None, []
         setting = self.settings[task]
         if setting is None:
             return self.ranking[task], None, []
         not_applied = []
         if setting.temperature:
             not_applied.append("rerank: re-ranking (inverted softmax) needs the task's whole query set")
-            setting = FusionSetting(setting.weights, None)
+            setting = FusionRecipe(setting.weights, None)
         return self.ranking[task], setting, not_applied
 
     # ---- queries --------------------------------------------------------------------
@@ -376,7 +397,7 @@ class RunIndex:
         """Give the run's item for each caption and image content, so that a query that is one
         of the run's own (typed again, or uploaded) is marked against ground truth; a task's
         query collection wins over another holding the same content."""
-        queries = [t.queries for t in layout.TASKS.values()]
+        queries = [t.queries for t in self.declared.tasks.values()]
         ordered = sorted(self.collections.values(), key=lambda c: c.name in queries)
         known = {}
         for collection in ordered:
@@ -387,12 +408,12 @@ class RunIndex:
         return known
 
     def _read_text(self, picture, source: str) -> str:
-        from tuwen.ocr import OcrSettings, ocr_engine, read_picture_text
+        from tuwen.ocr import OcrOptions, ocr_engine, read_picture_text
 
         with self._model_lock:
             if self._ocr_engine is None:
                 # The run's own OCR settings, so that the query's text is read as the run read its images'.
-                settings = OcrSettings.from_settings(_read_json(self.run / layout.settings("ocr")))
+                settings = OcrOptions.from_settings(_read_json(self.run / layout.settings("ocr")))
                 self._ocr_engine = ocr_engine(threads=1, device="cpu", settings=settings)
         return read_picture_text(self._ocr_engine, picture, source).text
 
@@ -454,7 +475,7 @@ class RunIndex:
     def _answer(self, query, gallery, ranking, setting, not_applied, hits) -> dict:
         task = self.task_for(query.kind, gallery.name)
         truth = None
-        if task and query.known_id is not None and query.known_in == layout.TASKS[task].queries:
+        if task and query.known_id is not None and query.known_in == self.declared.tasks[task].queries:
             truth = self.positives.get(task, {}).get(query.known_id)
         answer = {
             "query": {"kind": query.kind, "text" if query.kind == layout.TEXTS else "image": query.label},

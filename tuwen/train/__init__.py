@@ -17,7 +17,7 @@ from tuwen.train.loop import LOGIT_SCALE_MAX, FineTuner, _parameter_groups, cont
 from tuwen.train.report import save_fine_tuned, validation_rows, validation_summary, write_train_log
 from tuwen.train.settings import (
     SPEED_FIELDS,
-    TrainSettings,
+    TrainOptions,
     recipe_lr,
     resolve_settings,
     run_fingerprint,
@@ -31,7 +31,7 @@ __all__ = [
     "LockedImages",
     "PixelImages",
     "StateFile",
-    "TrainSettings",
+    "TrainOptions",
     "TrainState",
     "_parameter_groups",
     "contrastive_loss",

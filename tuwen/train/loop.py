@@ -28,7 +28,7 @@ from tuwen.encode import encode_texts
 from tuwen.errors import TuwenError
 from tuwen.evaluation import RECALL_KS, recall_at_k
 from tuwen.train.data import LockedImages, PixelImages, split_pairs
-from tuwen.train.settings import TrainSettings
+from tuwen.train.settings import TrainOptions
 from tuwen.train.state import StateFile, TrainState, set_rng_state
 
 LOG = logging.getLogger("tuwen.train")
@@ -90,7 +90,7 @@ class FineTuner:
         model: CLIP,
         arch: Architecture,
         pairs: pd.DataFrame,
-        settings: TrainSettings,
+        settings: TrainOptions,
         state_path: Path,
         fingerprint: str,
         locked_image_features: dict[str, np.ndarray] | None,

@@ -16,7 +16,7 @@ RELEASED_RECIPE = (5e-5, 1024)
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainOptions:
     """Hyper-parameters of one fine-tuning run (config `train`, resolved)."""
 
     epochs: int
@@ -52,7 +52,7 @@ def recipe_lr(model_name: str, global_batch: int) -> float:
     return reference_lr * global_batch / reference_batch
 
 
-def resolve_settings(config: dict, model_name: str, seed: int, device: str) -> TrainSettings:
+def resolve_settings(config: dict, model_name: str, seed: int, device: str) -> TrainOptions:
     """Turn the config's `train` section into settings: recipe learning rate, precision, device."""
     global_batch = config["batch_size"] * config["accum_steps"]
     precision = config["precision"]
@@ -60,7 +60,7 @@ def resolve_settings(config: dict, model_name: str, seed: int, device: str) -> T
         precision = "amp" if device == "cuda" else "fp32"
     if precision == "amp" and device != "cuda":
         raise ValueError("train.precision amp needs a CUDA device; use fp32 (or bf16) on the CPU")
-    return TrainSettings(
+    return TrainOptions(
         epochs=config["epochs"],
         batch_size=config["batch_size"],
         accum_steps=config["accum_steps"],
@@ -79,7 +79,7 @@ def resolve_settings(config: dict, model_name: str, seed: int, device: str) -> T
     )
 
 
-def run_fingerprint(settings: TrainSettings, weights_sha256: str, pairs: pd.DataFrame) -> str:
+def run_fingerprint(settings: TrainOptions, weights_sha256: str, pairs: pd.DataFrame) -> str:
     """Give the identity of a run: a saved state is resumed only by the very same run.
 
     Speed settings are left out, so a killed run resumes with more workers or another device.
