@@ -187,6 +187,18 @@ def oversized_post(server: Server, declared: bool) -> tuple[int, dict]:
     return int(header.split()[1]), json.loads(body)
 
 
+def test_an_upload_over_the_limit_gets_its_413_in_a_client_that_sends_it_all_first(server):
+    """urllib sends the whole body before it reads the answer: it gets the JSON 413, not a broken pipe."""
+    request = urllib.request.Request(
+        f"{server.base}/api/search", data=b"\xff" * (30 * 1024 * 1024), headers={"Content-Type": "image/jpeg"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=120)
+    assert refused.value.code == 413 and "limit" in json.loads(refused.value.read())["error"]
+    status, galleries = server.get("/api/galleries")
+    assert status == 200 and galleries["max_body"] == 20 * 1024 * 1024  # what the page refuses early
+
+
 def test_hostile_input_gets_json_errors_and_the_server_lives(server):
     cases = [
         (server.get("/api/search", q="猫", k=0), 400, "k must be"),

@@ -68,17 +68,29 @@ def _top(request: Request) -> int:
     return k
 
 
+# A body over the limit whose length is declared is read to its end (and dropped) before the
+# 413 is sent, up to this many times the limit: a client that sends its whole body before it
+# reads the answer (Python's urllib, requests) would otherwise see a broken pipe instead of the
+# JSON error. A longer one, or one of no declared length (chunked, whose end may never come), is
+# refused as soon as it passes the limit, and the connection closed.
+DRAIN_FACTOR = 8
+
+
 async def _body(request: Request, limit: int) -> bytes:
-    """Read the request body, refusing it as soon as it passes `limit` bytes."""
+    """Read the request body; past `limit` bytes, refuse it (BodyTooLarge)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    length = int(declared) if declared is not None and declared.isdigit() else None
+    if length is not None and length > limit * DRAIN_FACTOR:
         raise BodyTooLarge
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
+        if size > limit and length is None:
             raise BodyTooLarge
-        chunks.append(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise BodyTooLarge
     return b"".join(chunks)
 
 
@@ -128,6 +140,7 @@ def create_app(live: LiveRun, max_body: int = 20 * 1024 * 1024) -> Starlette:
                 "galleries": index.galleries(),
                 "defaults": {kind: index.default_gallery(kind) for kind in (layout.TEXTS, layout.IMAGES)},
                 "models": sorted({c.tag for c in index.channels.values()}),
+                "max_body": max_body,
                 "loaded_at": index.loaded_at,
                 "reload_error": live.reload_error,
             }

@@ -9,6 +9,7 @@
   const status = document.getElementById("status");
   let galleries = {};
   let shownPreview = null;
+  let maxBody = Infinity;  // the server's upload limit, from /api/galleries
 
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -32,6 +33,7 @@
       option.value = gallery.name;
       gallerySelect.append(option);
     }
+    if (data.max_body) maxBody = data.max_body;
     if (data.reload_error) say("结果可能已过时 (stale): " + data.reload_error, true);
   }
 
@@ -137,6 +139,11 @@
 
   function searchImage(file) {
     if (!file) return;
+    if (file.size > maxBody) {
+      // Refused here, before it uploads: the server would refuse it with 413 after reading it.
+      say("错误 413: the image is " + file.size + " bytes, over the limit of " + maxBody + " bytes", true);
+      return;
+    }
     if (shownPreview) URL.revokeObjectURL(shownPreview);
     shownPreview = URL.createObjectURL(file);
     const body = new FormData();
