@@ -47,9 +47,7 @@ from tuwen.run import contest_ground_truth
 CONTEST_GALLERY = 50_000
 
 
-def read_all(
-    paths: list[str], settings: OcrOptions, threads: int, processes: int
-) -> tuple[float, list[str]]:
+def read_all(paths: list[str], settings: OcrOptions, threads: int, processes: int) -> tuple[float, list[str]]:
     """Give images/s of OCR over `paths` and the text read in each (engines started beforehand)."""
     if processes == 1:
         engine = ocr_engine(threads, "cpu", settings)

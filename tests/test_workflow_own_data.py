@@ -140,7 +140,9 @@ def test_a_query_list_and_own_training_pairs(tmp_path):
     assert set(table["图片"]) <= {p for p, _ in made}
     metrics = json.loads((run / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
     # Every pair is trained on or held out for validation recall, reported before and after each epoch.
-    assert metrics["train_pairs"] + metrics["validation_pairs"] == len(made) and metrics["validation_pairs"] > 0
+    assert (
+        metrics["train_pairs"] + metrics["validation_pairs"] == len(made) and metrics["validation_pairs"] > 0
+    )
     assert len(metrics["epochs"]) == 2 and {"t2i", "i2t"} <= set(metrics["before"])
     card = json.loads((run / "results/models/tuwen-tiny-rn/finetune/model.json").read_text())
     features = list((run / "results/features" / card["tag"] / "photos").glob("*.parquet"))

@@ -298,7 +298,7 @@ def _check_contest_layout(root: str) -> None:
             f"data_root {root!r} does not hold the contest layout (preset: contest); missing: "
             + ", ".join(missing)
             + ". Point data_root at the folder that contains 附件1, 附件2 and 附件3, or set "
-            "preset: none and declare your own collections (README.md, \"Your own data\")"
+            'preset: none and declare your own collections (README.md, "Your own data")'
         )
 
 
