@@ -20,8 +20,8 @@ include: "rules/shards.smk"
 include: "rules/models.smk"
 include: "rules/encode.smk"
 include: "rules/train.smk"
-include: "rules/retrieve.smk"
 include: "rules/fusion.smk"
+include: "rules/retrieve.smk"
 include: "rules/report.smk"
 
 
