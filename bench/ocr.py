@@ -11,7 +11,9 @@ photos), in one run on the same machine state:
 
 each gives images/s, and OCR alone as a retriever (BM25 of the captions against the text
 read, as fusion's OCR channel scores): R@1/5/10 text → image and image → text against the
-sample's ground truth. The processes must read exactly what one engine reads.
+sample's ground truth. The processes must read exactly what one engine reads. Then each
+sentence encoder of fusion's text:<encoder> channels (tuwen.sentences): texts/s over the
+text read and the captions, and its channel alone (cosine) on the same text.
 
 Usage: python -m bench.ocr [--threads T] [--sample DIR] [--skip-encode]
 """
@@ -68,8 +70,14 @@ def read_all(paths: list[str], settings: OcrOptions, threads: int, processes: in
         return len(paths) / (time.perf_counter() - started), texts
 
 
-def ocr_recall(sample: Path, texts: dict[str, str]) -> dict[str, dict]:
-    """Give OCR-alone R@1/5/10 both ways on the sample, from the text read in each image (by file name)."""
+def bm25_scores(query_texts: list[str], gallery_texts: list[str]):
+    """Fusion's OCR channel: BM25 of the query texts against the gallery texts."""
+    return BM25Index(gallery_texts).scores(query_texts).toarray()
+
+
+def ocr_recall(sample: Path, texts: dict[str, str], scorer=bm25_scores) -> dict[str, dict]:
+    """Give OCR-alone R@1/5/10 both ways on the sample, from the text read in each image (by file
+    name), each query's texts scored against the gallery's by `scorer` (BM25, or cosines)."""
     truth = str(sample / "ground_truth.csv")
     t2i_queries = pd.read_csv(sample / "附件2" / "word_test.csv", dtype=str)
     i2t_gallery = pd.read_csv(sample / "附件3" / "word_data.csv", dtype=str)
@@ -94,7 +102,7 @@ def ocr_recall(sample: Path, texts: dict[str, str]) -> dict[str, dict]:
     ):
         order = sorted(range(len(gallery)), key=lambda i: gallery[i])
         ids = [gallery[i] for i in order]
-        scores = BM25Index([gallery_texts[i] for i in order]).scores(query_texts).toarray()
+        scores = scorer(query_texts, [gallery_texts[i] for i in order])
         rows, cols, _, _ = ranked_top(scores, 10)
         rankings = {q: [] for q in queries}
         for row, col in zip(rows, cols, strict=True):
@@ -102,6 +110,46 @@ def ocr_recall(sample: Path, texts: dict[str, str]) -> dict[str, dict]:
         kind = TEXTS if task == "t2i" else IMAGES
         result[task] = recall_at_k(rankings, read_positives(contest_ground_truth(truth, kind)), set(ids))
     return result
+
+
+def sentence_rows(sample: Path, texts: dict[str, str], ocr_rate: float) -> None:
+    """Print each sentence encoder's texts/s (the OCR texts and the captions of the sample) and its
+    channel alone (cosine of the caption and the image's text) beside BM25 on the same text."""
+    from tuwen.sentences import ENCODERS, EncoderMissing, load_sentence_encoder
+
+    captions = pd.concat(
+        [
+            pd.read_csv(sample / "附件2" / "word_test.csv", dtype=str)["caption"],
+            pd.read_csv(sample / "附件3" / "word_data.csv", dtype=str)["caption"],
+        ]
+    ).tolist()
+    everything = [*texts.values(), *captions]
+    recall_columns = " | ".join(f"{t} R@{k}" for t in ("t2i", "i2t") for k in (1, 5, 10))
+    print(f"\n| text channel on the text read (workflow OCR) | texts/s | × OCR images/s | {recall_columns} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    bm25 = ocr_recall(sample, texts)
+    cells = " | ".join(f"{bm25[t][f'R@{k}']:.2f}" for t in ("t2i", "i2t") for k in (1, 5, 10))
+    print(f"| ocr (BM25 of characters) | — | — | {cells} |")
+    for name in ENCODERS:
+        try:
+            encoder = load_sentence_encoder(name)
+        except EncoderMissing as missing:
+            print(f"| text:{name} | not run: {missing} | | | | | | | |")
+            continue
+        encoder.encode(everything[:8])  # warm-up: the first call loads the weights
+        started = time.perf_counter()
+        encoder.encode(everything)
+        rate = len(everything) / (time.perf_counter() - started)
+
+        def cosines(query_texts, gallery_texts, encoder=encoder):
+            return (
+                encoder.encode(query_texts).astype("float64")
+                @ encoder.encode(gallery_texts).astype("float64").T
+            )
+
+        recall = ocr_recall(sample, texts, cosines)
+        cells = " | ".join(f"{recall[t][f'R@{k}']:.2f}" for t in ("t2i", "i2t") for k in (1, 5, 10))
+        print(f"| text:{name} | {rate:.1f} | {rate / ocr_rate:.1f} | {cells} |")
 
 
 def encode_rate(paths: list[str], arch_name: str, threads: int) -> float:
@@ -161,6 +209,7 @@ def main() -> None:
             f"| {label} | {rate:.2f} | {rate / base:.2f} | {CONTEST_GALLERY / rate / 3600:.1f} h | {cells} |"
         )
     print(f"\nThe engines in processes read exactly what one engine reads: **{'yes' if same else 'NO'}**")
+    sentence_rows(args.sample, dict(zip(names, read[variants[1][0]], strict=True)), rows[1][1])
     if not args.skip_encode:
         print("\n| CLIP encode (end to end, same photos) | images/s | × OCR (workflow, best) |")
         print("| --- | ---: | ---: |")

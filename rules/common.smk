@@ -63,6 +63,8 @@ FUSION = config["fusion"]
 # models rank; one model with fusion off ranks by its cosine (the plain search).
 FUSE = FUSION["enabled"] or len(MODELS) > 1
 USE_OCR = FUSION["enabled"] and FUSION["ocr"]
+# Sentence encoders match captions with the text OCR reads in the images: only with OCR.
+TEXT_ENCODERS = FUSION["text_encoders"] if USE_OCR else []
 if FUSE and not RUN.trains:
     raise WorkflowError(
         "fusion (fusion.enabled, or several models) is chosen on held-out training pairs, and "

@@ -23,11 +23,59 @@ pytestmark = pytest.mark.slow
 
 
 def stored(run: Path, tag: str, collection: str) -> dict[str, np.ndarray]:
+    """A collection's stored embeddings by id: a CLIP model's (by tag) or a text:<encoder> channel's."""
     rows = {}
-    for path in sorted((run / layout.features_folder(tag, collection)).glob("*.parquet")):
+    folder = (
+        layout.sentences_folder(tag.removeprefix("text:"), collection)
+        if tag.startswith("text:")
+        else layout.features_folder(tag, collection)
+    )
+    for path in sorted((run / folder).glob("*.parquet")):
         shard = read_features(path)
         rows.update(zip(shard.ids, shard.embeddings, strict=True))
     return rows
+
+
+def test_a_caption_is_ranked_against_captions_by_meaning(fusion_run):
+    """by=text:use-m3: the sentence encoder's cosine of the typed caption with each stored caption."""
+    from tuwen.sentences import load_sentence_encoder
+
+    captions = pd.read_parquet(fusion_run / layout.manifest("i2t_gallery", layout.TEXTS))
+    gallery = stored(fusion_run, "text:use-m3", "i2t_gallery")
+    ids = sorted(gallery)
+    query = load_sentence_encoder("use-m3").encode(["一个红色的圆形在左边"])[0].astype(np.float64)
+    cosines = {i: float(gallery[i].astype(np.float64) @ query) for i in ids}
+    expected = sorted(ids, key=lambda i: (-round(cosines[i], 5), i))[:5]
+    server = Server(fusion_run)
+    try:
+        status, answer = server.get(
+            "/api/search", q="一个红色的圆形在左边", gallery="i2t_gallery", by="text:use-m3", k=5
+        )
+        assert status == 200, answer
+        assert answer["ranked_by"] == "text:use-m3" and [h["id"] for h in answer["hits"]][:3] == expected[:3]
+        for hit in answer["hits"]:
+            assert hit["score"] == pytest.approx(cosines[hit["id"]], abs=1e-5)
+            assert hit["parts"] == [["text:use-m3", pytest.approx(hit["score"], abs=1e-6)]]
+            assert hit["caption"] == captions.set_index("text_id").loc[hit["id"], "caption"]
+        status, galleries = server.get("/api/galleries")
+        assert "text:use-m3" in next(g for g in galleries["galleries"] if g["name"] == "i2t_gallery")["by"]
+        status, refused = server.get("/api/search", q="猫", gallery="i2t_gallery", by="text:nope")
+        assert status == 400 and "cannot be ranked by 'text:nope'" in refused["error"]
+    finally:
+        server.stop()
+    # The one-shot search ranks the same way.
+    import subprocess
+    import sys
+
+    printed = subprocess.run(
+        [sys.executable, "-m", "tuwen", "search", "一个红色的圆形在左边", "--run", str(fusion_run)]
+        + ["--gallery", "i2t_gallery", "--by", "text:use-m3", "--top", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert [line.split("\t")[3] for line in printed.stdout.splitlines()] == expected[:3]
 
 
 def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
@@ -41,6 +89,7 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
     for tag, card in cards.items():
         model, stage = layout.model_card_parts(str(card))
         tag_of["clip:" + model + ("" if stage == "finetune" else ":base")] = tag
+    tag_of["text:use-m3"] = "text:use-m3"
     queries = pd.read_parquet(fusion_run / layout.manifest("t2i_queries", layout.TEXTS))
     gallery_ids = sorted(pd.read_parquet(fusion_run / layout.assignment("t2i_gallery"))["id"])
     ocr_texts = read_ocr_texts(

@@ -116,3 +116,29 @@ def test_the_browse_page_shows_the_fused_score_that_ranks(fused):
                     float(row["cosine"]), 4
                 )
                 assert sum(value for _, value in hit["parts"]) == pytest.approx(row["score"], abs=5e-4)
+
+
+def test_the_text_channel_scores_are_the_sentence_encoders_cosines(fused):
+    """text:use-m3 in topk.parquet is the cosine of a direct encoder call on the caption and on
+    the text OCR read in the image; it is tried alone and with the others in fusion.csv."""
+    import numpy as np
+
+    from tuwen import layout
+    from tuwen.ingest import accepted_captions
+    from tuwen.ocr import read_ocr_texts
+    from tuwen.sentences import load_sentence_encoder
+
+    table = pd.read_csv(fused / "results/eval/fusion.csv")
+    assert "text:use-m3" in set(table["channels"])
+    assert any("text:use-m3" in label and "+" in label for label in table["channels"])
+    card = json.loads((fused / layout.sentence_encoder_card("use-m3")).read_text())
+    encoder = load_sentence_encoder("use-m3")
+    assert card["tag"] == encoder.tag and card["dim"] == 512
+    captions = accepted_captions(fused / layout.manifest("t2i_queries", layout.TEXTS))
+    assignment = pd.read_parquet(fused / layout.assignment("t2i_gallery"))
+    read = read_ocr_texts(sorted((fused / layout.ocr_folder("t2i_gallery")).glob("*.parquet")), assignment)
+    topk = pd.read_parquet(fused / "results/retrieval/t2i/topk.parquet").head(30)
+    queries = encoder.encode([captions[q] for q in topk["query_id"]])
+    targets = encoder.encode([read.get(t, "") for t in topk["target_id"]])
+    expected = np.sum(queries.astype(np.float64) * targets.astype(np.float64), axis=1)
+    assert np.allclose(topk["score_text_use-m3"].to_numpy(), expected, atol=1e-5)

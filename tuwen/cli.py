@@ -36,6 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     search.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
     search.add_argument("--top", type=int, default=5, help="how many hits to print (5)")
     search.add_argument(
+        "--by",
+        help="rank by a sentence encoder's channel alone (by meaning), e.g. text:use-m3; "
+        "an image's text is read by OCR",
+    )
+    search.add_argument(
         "--gallery",
         help="encoded collection to search (default: the gallery of the run's task for such queries)",
     )
@@ -100,6 +105,44 @@ def encode_query(card_path: Path, run: Path, text: str | None, image: Path | Non
     return embedding[None, :], float(model.logit_scale.exp().item()), card.tag
 
 
+def sentence_files(run: Path, channel: str, gallery: str) -> tuple[list[Path], pd.DataFrame]:
+    """Give a gallery's sentence-embedding shards of a text:<encoder> channel, and its current items."""
+    from tuwen.sentences import CHANNEL_PREFIX
+
+    if not channel.startswith(CHANNEL_PREFIX):
+        raise RunError(
+            f"--by takes a sentence encoder's channel, text:<encoder> (e.g. text:use-m3), not {channel!r}"
+        )
+    encoder = channel.removeprefix(CHANNEL_PREFIX)
+    shards = sorted((run / layout.sentences_folder(encoder, gallery)).glob("*.parquet"))
+    assignment = run / layout.assignment(gallery)
+    if not shards or not assignment.is_file():
+        folder = (run / layout.sentences_folder(encoder, gallery)).parent
+        embedded = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_dir())) or "none"
+        raise RunError(f"{run}: gallery {gallery!r} has no embeddings of {channel} (embedded: {embedded})")
+    return shards, pd.read_parquet(assignment, columns=["id", "digest"])
+
+
+def encode_by_meaning(run: Path, channel: str, text: str | None, image: Path | None):
+    """Give the query's sentence embedding (one row): the caption's, or the text OCR reads in the image."""
+    from tuwen.sentences import CHANNEL_PREFIX, EncoderMissing, load_sentence_encoder
+
+    if text is None:
+        from tuwen.images import ImageRejected, load_image
+        from tuwen.ocr import read_picture_text, run_ocr_engine
+
+        try:
+            picture, _ = load_image(image)
+        except ImageRejected as rejected:
+            raise RunError(rejected.message) from None
+        text = read_picture_text(run_ocr_engine(run), picture, str(image)).text
+    try:
+        encoder = load_sentence_encoder(channel.removeprefix(CHANNEL_PREFIX))
+    except EncoderMissing as error:
+        raise RunError(str(error)) from None
+    return encoder.encode([text])
+
+
 def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:
     """Add what each hit is: the caption of a text, the file of an image."""
     from tuwen.run import read_run
@@ -127,10 +170,14 @@ def search(args: argparse.Namespace) -> pd.DataFrame:
         gallery = args.gallery or default_gallery(read_run(args.run), kind)
     except TuwenError as error:
         raise RunError(str(error)) from None
-    card = run_model_card(args.run, kind)
-    tag = json.loads(card.read_text(encoding="utf-8"))["tag"]
-    shards, current = gallery_files(args.run, tag, gallery)
-    embedding, logit_scale, _ = encode_query(card, args.run, args.text, args.image)
+    if args.by:
+        shards, current = sentence_files(args.run, args.by, gallery)
+        embedding, logit_scale = encode_by_meaning(args.run, args.by, args.text, args.image), 100.0
+    else:
+        card = run_model_card(args.run, kind)
+        tag = json.loads(card.read_text(encoding="utf-8"))["tag"]
+        shards, current = gallery_files(args.run, tag, gallery)
+        embedding, logit_scale, _ = encode_query(card, args.run, args.text, args.image)
     query = FeatureShard(["query"], embedding, [""], {"logit_scale": logit_scale})
     hits = search_gallery(query, shards, current, min(args.top, len(current)))
     return describe_hits(args.run, gallery, hits)

@@ -123,6 +123,24 @@ def features(tag: str, name: str, shard: str) -> str:
     return _path("features", tag, name, f"{shard}.parquet")
 
 
+def sentences(encoder: str, name: str, shard: str) -> str:
+    """A shard's sentence embeddings (captions, or the text OCR read in images) by one encoder."""
+    return _path("sentences", encoder, name, f"{shard}.parquet")
+
+
+def sentences_folder(encoder: str, name: str) -> str:
+    return _path("sentences", encoder, name)
+
+
+def sentence_encoder_card(encoder: str) -> str:
+    """What a sentence encoder is (name, version, dimension, tag), as the run loaded it."""
+    return _path("sentences", encoder, "encoder.json")
+
+
+def sentence_encoder_cards_glob() -> str:
+    return _path("sentences", "*", "encoder.json")
+
+
 def ocr(name: str, shard: str) -> str:
     return _path("ocr", name, f"{shard}.parquet")
 

@@ -220,3 +220,13 @@ def read_ocr_texts(paths: list[str | os.PathLike], current: pd.DataFrame) -> dic
             if digest_of.get(item_id) == digest:
                 texts[item_id] = text
     return texts
+
+
+def run_ocr_engine(run_folder: str | os.PathLike):
+    """Give an OCR engine (one thread, the CPU) with a finished run's own OCR settings, so that
+    a query's text is read as the run read its images'."""
+    from tuwen import layout
+
+    path = Path(run_folder) / layout.settings("ocr")
+    settings = OcrOptions.from_settings(json.loads(path.read_text(encoding="utf-8")))
+    return ocr_engine(threads=1, device="cpu", settings=settings)

@@ -29,6 +29,8 @@ class FileLookup(Protocol):
 
     def ocr(self, collection: str) -> list[str]: ...
 
+    def sentences(self, collection: str, encoder: str) -> list[str]: ...
+
 
 def channels_of(models: list[Model], fuse_stages: bool) -> list[tuple[Model, str]]:
     """Give (model, stage) of each CLIP channel, the tables' ranking model first: every stage
@@ -65,9 +67,28 @@ def fusion_task_plan(
     fuse_stages: bool,
     use_ocr: bool,
     validation: bool = False,
+    text_encoders: tuple[str, ...] | list[str] = (),
 ) -> dict:
-    """Give what a fusion job reads for one task (tuwen.fusion_inputs reads the plan)."""
+    """Give what a fusion job reads for one task (tuwen.fusion_inputs reads the plan): the CLIP
+    channels, then each sentence encoder's `text:<encoder>` channel (captions against the
+    text read in the images), then the OCR texts."""
+    from tuwen.sentences import channel_of
+
     kind_of = {name: c.kind for name, c in run.collections.items()}
+    channels = {
+        model.channel(stage): {
+            "card": layout.model_card(model.name, stage),
+            "queries": files.features(task.queries, model, stage),
+            "gallery": files.features(task.gallery, model, stage),
+        }
+        for model, stage in channels_of(models, fuse_stages)
+    }
+    for encoder in text_encoders:
+        channels[channel_of(encoder)] = {
+            "card": layout.sentence_encoder_card(encoder),
+            "queries": files.sentences(task.queries, encoder),
+            "gallery": files.sentences(task.gallery, encoder),
+        }
     return {
         "direction": task.direction,
         # Validation queries are ordered by their manifest; test queries by the gathered
@@ -80,14 +101,7 @@ def fusion_task_plan(
         "query_id_column": run.collections[task.queries].manifest_id if validation else None,
         "query_assignment": layout.assignment(task.queries),
         "gallery_assignment": layout.assignment(task.gallery),
-        "channels": {
-            model.channel(stage): {
-                "card": layout.model_card(model.name, stage),
-                "queries": files.features(task.queries, model, stage),
-                "gallery": files.features(task.gallery, model, stage),
-            }
-            for model, stage in channels_of(models, fuse_stages)
-        },
+        "channels": channels,
         # The models' ranking channels, always also tried together.
         "ranking_channels": [m.channel(m.retrieval_stage) for m in models],
         "ocr": (

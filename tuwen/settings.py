@@ -57,6 +57,8 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "validation": ("train.val_fraction", "fusion.validation_max_pairs"),
     "ocr": ("ingest.max_image_pixels", "fusion.ocr_detect_side", "fusion.ocr_angle_classifier"),
+    # Which sentence encoders embed captions and the images' OCR text (text:<encoder> channels).
+    "sentences": ("fusion.text_encoders",),
     # Which models rank (training on or off) and how many hits are kept.
     "retrieval": ("retrieval.keep_top", "fusion.enabled", "train.enabled", "models"),
     "fusion": (
@@ -66,6 +68,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "fusion.temperatures",
         "fusion.chance_alpha",
         "fusion.validation_ratio",
+        "fusion.text_encoders",
         "train.enabled",
         "models",
     ),

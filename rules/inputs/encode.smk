@@ -16,5 +16,8 @@ class RunFiles:
     def ocr(self, collection):
         return [layout.ocr(collection, shard) for shard in shards_of(collection)]
 
+    def sentences(self, collection, encoder):
+        return [layout.sentences(encoder, collection, s) for s in shards_of(collection)]
+
 
 RUN_FILES = RunFiles()

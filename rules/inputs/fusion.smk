@@ -12,7 +12,14 @@ def fusion_plan(tasks, validation=False):
     """What a fusion job reads, task by task (tuwen.plans builds it)."""
     return {
         name: plans.fusion_task_plan(
-            RUN, task, MODELS, RUN_FILES, FUSION["enabled"], USE_OCR, validation
+            RUN,
+            task,
+            MODELS,
+            RUN_FILES,
+            FUSION["enabled"],
+            USE_OCR,
+            validation,
+            TEXT_ENCODERS,
         )
         for name, task in tasks.items()
     }

@@ -11,6 +11,7 @@ def used_settings_groups():
     groups += ["demo"] if RUN.demo else []
     groups += ["validation", "fusion"] if FUSE else []
     groups += ["ocr"] if USE_OCR else []
+    groups += ["sentences"] if TEXT_ENCODERS else []
     groups += ["browse"] if config["browse"]["enabled"] else []
     groups += ["ground_truth"] if judged_tasks() else []
     return list(dict.fromkeys(groups))

@@ -41,6 +41,10 @@ def shards_of(name):
 
 def shard_list(wildcards):
     """A shard's item list; written by the registry checkpoint, never by a rule of its own."""
-    name = getattr(wildcards, "col", None) or wildcards.tset
+    name = (
+        getattr(wildcards, "col", None)
+        or getattr(wildcards, "tset", None)
+        or wildcards.name
+    )
     checkpoints.assign_shards.get(name=name)
     return layout.shard_list(name, wildcards.shard)

@@ -150,13 +150,14 @@ def create_app(live: LiveRun, max_body: int = 20 * 1024 * 1024) -> Starlette:
         index = live.current()
         params = request.query_params
         k = _top(request)
+        by = params.get("by") or None  # one channel alone, e.g. text:use-m3 (by meaning)
         if request.method == "POST":
             data, source = await _uploaded_image(request, max_body)
             if not data:
                 raise QueryError("the uploaded image is empty")
             gallery = params.get("gallery") or index.default_gallery(layout.IMAGES)
             index.gallery(gallery)
-            query = await run_in_threadpool(index.image_query, data, gallery, source)
+            query = await run_in_threadpool(index.image_query, data, gallery, source, by)
         elif "like" in params:
             collection = params.get("of") or params.get("gallery")
             if not collection:
@@ -170,8 +171,8 @@ def create_app(live: LiveRun, max_body: int = 20 * 1024 * 1024) -> Starlette:
                 raise QueryError("give q=TEXT, like=ID&of=COLLECTION, or POST an image")
             gallery = params.get("gallery") or index.default_gallery(layout.TEXTS)
             index.gallery(gallery)
-            query = await run_in_threadpool(index.text_query, text, gallery)
-        answer = await run_in_threadpool(index.search, query, gallery, k)
+            query = await run_in_threadpool(index.text_query, text, gallery, by)
+        answer = await run_in_threadpool(index.search, query, gallery, k, by)
         answer["reload_error"] = live.reload_error
         return JSONResponse(answer)
 

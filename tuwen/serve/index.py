@@ -59,7 +59,14 @@ class Channel:
     stage: str
     tag: str
     card: Path
-    resolution: int
+    resolution: int  # 0 for a sentence encoder's channel
+    sentence: bool = False  # a text:<encoder> channel: captions and images' OCR text by meaning
+
+    def folder(self, collection: str) -> str:
+        """Give the folder of this channel's shards of a collection (relative to the run)."""
+        if self.sentence:
+            return layout.sentences_folder(self.model, collection)
+        return layout.features_folder(self.tag, collection)
 
 
 @dataclass
@@ -113,6 +120,7 @@ def signature(run: Path) -> tuple:
         layout.assignment("*"),
         layout.features("*", "*", "*"),
         layout.ocr("*", "*"),
+        layout.sentences("*", "*", "*"),
         layout.settings("*"),
     ]
     watched = [path for pattern in patterns for path in sorted(run.glob(pattern))]
@@ -193,6 +201,14 @@ class RunIndex:
                 f"{self.run} holds no model card ({layout.model_cards_glob()}); "
                 f"run the workflow there first (make run, or snakemake --directory {self.run})"
             )
+        from tuwen.sentences import channel_of
+
+        for card in sorted(self.run.glob(layout.sentence_encoder_cards_glob())):
+            described = _read_json(card)
+            name = channel_of(described["name"])
+            channels[name] = Channel(
+                name, described["name"], "sentence", described["tag"], card, 0, sentence=True
+            )
         return channels
 
     def _read_rankings(self) -> None:
@@ -225,6 +241,8 @@ class RunIndex:
 
         needed = {name for setting in self.settings.values() if setting for name in setting.used}
         needed |= {*self.ranking.values(), self.default_ranking}
+        # Every sentence channel, for search by meaning in any gallery that has its shards.
+        needed |= {name for name, channel in self.channels.items() if channel.sentence}
         needed.discard(OCR)
         collections = {}
         for name, spec in self.declared.collections.items():
@@ -233,7 +251,7 @@ class RunIndex:
                 continue
             embeddings = {}
             for channel in sorted(needed):
-                folder = self.run / layout.features_folder(self.channels[channel].tag, name)
+                folder = self.run / self.channels[channel].folder(name)
                 shards = sorted(folder.glob("*.parquet"))
                 if shards:
                     embeddings[channel] = embeddings_by_id([str(s) for s in shards], str(assignment))[0]
@@ -291,6 +309,8 @@ class RunIndex:
                 "kind": c.kind,
                 "items": len(c.ids),
                 "task": task_of.get(c.name),
+                # Channels a query may be ranked by alone here (by=...): a model's cosine, or by meaning.
+                "by": sorted(c.embeddings),
             }
             for c in self.collections.values()
         ]
@@ -318,9 +338,21 @@ class RunIndex:
             None,
         )
 
-    def scoring(self, query_kind: str, gallery: str) -> tuple[str, FusionRecipe | None, list[str]]:
+    def rankings_of(self, gallery: str) -> list[str]:
+        """Give the channels a query may be ranked by alone in `gallery` (`by=`): those it embeds."""
+        return sorted(self.gallery(gallery).embeddings)
+
+    def scoring(
+        self, query_kind: str, gallery: str, by: str | None = None
+    ) -> tuple[str, FusionRecipe | None, list[str]]:
         """Give the ranking channel, the fusion setting that applies (None: the cosine ranks),
-        and what of the run's ranking a single new query cannot have."""
+        and what of the run's ranking a single new query cannot have; `by` ranks by one
+        channel's cosine alone (e.g. text:use-m3, by meaning)."""
+        if by is not None:
+            if by not in self.rankings_of(gallery):
+                known = ", ".join(self.rankings_of(gallery))
+                raise QueryError(f"{gallery} cannot be ranked by {by!r} (by: {known})")
+            return by, None, []
         task = self.task_for(query_kind, gallery)
         if task is None:
             return self.default_ranking, None, []
@@ -338,6 +370,13 @@ class RunIndex:
     def model(self, channel: str):
         """Give a channel's model, loaded once (torch is imported on first use)."""
         with self._model_lock:
+            if channel not in self.models and self.channels[channel].sentence:
+                from tuwen.sentences import EncoderMissing, load_sentence_encoder
+
+                try:
+                    self.models[channel] = load_sentence_encoder(self.channels[channel].model)
+                except EncoderMissing as error:
+                    raise RunNotReady(str(error)) from None
             if channel not in self.models:
                 from tuwen.models import ModelCard, ModelError, load_model
 
@@ -348,25 +387,33 @@ class RunIndex:
                     raise RunNotReady(f"the run's model {card.tag} cannot be loaded: {error}") from None
             return self.models[channel]
 
-    def channels_for(self, query_kind: str, gallery: str) -> list[str]:
-        ranking, setting, _ = self.scoring(query_kind, gallery)
+    def channels_for(self, query_kind: str, gallery: str, by: str | None = None) -> list[str]:
+        ranking, setting, _ = self.scoring(query_kind, gallery, by)
         used = setting.used if setting else [ranking]
         return [c for c in dict.fromkeys([ranking, *used]) if c != OCR]
 
-    def text_query(self, text: str, gallery: str) -> Query:
-        """Give a caption as a query against `gallery` (every channel that ranks it encoded)."""
+    def _embed_text(self, channel: str, text: str) -> np.ndarray:
+        """Give a text's embedding by a channel: a CLIP model's caption, or a sentence encoder's."""
+        if self.channels[channel].sentence:
+            return self.model(channel).encode([text])[0]
         from tuwen.encode import encode_caption
 
+        return encode_caption(self.model(channel), text)
+
+    def text_query(self, text: str, gallery: str, by: str | None = None) -> Query:
+        """Give a caption as a query against `gallery` (every channel that ranks it encoded)."""
         text = text.strip()
         if not text:
             raise QueryError("the query text is empty")
         if len(text) > 1000:
             raise QueryError(f"the query text has {len(text)} characters; at most 1000")
-        vectors = {c: encode_caption(self.model(c), text) for c in self.channels_for(layout.TEXTS, gallery)}
+        vectors = {c: self._embed_text(c, text) for c in self.channels_for(layout.TEXTS, gallery, by)}
         known_id, known_in = self._known_items.get(("caption", text), (None, None))
         return Query(layout.TEXTS, text, vectors, text=text, known_id=known_id, known_in=known_in)
 
-    def image_query(self, data: bytes, gallery: str, source: str = "the uploaded image") -> Query:
+    def image_query(
+        self, data: bytes, gallery: str, source: str = "the uploaded image", by: str | None = None
+    ) -> Query:
         """Give image bytes as a query against `gallery`; a file PIL cannot use is a QueryError."""
         from tuwen.encode import encode_picture
 
@@ -374,10 +421,17 @@ class RunIndex:
             picture = decode_image(data, source, self.max_image_pixels)
         except ImageRejected as rejected:
             raise QueryError(rejected.message) from None
-        channels = self.channels_for(layout.IMAGES, gallery)
-        vectors = {c: encode_picture(self.model(c), picture, self.channels[c].resolution) for c in channels}
-        _, setting, _ = self.scoring(layout.IMAGES, gallery)
-        text = self._read_text(picture, source) if setting and OCR in setting.used else ""
+        channels = self.channels_for(layout.IMAGES, gallery, by)
+        _, setting, _ = self.scoring(layout.IMAGES, gallery, by)
+        # The text in the picture, where a channel matches it: OCR's characters or a sentence encoder.
+        reads = (setting and OCR in setting.used) or any(self.channels[c].sentence for c in channels)
+        text = self._read_text(picture, source) if reads else ""
+        vectors = {
+            c: self._embed_text(c, text)
+            if self.channels[c].sentence
+            else encode_picture(self.model(c), picture, self.channels[c].resolution)
+            for c in channels
+        }
         known_id, known_in = self._known_items.get(("digest", content_digest(data)), (None, None))
         return Query(layout.IMAGES, source, vectors, text=text, known_id=known_id, known_in=known_in)
 
@@ -408,13 +462,11 @@ class RunIndex:
         return known
 
     def _read_text(self, picture, source: str) -> str:
-        from tuwen.ocr import OcrOptions, ocr_engine, read_picture_text
+        from tuwen.ocr import read_picture_text, run_ocr_engine
 
         with self._model_lock:
             if self._ocr_engine is None:
-                # The run's own OCR settings, so that the query's text is read as the run read its images'.
-                settings = OcrOptions.from_settings(_read_json(self.run / layout.settings("ocr")))
-                self._ocr_engine = ocr_engine(threads=1, device="cpu", settings=settings)
+                self._ocr_engine = run_ocr_engine(self.run)
         return read_picture_text(self._ocr_engine, picture, source).text
 
     def _lexical_index(self, gallery: Collection):
@@ -425,12 +477,12 @@ class RunIndex:
                 self._lexical[gallery.name] = BM25Index([gallery.texts.get(i, "") for i in gallery.ids])
             return self._lexical[gallery.name]
 
-    def search(self, query: Query, gallery_name: str, k: int) -> dict:
-        """Give the top-`k` of `query` in a gallery as JSON-ready data."""
+    def search(self, query: Query, gallery_name: str, k: int, by: str | None = None) -> dict:
+        """Give the top-`k` of `query` in a gallery as JSON-ready data (`by`: one channel alone)."""
         from tuwen.retrieval import ranked_top
 
         gallery = self.gallery(gallery_name)
-        ranking, setting, not_applied = self.scoring(query.kind, gallery_name)
+        ranking, setting, not_applied = self.scoring(query.kind, gallery_name, by)
         if ranking not in query.vectors:
             raise QueryError(f"{query.label}: no embedding of model {self.channels[ranking].tag}")
         keep = min(k, len(gallery.ids))
@@ -481,7 +533,11 @@ class RunIndex:
             "query": {"kind": query.kind, "text" if query.kind == layout.TEXTS else "image": query.label},
             "gallery": gallery.name,
             "model": self.channels[ranking].tag,
-            "ranked_by": setting.label if setting else "cosine",
+            "ranked_by": setting.label
+            if setting
+            else ranking
+            if self.channels[ranking].sentence
+            else "cosine",
             "not_applied": not_applied,
             "loaded_at": self.loaded_at,
             "hits": [],
@@ -494,6 +550,8 @@ class RunIndex:
             item["cosine"] = round(hit.cosine, 6)
             if setting:
                 item["parts"] = [[name, round(value, 6)] for name, value in hit.parts]
+            elif self.channels[ranking].sentence:
+                item["parts"] = [[ranking, round(hit.score, 6)]]
             if gallery.holds_images:
                 item["image"] = f"/image/{gallery.name}/{hit.id}"
             else:

@@ -6,6 +6,8 @@
   const input = document.getElementById("q");
   const gallerySelect = document.getElementById("gallery");
   const topInput = document.getElementById("k");
+  // Rank by one channel alone: text:<encoder> channels rank captions by meaning.
+  const bySelect = document.getElementById("by");
   const status = document.getElementById("status");
   let galleries = {};
   let shownPreview = null;
@@ -32,6 +34,15 @@
       const option = element("option", "", gallery.name + "（" + kind + " " + gallery.items + "）");
       option.value = gallery.name;
       gallerySelect.append(option);
+    }
+    const meanings = new Set();
+    for (const gallery of data.galleries) {
+      for (const channel of gallery.by || []) if (channel.startsWith("text:")) meanings.add(channel);
+    }
+    for (const channel of [...meanings].sort()) {
+      const option = element("option", "", "语义 " + channel);
+      option.value = channel;
+      bySelect.append(option);
     }
     if (data.max_body) maxBody = data.max_body;
     if (data.reload_error) say("结果可能已过时 (stale): " + data.reload_error, true);
@@ -120,6 +131,7 @@
     const values = new URLSearchParams(extra);
     if (gallerySelect.value && !values.has("gallery")) values.set("gallery", gallerySelect.value);
     values.set("k", topInput.value || "10");
+    if (bySelect.value && !values.has("by")) values.set("by", bySelect.value);
     return values;
   }
 
@@ -171,6 +183,7 @@
     const start = new URLSearchParams(location.search);
     if (start.get("gallery") && galleries[start.get("gallery")]) gallerySelect.value = start.get("gallery");
     if (start.get("k")) topInput.value = start.get("k");
+    if (start.get("by")) bySelect.value = start.get("by");
     if (start.get("q")) {
       input.value = start.get("q");
       searchText(start.get("q"));

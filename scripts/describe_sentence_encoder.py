@@ -1,0 +1,18 @@
+"""Snakemake entry point: load a sentence encoder once and record what it is (its card)."""
+
+import json
+import logging
+
+from tuwen.atomic import write_text_atomic
+from tuwen.logs import run_logged
+from tuwen.sentences import load_sentence_encoder
+
+
+def main(snakemake) -> None:
+    encoder = load_sentence_encoder(snakemake.wildcards.encoder, snakemake.config["weights_dir"])
+    card = {"name": encoder.name, "version": encoder.version, "dim": encoder.dim, "tag": encoder.tag}
+    write_text_atomic(snakemake.output.card, json.dumps(card, indent=2) + "\n")
+    logging.info("sentence encoder %s", card)
+
+
+run_logged(main, snakemake)
