@@ -20,6 +20,7 @@ CSV_ENCODINGS = ("utf-8-sig", "gb18030")
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 JSON_LINES = (".jsonl", ".ndjson")
 PARQUET = ".parquet"
+TABLE_SUFFIXES = frozenset([*DELIMITERS, *JSON_LINES, PARQUET])  # the file-name endings read
 
 
 class InputError(TuwenError):

@@ -25,9 +25,6 @@ from tuwen.errors import TuwenError
 from tuwen.layout import IMAGES, TEXTS, demo_data
 
 CONTEST, NONE = "contest", "none"
-# Text collection file formats, by the file name's ending.
-TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-TEXT_FORMATS[".parquet"] = "parquet"
 # The collections training and fusion's validation make; no declared collection takes these names.
 TRAIN_IMAGES, TRAIN_TEXTS = "train_images", "train_texts"
 VAL_IMAGES, VAL_TEXTS = "val_images", "val_texts"
@@ -63,10 +60,6 @@ class Collection:
     def manifest_id(self) -> str:
         """The manifest column that names an item: `image_id` for images, `text_id` for texts."""
         return "image_id" if self.holds_images else "text_id"
-
-    @property
-    def text_format(self) -> str:
-        return TEXT_FORMATS[Path(self.source or "").suffix.lower()]
 
 
 @dataclass(frozen=True)
@@ -125,9 +118,6 @@ class Run:
     trains: bool = False  # training pairs declared (train_images and train_texts exist)
     validation_tasks: dict[str, Task] = field(default_factory=dict)
 
-    def collection(self, name: str) -> Collection:
-        return self.collections[name]
-
     def of_kind(self, kind: str, declared: bool | None = None) -> list[str]:
         """Give the collections of a kind (optionally only those read from files, or made)."""
         return [
@@ -144,9 +134,6 @@ class Run:
             for n, c in self.collections.items()
             if c.source is not None and n not in (TRAIN_IMAGES, TRAIN_TEXTS)
         ]
-
-    def directions(self) -> list[str]:
-        return list(dict.fromkeys(task.direction for task in self.tasks.values()))
 
     def to_dict(self) -> dict:
         """Give the run as plain data; collections and tasks as lists, which keep their order."""
@@ -456,13 +443,12 @@ def _check_image_folder(key: str, folder: str) -> None:
 
 def check_table(key: str, path: str, columns: list[str]) -> None:
     """Check that a table file exists, has a format tuwen reads, the columns, and a row."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in TEXT_FORMATS:
+    from tuwen.records import TABLE_SUFFIXES, table_header
+
+    if Path(path).suffix.lower() not in TABLE_SUFFIXES:
         raise RunError(f"{key}: {path} is not a CSV, TSV, JSON Lines or Parquet file (by its name's ending)")
     if not os.path.isfile(path):
         raise RunError(f"{key}: {path} does not exist")
-    from tuwen.records import table_header
-
     found, has_rows = table_header(path)
     missing = [c for c in columns if c not in found]
     if missing:
