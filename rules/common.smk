@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import tuwen.layout as layout  # torch-free, cheap
+from tuwen import plans  # the plans of paths the stages' jobs read
 from tuwen.config import coerce_config, load_schema
 from tuwen.run import (
     TRAIN_IMAGES,

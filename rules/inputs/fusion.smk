@@ -1,7 +1,5 @@
 # Input functions and targets of the stage in rules/fusion.smk.
 
-from tuwen import plans
-
 
 def fusion_targets():
     outputs = [layout.evaluation("fusion.csv")] if FUSE else []

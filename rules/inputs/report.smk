@@ -1,7 +1,5 @@
 # Input functions and targets of the stage in rules/report.smk.
 
-from tuwen.plans import accounting_plan as plan_of_accounting
-
 
 def report_targets():
     outputs = [layout.summary("accounting.csv")]
@@ -37,7 +35,7 @@ def figure_files(task):
 
 def accounting_plan(wildcards):
     """What account_inputs reads, collection by collection and task by task."""
-    return plan_of_accounting(RUN, MODELS[0], RUN_FILES)
+    return plans.accounting_plan(RUN, MODELS[0], RUN_FILES)
 
 
 def accounting_inputs(wildcards):

@@ -1,8 +1,5 @@
 # Input functions and targets of the stage in rules/retrieve.smk.
 
-from tuwen.plans import query_id_column as id_column_of_queries
-from tuwen.plans import query_order as order_of_queries
-
 
 def retrieval_targets():
     outputs = [layout.result_table(task.table) for task in TASKS.values() if task.table]
@@ -18,11 +15,11 @@ def query_features(wildcards):
 
 
 def query_order(wildcards):
-    return order_of_queries(RUN, TASKS[wildcards.task])
+    return plans.query_order(RUN, TASKS[wildcards.task])
 
 
 def query_id_column(wildcards):
-    return id_column_of_queries(RUN, TASKS[wildcards.task])
+    return plans.query_id_column(RUN, TASKS[wildcards.task])
 
 
 def query_assignment(wildcards):
