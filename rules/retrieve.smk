@@ -66,7 +66,8 @@ else:
             settings=settings_file("retrieval"),
             task=task_settings,
         output:
-            layout.topk("{task}"),
+            topk=layout.topk("{task}"),
+            bank=layout.query_bank("{task}"),
         log:
             layout.log("fused_search", "{task}"),
         benchmark:

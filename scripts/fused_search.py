@@ -1,14 +1,16 @@
-"""Snakemake entry point: each query's top-K by the fusion chosen on validation, every channel kept."""
+"""Snakemake entry point: each query's top-K by the fusion chosen on validation, every channel
+kept, and the query bank that ranks a single query the same way (tuwen.scoring)."""
 
 import json
 import logging
 
 import pyarrow as pa
 
-from tuwen.fusion import FusionRecipe, fused_topk
+from tuwen.fusion import fused_topk, query_bank
 from tuwen.fusion_inputs import model_tags, read_task
 from tuwen.logs import run_logged
 from tuwen.parquet import write_table
+from tuwen.scoring import FusionRecipe, bank_table
 from tuwen.settings import hits_kept, read_settings
 
 
@@ -17,13 +19,16 @@ def main(snakemake) -> None:
     channels = read_task(plan)
     with open(snakemake.input.chosen, encoding="utf-8") as handle:
         chosen = json.load(handle)[plan["direction"]]
+    recipe = FusionRecipe.from_dict(chosen)
     keep_top = hits_kept(read_settings(snakemake.input.settings), read_settings(snakemake.input.task))
-    topk = fused_topk(channels, FusionRecipe.from_dict(chosen), keep_top)
+    bank = query_bank(channels, recipe)
+    topk = fused_topk(channels, recipe, keep_top, bank=bank)
     ranking_tag = next(iter(model_tags(plan).values()))
+    metadata = {"logit_scale": channels.logit_scale, "model_tag": ranking_tag, "fusion": json.dumps(chosen)}
+    write_table(pa.Table.from_pandas(topk, preserve_index=False), snakemake.output.topk, metadata)
+    bank_metadata = {"temperature": recipe.temperature, "queries": len(channels.query_ids)}
     write_table(
-        pa.Table.from_pandas(topk, preserve_index=False),
-        snakemake.output[0],
-        {"logit_scale": channels.logit_scale, "model_tag": ranking_tag, "fusion": json.dumps(chosen)},
+        pa.Table.from_pandas(bank_table(bank), preserve_index=False), snakemake.output.bank, bank_metadata
     )
     logging.info("%s: %s over %d x %d", task, chosen, len(channels.query_ids), len(channels.gallery_ids))
 

@@ -20,8 +20,8 @@ def tuwen(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
 
 def printed_hits(stdout: str) -> pd.DataFrame:
     rows = [line.split("\t") for line in stdout.strip().splitlines()]
-    hits = pd.DataFrame(rows, columns=["rank", "cosine", "probability", "target_id", "what"])
-    return hits.astype({"rank": int, "cosine": float, "probability": float})
+    hits = pd.DataFrame(rows, columns=["rank", "score", "cosine", "target_id", "what"])
+    return hits.astype({"rank": int, "score": float, "cosine": float})
 
 
 def assert_same_ranking(hits: pd.DataFrame, expected: pd.DataFrame) -> None:
@@ -82,5 +82,5 @@ def test_image_query_ranks_as_the_run_did_and_prints_captions(demo_run):
 def test_problems_are_one_clear_line(demo_run, tmp_path, args, message):
     result = tuwen("search", *[a.format(empty=tmp_path, run=demo_run) for a in args])
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("tuwen search: ") and message in result.stderr
+    assert result.stderr.startswith("tuwen search: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -101,8 +101,8 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
         for text_id, caption in queries[["text_id", "caption"]].head(4).itertuples(index=False):
             status, answer = server.get("/api/search", q=caption, k=10)
             assert status == 200, answer
-            assert answer["ranked_by"] == "+".join(weights)
-            assert bool(answer["not_applied"]) == bool(chosen["temperature"])
+            assert answer["ranked_by"] == "+".join([*weights, *(["rerank"] if chosen["temperature"] else [])])
+            assert answer["not_applied"] == [] and answer["exact"] is True
             # The same score from the run's own files: each channel's stored embeddings
             # (the query's too: typed again, the caption encodes to the same vector).
             total = np.zeros(len(gallery_ids))
@@ -114,12 +114,14 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
                 query = stored(fusion_run, tag_of[channel], "t2i_queries")[text_id].astype(np.float64)
                 gallery = stored(fusion_run, tag_of[channel], "t2i_gallery")
                 total += weight * np.array([gallery[g].astype(np.float64) @ query for g in gallery_ids])
-            order = sorted(range(len(gallery_ids)), key=lambda i: (-round(total[i], 5), gallery_ids[i]))
-            assert [h["id"] for h in answer["hits"]][:3] == [gallery_ids[i] for i in order[:3]]
+            if not chosen["temperature"]:
+                order = sorted(range(len(gallery_ids)), key=lambda i: (-round(total[i], 5), gallery_ids[i]))
+                assert [h["id"] for h in answer["hits"]][:3] == [gallery_ids[i] for i in order[:3]]
             for hit in answer["hits"]:
-                assert hit["score"] == pytest.approx(total[gallery_ids.index(hit["id"])], abs=1e-5)
+                fused = sum(v for name, v in hit["parts"] if name != "rerank")
+                assert fused == pytest.approx(total[gallery_ids.index(hit["id"])], abs=1e-5)
                 assert hit["score"] == pytest.approx(sum(v for _, v in hit["parts"]), abs=1e-5)
-                assert [name for name, _ in hit["parts"]] == list(weights)
+                assert [name for name, _ in hit["parts"] if name != "rerank"] == list(weights)
         # An uploaded image is scored by the image → text choice (its text read by OCR when
         # the choice uses it), ranked by the fused score.
         i2t = json.loads((fusion_run / layout.fusion("chosen.json")).read_text(encoding="utf-8"))["i2t"]
@@ -128,11 +130,80 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
         body = (fusion_run / path).read_bytes()
         status, answer = server.call("POST", "/api/search?k=10", body, {"Content-Type": "image/jpeg"})
         assert status == 200, answer
-        assert answer["ranked_by"] == "+".join(name for name, w in i2t["weights"].items() if w)
+        used = [name for name, w in i2t["weights"].items() if w]
+        assert answer["ranked_by"] == "+".join([*used, *(["rerank"] if i2t["temperature"] else [])])
         scores = [hit["score"] for hit in answer["hits"]]
         assert scores == sorted(scores, reverse=True)
         for hit in answer["hits"]:
             assert hit["score"] == pytest.approx(sum(v for _, v in hit["parts"]), abs=1e-5)
+    finally:
+        server.stop()
+
+
+def test_table_server_and_cli_give_a_re_ranked_runs_own_queries_the_same_top_5(fusion_run, tmp_path):
+    """One ranking everywhere: with re-ranking chosen (set here in a copy of the fused run, its
+    tables then rerun), each of the run's own queries gets the table's top 5 from the server
+    and from the CLI, scores and parts included."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import FUSION_DEMO, snakemake
+
+    run = tmp_path / "reranked"
+    shutil.copytree(fusion_run, run, symlinks=True)
+    chosen_path = run / layout.fusion("chosen.json")
+    chosen = json.loads(chosen_path.read_text(encoding="utf-8"))
+    for recipe in chosen.values():
+        recipe["temperature"] = recipe["temperature"] or 0.05
+    chosen_path.write_text(json.dumps(chosen), encoding="utf-8")
+    snakemake(run, config=FUSION_DEMO)
+    bank = pd.read_parquet(run / layout.query_bank("t2i"))
+    assert len(bank) == len(pd.read_parquet(run / layout.assignment("t2i_gallery")))
+
+    def table_top5(task: str, query_id: str) -> pd.DataFrame:
+        topk = pd.read_parquet(run / layout.topk(task))
+        return topk[topk["query_id"] == query_id].sort_values("rank").head(5)
+
+    def cli_top5(*args: str) -> list[list[str]]:
+        printed = subprocess.run(
+            [sys.executable, "-m", "tuwen", "search", *args, "--run", str(run), "--top", "5"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert printed.returncode == 0, printed.stderr
+        assert "by " + "+".join([*weights, "rerank"]) in printed.stderr
+        return [line.split("\t") for line in printed.stdout.splitlines()]
+
+    queries = pd.read_parquet(run / layout.manifest("t2i_queries", layout.TEXTS))
+    queries = queries[queries["status"] == "ok"]
+    images = pd.read_parquet(run / layout.manifest("i2t_images", layout.IMAGES))
+    images = images[images["status"] == "ok"].drop_duplicates("image_id")
+    server = Server(run)
+    try:
+        weights = [name for name, w in chosen["t2i"]["weights"].items() if w]
+        for text_id, caption in queries[["text_id", "caption"]].head(4).itertuples(index=False):
+            expected = table_top5("t2i", text_id)
+            status, answer = server.get("/api/search", q=caption, k=5)
+            assert status == 200, answer
+            assert answer["ranked_by"].endswith("+rerank") and answer["not_applied"] == []
+            assert [h["id"] for h in answer["hits"]] == list(expected["target_id"])
+            assert [h["score"] for h in answer["hits"]] == pytest.approx(list(expected["score"]), abs=1e-6)
+            assert [h["parts"][-1][0] for h in answer["hits"]] == ["rerank"] * 5
+            printed = cli_top5(caption)
+            assert [line[3] for line in printed] == list(expected["target_id"])
+            assert [float(line[1]) for line in printed] == pytest.approx(list(expected["score"]), abs=1e-5)
+        weights = [name for name, w in chosen["i2t"]["weights"].items() if w]
+        for image_id, path in images[["image_id", "path"]].head(3).itertuples(index=False):
+            expected = table_top5("i2t", image_id)
+            body = (run / path).read_bytes()
+            status, answer = server.call("POST", "/api/search?k=5", body, {"Content-Type": "image/jpeg"})
+            assert status == 200, answer
+            assert answer["query"]["id"] == image_id
+            assert [h["id"] for h in answer["hits"]] == list(expected["target_id"])
+            assert [h["score"] for h in answer["hits"]] == pytest.approx(list(expected["score"]), abs=1e-5)
+            assert [line[3] for line in cli_top5("--image", str(run / path))] == list(expected["target_id"])
     finally:
         server.stop()
 

@@ -4,20 +4,19 @@
     python -m tuwen search --image photo.jpg        # image → the run's 附件3 captions
     python -m tuwen serve                           # a page and a JSON API on 127.0.0.1:8000
 
-The query is encoded with the model the run retrieved with (its tag is in the run's
-top-k table), and searched exactly, as the workflow searches, over the run's current
-feature shards of the gallery. Problems are one line on stderr and exit status 2.
+A query is ranked exactly as `tuwen serve` ranks it, which is how the run's result table ranks
+the run's own queries (tuwen.scoring): the ranking model's cosine, or the fusion chosen on
+validation with its re-ranking, over the run's current feature shards of the gallery. Each
+line: rank, score, the ranking model's cosine, id, and the caption or image file.
+Problems are one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
-
-import pandas as pd
 
 from tuwen import layout
 from tuwen.errors import TuwenError
@@ -60,127 +59,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_model_card(run: Path, query_kind: str) -> Path:
-    """Give the model card of the model the run ranks queries of `query_kind` with."""
-    from tuwen.finished import card_of_tag, ranking_tag
-    from tuwen.run import read_run
-
-    try:
-        return card_of_tag(run, ranking_tag(run, read_run(run), query_kind))
-    except TuwenError as error:
-        raise RunError(str(error)) from None
-
-
-def gallery_files(run: Path, tag: str, gallery: str) -> tuple[list[Path], pd.DataFrame]:
-    from tuwen.run import read_run
-
-    shards = sorted((run / layout.features_folder(tag, gallery)).glob("*.parquet"))
-    assignment = run / layout.assignment(gallery)
-    if gallery not in read_run(run).collections or not shards or not assignment.is_file():
-        folder = (run / layout.features_folder(tag, gallery)).parent
-        encoded = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_dir()))
-        raise RunError(f"{run}: no features of gallery {gallery!r} for model {tag} (encoded: {encoded})")
-    return shards, pd.read_parquet(assignment, columns=["id", "digest"])
-
-
-def encode_query(card_path: Path, run: Path, text: str | None, image: Path | None):
-    """Give the run's model's embedding of the query (L2-normalised, one row), and its logit scale."""
-    from tuwen.encode import encode_caption, encode_picture
-    from tuwen.images import ImageRejected, load_image
-    from tuwen.models import ModelCard, ModelError, load_model
-
-    card = ModelCard.read(card_path)
-    try:
-        model = load_model(card.arch, card.checkpoint_in(run))
-    except ModelError as error:
-        raise RunError(f"the run's model {card.tag} cannot be loaded: {error}") from None
-    if text is not None:
-        embedding = encode_caption(model, text)
-    else:
-        try:
-            picture, _ = load_image(image)
-        except ImageRejected as rejected:
-            raise RunError(rejected.message) from None
-        embedding = encode_picture(model, picture, card.arch.resolution)
-    return embedding[None, :], float(model.logit_scale.exp().item()), card.tag
-
-
-def sentence_files(run: Path, channel: str, gallery: str) -> tuple[list[Path], pd.DataFrame]:
-    """Give a gallery's sentence-embedding shards of a text:<encoder> channel, and its current items."""
-    from tuwen.sentences import CHANNEL_PREFIX
-
-    if not channel.startswith(CHANNEL_PREFIX):
-        raise RunError(
-            f"--by takes a sentence encoder's channel, text:<encoder> (e.g. text:use-m3), not {channel!r}"
-        )
-    encoder = channel.removeprefix(CHANNEL_PREFIX)
-    shards = sorted((run / layout.sentences_folder(encoder, gallery)).glob("*.parquet"))
-    assignment = run / layout.assignment(gallery)
-    if not shards or not assignment.is_file():
-        folder = (run / layout.sentences_folder(encoder, gallery)).parent
-        embedded = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_dir())) or "none"
-        raise RunError(f"{run}: gallery {gallery!r} has no embeddings of {channel} (embedded: {embedded})")
-    return shards, pd.read_parquet(assignment, columns=["id", "digest"])
-
-
-def encode_by_meaning(run: Path, channel: str, text: str | None, image: Path | None):
-    """Give the query's sentence embedding (one row): the caption's, or the text OCR reads in the image."""
-    from tuwen.sentences import CHANNEL_PREFIX, EncoderMissing, load_sentence_encoder
-
-    if text is None:
-        from tuwen.images import ImageRejected, load_image
-        from tuwen.ocr import read_picture_text, run_ocr_engine
-
-        try:
-            picture, _ = load_image(image)
-        except ImageRejected as rejected:
-            raise RunError(rejected.message) from None
-        text = read_picture_text(run_ocr_engine(run), picture, str(image)).text
-    try:
-        encoder = load_sentence_encoder(channel.removeprefix(CHANNEL_PREFIX))
-    except EncoderMissing as error:
-        raise RunError(str(error)) from None
-    return encoder.encode([text])
-
-
-def describe_hits(run: Path, gallery: str, hits: pd.DataFrame) -> pd.DataFrame:
-    """Add what each hit is: the caption of a text, the file of an image."""
-    from tuwen.run import read_run
-
-    collection = read_run(run).collections[gallery]
-    manifest = run / layout.manifest(gallery, collection.kind)
-    if not collection.holds_images:
-        from tuwen.ingest import accepted_captions
-
-        shown = accepted_captions(manifest)
-    else:
-        images = pd.read_parquet(manifest, columns=["image_id", "path"])
-        shown = images.drop_duplicates("image_id").set_index("image_id")["path"]
-    return hits.assign(what=hits["target_id"].map(shown).fillna(""))
-
-
-def search(args: argparse.Namespace) -> pd.DataFrame:
+def search(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Give the answer to the query, ranked as `tuwen serve` ranks it (tuwen.serve.index, whose
+    scoring is the result tables': tuwen.scoring), and what each hit is."""
     from tuwen.finished import default_gallery
-    from tuwen.parquet import FeatureShard
-    from tuwen.retrieval import search_gallery
     from tuwen.run import read_run
+    from tuwen.serve.index import RunIndex
 
     kind = layout.TEXTS if args.text is not None else layout.IMAGES
     try:
         gallery = args.gallery or default_gallery(read_run(args.run), kind)
     except TuwenError as error:
         raise RunError(str(error)) from None
-    if args.by:
-        shards, current = sentence_files(args.run, args.by, gallery)
-        embedding, logit_scale = encode_by_meaning(args.run, args.by, args.text, args.image), 100.0
+    index = RunIndex(args.run, only={gallery})
+    if gallery not in index.collections:
+        encoded = ", ".join(index.declared.collections) or "none"
+        raise RunError(f"{args.run}: no features of gallery {gallery!r} (collections: {encoded})")
+    if args.text is not None:
+        query = index.text_query(args.text, gallery, args.by)
     else:
-        card = run_model_card(args.run, kind)
-        tag = json.loads(card.read_text(encoding="utf-8"))["tag"]
-        shards, current = gallery_files(args.run, tag, gallery)
-        embedding, logit_scale, _ = encode_query(card, args.run, args.text, args.image)
-    query = FeatureShard(["query"], embedding, [""], {"logit_scale": logit_scale})
-    hits = search_gallery(query, shards, current, min(args.top, len(current)))
-    return describe_hits(args.run, gallery, hits)
+        try:
+            data = args.image.read_bytes()
+        except OSError as error:
+            raise RunError(
+                f"{args.image}: {'does not exist' if not args.image.exists() else error}"
+            ) from None
+        query = index.image_query(data, gallery, str(args.image), args.by)
+    return index.search(query, gallery, args.top, args.by), describe_hits(index, gallery)
+
+
+def describe_hits(index, gallery: str) -> dict:
+    """Give what each item is: the caption of a text, the file of an image."""
+    collection = index.collections[gallery]
+    if collection.holds_images:
+        return {item: path for item, (path, _) in collection.files.items()}
+    return collection.captions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.perf_counter()
     try:
-        hits = search(args)
+        answer, what = search(args)
     except TuwenError as error:
         print(f"tuwen search: {error}", file=sys.stderr)
         return 2
-    for row in hits.itertuples(index=False):
-        print(f"{row.rank}\t{row.cosine:.4f}\t{row.probability:.4f}\t{row.target_id}\t{row.what}")
-    print(f"({len(hits)} hits in {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    for hit in answer["hits"]:
+        print(
+            f"{hit['rank']}\t{hit['score']:.6f}\t{hit['cosine']:.6f}\t{hit['id']}\t{what.get(hit['id'], '')}"
+        )
+    how = "exact" if answer["exact"] else f"approximate ({answer['search']['index']})"
+    took = time.perf_counter() - started
+    print(f"({len(answer['hits'])} hits by {answer['ranked_by']}, {how}, in {took:.1f} s)", file=sys.stderr)
     return 0

@@ -11,7 +11,8 @@ the query set (inverted softmax, QB-Norm): `final = fused - T * log sum_q' exp(f
 the sum over the queries of the query's group (all queries in a task, or the groups of
 the validation task, each ~1/10 of the gallery as in the contest). This ranks by
 `exp(fused / T)` normalised over the queries for each gallery item, and so lowers the
-"hubs" that are near every query. Everything is float64 and exact: the top-k equals a
+"hubs" that are near every query. The formulas are `tuwen.scoring`'s, which `tuwen serve`
+and `tuwen search` rank one query by. Everything is float64 and exact: the top-k equals a
 dense computation of the same formula, ties broken by target id (a test holds this).
 """
 
@@ -28,9 +29,8 @@ from scipy.stats import poisson_binom
 from tuwen.evaluation import RECALL_KS, rankings_of, recall_at_k
 from tuwen.lexical import BM25Index, normalised_by_query
 from tuwen.retrieval import ranked_top
+from tuwen.scoring import OCR, FusionRecipe, QueryBank, reranked, score_column, weighted_sum
 from tuwen.splits import id_bucket
-
-OCR = "ocr"
 
 
 @dataclass
@@ -66,61 +66,9 @@ class TaskChannels:
         self._dense = {name: self.block(name, everything) for name in self.names}
 
 
-@dataclass(frozen=True)
-class FusionRecipe:
-    """A weight per channel (0: unused) and the re-ranking temperature (None: no re-ranking)."""
-
-    weights: tuple[tuple[str, float], ...]
-    temperature: float | None = None
-
-    @property
-    def used(self) -> list[str]:
-        """Give the channels with a non-zero weight."""
-        return [name for name, weight in self.weights if weight]
-
-    @property
-    def label(self) -> str:
-        """Give the row label of fusion.csv: the used channels, and `rerank` when re-ranking."""
-        return "+".join(self.used + (["rerank"] if self.temperature else []))
-
-    def describe(self) -> dict:
-        """Give the setting as JSON-ready data."""
-        return {"weights": dict(self.weights), "temperature": self.temperature}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FusionRecipe:
-        """Read a setting written by `describe`."""
-        return cls(tuple((k, float(v)) for k, v in data["weights"].items()), data["temperature"])
-
-
-def score_parts(row: dict, setting: FusionRecipe) -> list[tuple[str, float]]:
-    """Give what makes up a hit's ranking score under a setting: each used channel's
-    weighted score (`row` holds the raw `score_<channel>` columns), and the re-ranking's
-    shift (`score` - `fused`) when it re-ranks; the parts add up to `score`."""
-    parts = [(name, weight * float(row[score_column(name)])) for name, weight in setting.weights if weight]
-    if setting.temperature:
-        parts.append(("rerank", float(row["score"]) - float(row["fused"])))
-    return parts
-
-
-def score_column(channel: str) -> str:
-    """Give the topk.parquet column of a channel's raw score, e.g. score_clip, score_ocr."""
-    return "score_" + channel.replace(":", "_")
-
-
 def fused_block(channels: TaskChannels, setting: FusionRecipe, rows: slice) -> np.ndarray:
     """Give the weighted sum of the used channels for a block of query rows."""
     return weighted_sum({name: channels.block(name, rows) for name in setting.used}, setting)
-
-
-def weighted_sum(blocks: dict[str, np.ndarray], setting: FusionRecipe) -> np.ndarray:
-    """Give the setting's weighted sum of channel score blocks (every used channel present)."""
-    total = None
-    for name, weight in setting.weights:
-        if weight:
-            part = weight * blocks[name]
-            total = part if total is None else total + part
-    return total
 
 
 def query_groups(query_ids: list[str], gallery_size: int, ratio: int) -> np.ndarray:
@@ -150,22 +98,37 @@ def column_logsumexp(
     return result
 
 
+def query_bank(channels: TaskChannels, setting: FusionRecipe, block_rows: int = 256) -> QueryBank | None:
+    """Give the re-ranking's per-item log-sum-exp over all of the task's queries (one group, as
+    the result table ranks them), kept so that a single query is re-ranked the table's way."""
+    if not setting.temperature:
+        return None
+    groups = np.zeros(len(channels.query_ids), dtype=np.int64)
+    lse = column_logsumexp(channels, setting, groups, block_rows)[0]
+    return QueryBank(np.asarray(channels.gallery_ids, dtype=object), lse, setting.temperature)
+
+
 def fused_topk(
     channels: TaskChannels,
     setting: FusionRecipe,
     k: int,
     groups: np.ndarray | None = None,
     block_rows: int = 256,
+    bank: QueryBank | None = None,
 ) -> pd.DataFrame:
     """Give each query's top-`k` by the setting's final score, with every channel's raw score.
 
     Rows, in query order: query_id, rank, target_id, score (final), fused (weighted sum),
     cosine (the first CLIP channel), probability (softmax over the gallery of
-    logit_scale x final), and `score_<channel>` for every channel, used or not.
+    logit_scale x final), and `score_<channel>` for every channel, used or not. `bank`: the
+    task's `query_bank`, when already computed (its queries all in one group).
     """
     if groups is None:
         groups = np.zeros(len(channels.query_ids), dtype=np.int64)
-    lse = column_logsumexp(channels, setting, groups, block_rows) if setting.temperature else None
+    if bank is not None:
+        lse = bank.logsumexp[None, :]
+    else:
+        lse = column_logsumexp(channels, setting, groups, block_rows) if setting.temperature else None
     gallery_ids = np.asarray(channels.gallery_ids, dtype=object)
     query_ids = np.asarray(channels.query_ids, dtype=object)
     keep = min(k, len(gallery_ids))
@@ -175,7 +138,7 @@ def fused_topk(
         # Each channel once per block: for the fused score and for its own column.
         blocks = {name: channels.block(name, rows) for name in channels.names}
         fused = weighted_sum(blocks, setting)
-        final = fused - setting.temperature * lse[groups[rows]] if lse is not None else fused
+        final = reranked(fused, lse[groups[rows]], setting.temperature) if lse is not None else fused
         row, col, value, rank = ranked_top(final, keep)
         # Softmax over the gallery of logit_scale x final, each row shifted by its peak.
         peak = final.max(axis=1)

@@ -190,6 +190,27 @@ def topk(task: str) -> str:
     return retrieval(task, "topk.parquet")
 
 
+def served_index(collection: str) -> str:
+    """A gallery's approximate index (tuwen.ann) as the server reads it: its model, trained
+    file, segments, settings and measured recall, or why the gallery is searched exactly."""
+    return _path("index", collection, "index.json")
+
+
+def index_trained(collection: str, tag: str, trained: str) -> str:
+    """The index of a model's embeddings of a collection, trained on its first `trained` shards."""
+    return _path("index", collection, tag, f"trained-{trained}.faiss")
+
+
+def index_segment(collection: str, tag: str, trained: str, start: str, count: str) -> str:
+    """A segment of that index: the rows of `count` shards from the `start`-th."""
+    return _path("index", collection, tag, f"t{trained}", f"segment-{start}-{count}.faiss")
+
+
+def query_bank(task: str) -> str:
+    """A fused task's re-ranking normaliser per gallery item (tuwen.scoring.QueryBank)."""
+    return retrieval(task, "query_bank.parquet")
+
+
 def result_table(table: str) -> str:
     """A task's result table, by its file name (tuwen.run.Task.table); may be the pattern {table}."""
     return _path(table)

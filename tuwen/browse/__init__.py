@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from tuwen.atomic import write_text_atomic
-from tuwen.fusion import FusionRecipe, score_parts
 from tuwen.images import ImageRejected, load_image
 from tuwen.layout import IMAGES, TEXTS
+from tuwen.scoring import FusionRecipe, table_row_parts
 
 PAGE_FILES = ("index.html", "browse.js", "browse.css", "parts.js")
 DIRECTION_TITLES = {TEXTS: "文本 → 图像", IMAGES: "图像 → 文本"}
@@ -118,7 +118,7 @@ def page_data(
                     "score": round(float(row["score" if setting else "cosine"]), 4),
                 }
                 if setting:
-                    hit["parts"] = [[name, round(value, 4)] for name, value in score_parts(row, setting)]
+                    hit["parts"] = [[name, round(value, 4)] for name, value in table_row_parts(row, setting)]
                 hit.update(
                     _item(
                         row["target_id"], not text_is_query, captions[task], image_digests[task], thumbnails
