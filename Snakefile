@@ -23,6 +23,7 @@ include: "rules/sentences.smk"
 include: "rules/train.smk"
 include: "rules/fusion.smk"
 include: "rules/retrieve.smk"
+include: "rules/index.smk"
 include: "rules/report.smk"
 
 

@@ -131,6 +131,7 @@ def final_outputs():
         decision_files()
         + ingest_targets()
         + retrieval_targets()
+        + index_targets()
         + training_targets()
         + fusion_targets()
         + report_targets()

@@ -68,4 +68,6 @@ RELEASED_MODELS = {
 SMALL_ARCHITECTURES = {
     "tuwen-tiny": Architecture("tuwen-tiny", "tuwen-tiny-vit", "tuwen-tiny-bert", 64),
     "tuwen-tiny-rn": Architecture("tuwen-tiny-rn", "tuwen-tiny-rn", "tuwen-tiny-bert", 64),
+    # The same, embedding in 512 dimensions as ViT-B-16 does: search benchmarks at CLIP's width.
+    "tuwen-tiny-512": Architecture("tuwen-tiny-512", "tuwen-tiny-rn-512", "tuwen-tiny-bert", 64),
 }

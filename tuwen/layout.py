@@ -201,9 +201,9 @@ def index_trained(collection: str, tag: str, trained: str) -> str:
     return _path("index", collection, tag, f"trained-{trained}.faiss")
 
 
-def index_segment(collection: str, tag: str, trained: str, start: str, count: str) -> str:
-    """A segment of that index: the rows of `count` shards from the `start`-th."""
-    return _path("index", collection, tag, f"t{trained}", f"segment-{start}-{count}.faiss")
+def index_segment(collection: str, tag: str, trained: str, start: str, shards: str) -> str:
+    """A segment of that index: the rows of `shards` shards from the `start`-th."""
+    return _path("index", collection, tag, f"t{trained}", f"segment-{start}-{shards}.faiss")
 
 
 def query_bank(task: str) -> str:

@@ -72,6 +72,17 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "train.enabled",
         "models",
     ),
+    # The approximate index: its training (lists), and how it is searched and grown (its
+    # description records the lists too, so that it says what it was trained with).
+    "index": ("index.lists",),
+    "index_search": (
+        "index.lists",
+        "index.min_items",
+        "index.nprobe",
+        "index.candidates",
+        "index.retrain_growth",
+        "index.segment_base",
+    ),
     "figures": ("figures.queries_per_task", "seed"),
     "browse": ("browse.thumbnail_size",),
 }

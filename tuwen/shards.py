@@ -30,6 +30,11 @@ def shard_name(number: int) -> str:
     return f"s{number:05d}"
 
 
+def shard_number(name: str) -> int:
+    """Give the number of a shard named by `shard_name` (or of its file, s00003.parquet)."""
+    return int(Path(name).stem.removeprefix("s"))
+
+
 def list_path(registry: str | os.PathLike, shard: str) -> Path:
     """Give the path of a shard's immutable item list."""
     return Path(registry) / "lists" / f"{shard}.parquet"

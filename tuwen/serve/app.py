@@ -248,17 +248,22 @@ def _thumbnail(path: str, digest: str, size: int, max_pixels: int) -> bytes | No
     return out.getvalue()
 
 
-def serve(run: Path, host: str, port: int, max_body: int, ground_truth: Path | None) -> None:
-    """Load the run and answer until interrupted."""
+def serve(
+    run: Path, host: str, port: int, max_body: int, ground_truth: Path | None, milvus: str | None = None
+) -> None:
+    """Load the run and answer until interrupted (`milvus`: search the galleries exported there)."""
     import uvicorn
 
-    live = LiveRun(run, ground_truth=ground_truth)
+    live = LiveRun(run, ground_truth=ground_truth, milvus=milvus)
     index = live.current()
     # Load the models now, not on the first query: the first answer is as fast as the rest.
     for kind in (layout.TEXTS, layout.IMAGES):
         for channel in index.channels_for(kind, index.default_gallery(kind)):
             index.model(channel)
-    sizes = ", ".join(f"{g['name']} ({g['items']})" for g in index.galleries())
+    sizes = ", ".join(
+        f"{g['name']} ({g['items']}{'' if g['search']['exact'] else ', ' + g['search']['index']})"
+        for g in index.galleries()
+    )
     print(f"tuwen serve: {run.resolve()} — galleries {sizes}", flush=True)
     print(f"tuwen serve: open http://{host}:{port}/", flush=True)
     uvicorn.run(create_app(live, max_body), host=host, port=port, log_level="warning", access_log=False)

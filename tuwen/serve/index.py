@@ -68,8 +68,12 @@ class RunIndex:
         ground_truth: Path | None = None,
         max_image_pixels: int | None = None,
         only: set[str] | None = None,
+        milvus: str | None = None,
+        milvus_prefix: str = "tuwen_",
     ):
         self.run = run
+        self.milvus = (milvus, milvus_prefix) if milvus else None
+        self._milvus_client = None
         self.loaded_at = time.time()
         self.signature = signature(run)
         self.declared = read_declared(run)
@@ -78,7 +82,13 @@ class RunIndex:
         if only is not None:
             only = set(only) | {t.queries for t in self.declared.tasks.values() if t.gallery in only}
         needed = needed_channels(self.rankings, self.channels)
-        self.collections = read_collections(run, self.declared, self.channels, needed, only)
+        indexed = self._indexed_channels(only)
+        fused = {t.gallery for n, t in self.declared.tasks.items() if self.rankings.tasks[n].recipe}
+        # A gallery its index searches keeps that channel's embeddings on disk, unless a
+        # fusion recipe scores its candidates (exactly, from the embeddings).
+        on_disk = {name: channel for name, channel in indexed.items() if name not in fused}
+        self.collections = read_collections(run, self.declared, self.channels, needed, only, on_disk)
+        self.approximate = self._read_indexes(indexed)
         self._known_items = known_items(self.declared, self.collections)
         self.models: dict[str, object] = {}
         self._model_lock = threading.Lock()
@@ -89,6 +99,58 @@ class RunIndex:
         self.max_image_pixels = max_image_pixels or run_limit or DEFAULT_MAX_PIXELS
         self._ocr_engine = None
         self._lexical: dict[str, object] = {}
+
+    def _ranking_channel(self, gallery: str) -> str:
+        """Give the channel that ranks a gallery's default queries: its task's, or the run's."""
+        task = next((n for n, t in self.declared.tasks.items() if t.gallery == gallery), None)
+        return self.rankings.tasks[task].channel if task else self.rankings.default
+
+    def _indexed_channels(self, only: set[str] | None) -> dict[str, str]:
+        """Give the galleries that have an approximate index of their ranking channel (in
+        Milvus when the server is given one: every gallery it may hold)."""
+        if self.milvus:
+            return self._milvus_channels(only)
+        indexed = {}
+        for name in self.declared.collections:
+            path = self.run / layout.served_index(name)
+            if (only is None or name in only) and path.is_file():
+                described = read_json(path)
+                channel = self._ranking_channel(name)
+                if described.get("index") and described.get("model_tag") == self.channels[channel].tag:
+                    indexed[name] = channel
+        return indexed
+
+    def _milvus_channels(self, only: set[str] | None) -> dict[str, str]:
+        """Give the galleries the server's Milvus holds with their ranking model's embeddings."""
+        from tuwen.export import ExportError, milvus_client, milvus_name
+
+        try:
+            self._milvus_client = client = milvus_client(self.milvus[0])
+        except ExportError as error:
+            raise RunNotReady(str(error)) from None
+        held = {}
+        for name in self.declared.collections:
+            channel = self._ranking_channel(name)
+            collection = milvus_name(self.milvus[1], name)
+            if (only is None or name in only) and client.has_collection(collection):
+                properties = client.describe_collection(collection).get("properties", {})
+                if properties.get("tuwen.model_tag") == self.channels[channel].tag:
+                    held[name] = channel
+        return held
+
+    def _read_indexes(self, indexed: dict[str, str]) -> dict:
+        from tuwen.serve.approximate import read_gallery_index, read_milvus_gallery
+
+        client = self._milvus_client
+        found = {}
+        for name, channel in indexed.items():
+            if name in self.collections:
+                ids, tag = self.collections[name].ids, self.channels[channel].tag
+                if client is not None:
+                    found[name] = read_milvus_gallery(*self.milvus, name, channel, tag, ids, client)
+                else:
+                    found[name] = read_gallery_index(self.run, name, channel, tag, ids)
+        return {name: index for name, index in found.items() if index is not None}
 
     # ---- what it holds --------------------------------------------------------------
 
@@ -102,7 +164,10 @@ class RunIndex:
                 "items": len(c.ids),
                 "task": task_of.get(c.name),
                 # Channels a query may be ranked by alone here (by=...): a model's cosine, or by meaning.
-                "by": sorted(c.embeddings),
+                "by": self.rankings_of(c.name),
+                "search": self.approximate[c.name].answer_note()
+                if c.name in self.approximate
+                else {"exact": True},
             }
             for c in self.collections.values()
         ]
@@ -132,7 +197,8 @@ class RunIndex:
 
     def rankings_of(self, gallery: str) -> list[str]:
         """Give the channels a query may be ranked by alone in `gallery` (`by=`): those it embeds."""
-        return sorted(self.gallery(gallery).embeddings)
+        indexed = [self.approximate[gallery].channel] if gallery in self.approximate else []
+        return sorted({*self.gallery(gallery).embeddings, *indexed})
 
     def scoring(self, query_kind: str, gallery: str, by: str | None = None) -> Ranking:
         """Give how a query of `query_kind` is ranked in `gallery`: its task's ranking (the result
@@ -227,12 +293,25 @@ class RunIndex:
         if collection not in self.collections:
             raise UnknownGallery(f"no collection {collection!r} in this run")
         source = self.collections[collection]
-        row = source.row_of.get(item_id)
+        row = source.row(item_id)
         if row is None:
             raise QueryError(f"{collection} has no encoded item {item_id!r}")
         vectors = {c: m[row] for c, m in source.embeddings.items()}
+        if collection in self.approximate and source.shards is not None:
+            channel = self.approximate[collection].channel
+            vectors[channel] = self._stored_vector(source, channel, item_id, source.shards[row])
         text = source.texts.get(item_id, "")
         return Query(source.kind, item_id, vectors, text=text, known_id=item_id, known_in=collection)
+
+    def _stored_vector(self, collection: Collection, channel: str, item_id: str, shard: str) -> np.ndarray:
+        """Give an item's embedding kept on disk: the row of its feature shard."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = self.run / layout.features(self.channels[channel].tag, collection.name, shard)
+        table = pq.read_table(path, columns=["id", "embedding"])
+        row = pc.index(table.column("id"), item_id).as_py()
+        return np.asarray(table.column("embedding")[row].values.to_numpy(), dtype=np.float32)
 
     def _read_text(self, picture, source: str) -> str:
         from tuwen.ocr import read_picture_text, run_ocr_engine
@@ -259,8 +338,16 @@ class RunIndex:
         task = self.task_for(query.kind, gallery_name)
         queries = self.declared.tasks[task].queries if task else None
         member = query.known_id is not None and query.known_in == queries
-        columns, search = None, {"exact": True, "index": "exact"}
-        blocks = {name: self._scores(name, query, gallery, ranking, columns) for name in ranking.channels}
+        columns, search, blocks = None, {"exact": True, "index": "exact"}, {}
+        approximate = self.approximate.get(gallery_name)
+        if approximate is not None and approximate.channel == ranking.channel:
+            columns, index_scores = approximate.search(query.vectors[ranking.channel], k)
+            search = approximate.answer_note()
+            if ranking.channel not in gallery.embeddings:  # the index's scores are all there is
+                blocks[ranking.channel] = index_scores
+        for name in ranking.channels:
+            if name not in blocks:
+                blocks[name] = self._scores(name, query, gallery, ranking, columns)
         hits = rank_query(blocks, ranking, k, columns, member)
         truth = self.positives.get(task, {}).get(query.known_id) if member else None
         return answer(

@@ -53,11 +53,16 @@ class Collection:
     captions: dict[str, str] = field(default_factory=dict)  # text collections
     files: dict[str, tuple[str, str]] = field(default_factory=dict)  # image id: (path, digest)
     texts: dict[str, str] = field(default_factory=dict)  # OCR text read in each image (when the run has it)
-    row_of: dict[str, int] = field(default_factory=dict)
+    shards: np.ndarray | None = None  # each item's shard, where a channel's embeddings are left on disk
 
     @property
     def holds_images(self) -> bool:
         return self.kind == layout.IMAGES
+
+    def row(self, item_id: str) -> int | None:
+        """Give an item's row (column in a search), or None when it is not a current item."""
+        row = int(np.searchsorted(self.ids, item_id))
+        return row if row < len(self.ids) and self.ids[row] == item_id else None
 
 
 @dataclass(frozen=True)
@@ -185,28 +190,40 @@ def read_collections(
     channels: dict[str, Channel],
     needed: set[str],
     only: set[str] | None = None,
-    embedded: set[str] | None = None,
+    on_disk: dict[str, str] | None = None,
 ) -> dict[str, Collection]:
-    """Give every encoded collection (or those in `only`) with its current items. `embedded`:
-    the collections whose embeddings are read (default: all); the others keep ids and texts."""
+    """Give every encoded collection (or those in `only`) with its current items. `on_disk`:
+    a collection's channel whose embeddings stay in its shards (an index searches them)."""
     from tuwen.fusion_inputs import embeddings_by_id
 
+    on_disk = on_disk or {}
     collections = {}
     for name, spec in declared.collections.items():
         assignment = run / layout.assignment(name)
         if (only is not None and name not in only) or not assignment.is_file():
             continue
         embeddings = {}
-        for channel in sorted(needed) if embedded is None or name in embedded else []:
+        for channel in sorted(needed - {on_disk.get(name)}):
             shards = sorted((run / channels[channel].folder(name)).glob("*.parquet"))
             if shards:
                 embeddings[channel] = embeddings_by_id([str(s) for s in shards], str(assignment))[0]
-        if not embeddings and (embedded is None or name in embedded):
+        if name in on_disk:
+            current = pd.read_parquet(assignment, columns=["id", "shard"]).drop_duplicates("id", keep="last")
+            current = current.sort_values("id", kind="stable")
+            ids = current["id"].to_numpy(dtype=object)
+            if embeddings:
+                ids = np.asarray(
+                    sorted(set(ids).intersection(*(set(e) for e in embeddings.values()))), dtype=object
+                )
+            collection = Collection(name, spec.kind, ids)
+            collection.shards = current.set_index("id")["shard"].reindex(ids).to_numpy(dtype=object)
+        elif embeddings:
+            # The items every channel embedded, sorted: ties break by id as in the workflow.
+            ids = sorted(set.intersection(*(set(e) for e in embeddings.values())))
+            collection = Collection(name, spec.kind, np.asarray(ids, dtype=object))
+        else:
             continue
-        # The items every channel embedded, sorted: ties break by id as in the workflow.
-        ids = sorted(set.intersection(*(set(e) for e in embeddings.values()))) if embeddings else []
-        collection = Collection(name, spec.kind, np.asarray(ids, dtype=object))
-        collection.row_of = {item: row for row, item in enumerate(ids)}
+        ids = list(collection.ids)
         for channel, by_id in embeddings.items():
             dim = len(next(iter(by_id.values()))) if by_id else 0
             matrix = np.stack([by_id[i] for i in ids]) if ids else np.zeros((0, dim))

@@ -1,0 +1,35 @@
+"""Snakemake entry point: what the server reads of a gallery's index, with its measured recall."""
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from tuwen.ann import IndexOptions, describe
+from tuwen.atomic import write_text_atomic
+from tuwen.logs import run_logged
+from tuwen.parquet import read_metadata
+from tuwen.settings import read_settings
+from tuwen.shards import shard_number
+
+
+def main(snakemake) -> None:
+    settings = read_settings(snakemake.input.settings)["index"]
+    items = len(pd.read_parquet(snakemake.input.assignment, columns=["id"]))
+    description = {"collection": snakemake.wildcards.col, "items": items, "min_items": settings["min_items"]}
+    if hasattr(snakemake.input, "trained"):
+        gallery = list([(shard_number(path), path) for path in snakemake.input.features])
+        queries = list(snakemake.input.get("queries", []))
+        options = IndexOptions.from_config(settings)
+        measured = describe(
+            snakemake.input.trained, snakemake.input.segments, gallery, queries, options, Path.cwd()
+        )
+        description |= {"index": measured, "model_tag": read_metadata(gallery[0][1])["model_tag"]}
+        logging.info("%s: recall@10 %s", snakemake.wildcards.col, measured["recall@10"])
+    else:
+        description |= {"index": None, "why": f"{items} items, under index.min_items: searched exactly"}
+    write_text_atomic(snakemake.output[0], json.dumps(description, ensure_ascii=False, indent=1) + "\n")
+
+
+run_logged(main, snakemake)

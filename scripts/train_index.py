@@ -1,0 +1,20 @@
+"""Snakemake entry point: train a gallery's approximate index on its first shards (tuwen.ann)."""
+
+import logging
+
+from tuwen.ann import train, training_sample, write_index
+from tuwen.logs import run_logged
+from tuwen.settings import read_settings
+
+
+def main(snakemake) -> None:
+    lists = read_settings(snakemake.input.settings)["index"]["lists"]
+    sample, lists = training_sample(snakemake.input.features, None if lists == "auto" else int(lists), seed=0)
+    index = train(sample, lists, snakemake.threads)
+    write_index(index, snakemake.output[0])
+    logging.info(
+        "trained %d lists on %d vectors of %d shards", lists, len(sample), len(snakemake.input.features)
+    )
+
+
+run_logged(main, snakemake)

@@ -1,0 +1,131 @@
+"""A gallery searched through its approximate index (tuwen.ann) by the server: the index's
+candidates for a query, as the gallery's columns, and the index's scores of them.
+
+The server reads `results/index/<gallery>/index.json`; a gallery whose description has no
+index (fewer than index.min_items items) is searched exactly. Rows that are no longer the
+collection's current items (superseded by a later shard) are never candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from tuwen import layout
+from tuwen.ann import SegmentedIndex, split_ids
+from tuwen.serve.loading import read_json
+
+
+@dataclass
+class GalleryIndex:
+    """A gallery's index, and each indexed shard's rows as the gallery's columns (-1: not current)."""
+
+    channel: str
+    index: SegmentedIndex
+    columns_of: dict[int, np.ndarray]
+    candidates: int
+    description: dict
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Give the query's candidate columns, in increasing order (the gallery's id order), and
+        the index's (approximate) score of each."""
+        scores, ids = self.index.search(vector[None, :], max(k, self.candidates))
+        found = ids[0] >= 0
+        shards, rows = split_ids(ids[0][found])
+        columns = np.array(
+            [
+                self.columns_of[int(s)][int(r)] if int(s) in self.columns_of else -1
+                for s, r in zip(shards, rows, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        current = columns >= 0
+        columns, values = columns[current], scores[0][found][current]
+        order = np.argsort(columns, kind="stable")
+        columns, values = columns[order], values[order]
+        keep = np.concatenate([[True], columns[1:] != columns[:-1]]) if len(columns) else np.zeros(0, bool)
+        return columns[keep], values[keep]
+
+    def answer_note(self) -> dict:
+        """Give what an answer says of the search: approximate, by which index, its measured recall."""
+        measured = self.description
+        return {
+            "exact": False,
+            "index": measured["factory"],
+            "nprobe": measured["nprobe"],
+            "candidates": self.candidates,
+            "recall@10": measured["recall@10"],
+            "candidates_recall@10": measured["candidates_recall@10"],
+        }
+
+
+def read_gallery_index(
+    run: Path, gallery: str, channel: str, tag: str, ids: np.ndarray
+) -> GalleryIndex | None:
+    """Give a gallery's index when the run has one for `channel` (model `tag`), else None.
+    `ids`: the gallery's current items, sorted (the server's columns)."""
+    path = run / layout.served_index(gallery)
+    if not path.is_file():
+        return None
+    described = read_json(path)
+    measured = described.get("index")
+    if not measured or described.get("model_tag") != tag:
+        return None
+    index = SegmentedIndex(
+        run / measured["trained"], [run / s for s in measured["segments"]], measured["nprobe"]
+    )
+    current = pd.read_parquet(run / layout.assignment(gallery), columns=["id", "digest"])
+    current = current.drop_duplicates("id", keep="last").set_index("id")["digest"]
+    position = pd.Index(ids)
+    digests = current.reindex(ids).to_numpy(dtype=object)
+    columns_of = {}
+    for number, shard in measured["shards_indexed"]:
+        table = pq.read_table(run / shard, columns=["id", "digest"])
+        columns = position.get_indexer(table.column("id").to_pandas())
+        shard_digests = table.column("digest").to_numpy(zero_copy_only=False)
+        stale = (columns < 0) | (digests[np.maximum(columns, 0)] != shard_digests)
+        columns_of[int(number)] = np.where(stale, -1, columns)
+    return GalleryIndex(channel, index, columns_of, measured["candidates"], measured)
+
+
+@dataclass
+class MilvusGallery:
+    """A gallery searched in a Milvus collection that `tuwen export milvus` filled."""
+
+    channel: str
+    client: object
+    name: str
+    uri: str
+    ids: np.ndarray  # the gallery's current items, sorted (the server's columns)
+    candidates: int = 100
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Give the candidate columns in increasing order (current items only) and Milvus's scores."""
+        found = self.client.search(
+            self.name, data=[vector.astype(np.float32).tolist()], limit=max(k, self.candidates)
+        )
+        pairs = [(hit["id"], hit["distance"]) for hit in found[0]]
+        rows = np.searchsorted(self.ids, [item for item, _ in pairs]) if pairs else np.zeros(0, np.int64)
+        scores = np.array([score for _, score in pairs], dtype=np.float32)
+        valid = (rows < len(self.ids)) & (
+            self.ids[np.minimum(rows, len(self.ids) - 1)] == [i for i, _ in pairs]
+        )
+        order = np.argsort(rows[valid], kind="stable")
+        return rows[valid][order].astype(np.int64), scores[valid][order]
+
+    def answer_note(self) -> dict:
+        where = "Milvus Lite" if not self.uri.startswith(("http://", "https://", "tcp://")) else "Milvus"
+        return {"exact": False, "index": f"{where} collection {self.name}", "candidates": self.candidates}
+
+
+def read_milvus_gallery(uri: str, prefix: str, gallery: str, channel: str, tag: str, ids: np.ndarray, client):
+    """Give the gallery's Milvus collection (one the server found holding model `tag`'s embeddings)."""
+    from tuwen.export import milvus_name
+
+    name = milvus_name(prefix, gallery)
+    client.load_collection(name)
+    return MilvusGallery(channel, client, name, uri, ids)
