@@ -3,6 +3,7 @@
     python -m tuwen search "一只橙色的猫"            # text → the run's 附件2 images
     python -m tuwen search --image photo.jpg        # image → the run's 附件3 captions
     python -m tuwen serve                           # a page and a JSON API on 127.0.0.1:8000
+    python -m tuwen export milvus --uri gallery.db  # the galleries into Milvus (here: Milvus Lite)
 
 A query is ranked exactly as `tuwen serve` ranks it, which is how the run's result table ranks
 the run's own queries (tuwen.scoring): the ranking model's cosine, or the fusion chosen on
@@ -43,14 +44,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--gallery",
         help="encoded collection to search (default: the gallery of the run's task for such queries)",
     )
+    search.add_argument("--milvus", help="search the galleries exported to this Milvus (URI or Lite file)")
     serve = commands.add_parser("serve", help="a search page and JSON API over a finished run")
     serve.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (8000)")
     serve.add_argument("--max-body-mb", type=float, default=20, help="largest upload accepted, MB (20)")
     serve.add_argument("--ground-truth", type=Path, help="text_id,image_id CSV for ✓ (default: the run's)")
+    serve.add_argument("--milvus", help="search the galleries exported to this Milvus (URI or Lite file)")
+    export = commands.add_parser(
+        "export", help="a finished run's galleries into Milvus or clip-retrieval's layout"
+    )
+    export.add_argument("target", choices=["milvus", "clip-retrieval"])
+    export.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
+    export.add_argument("--uri", help="milvus: the server (http://host:19530) or a Milvus Lite file (x.db)")
+    export.add_argument("--token", default="", help="milvus: user:password or API key")
+    export.add_argument("--prefix", default="tuwen_", help="milvus: collection name prefix (tuwen_)")
+    export.add_argument("--out", type=Path, help="clip-retrieval: the folder to write")
+    export.add_argument("--gallery", action="append", help="only this gallery (may be repeated)")
     args = parser.parse_args(argv)
     if args.command == "serve":
+        return args
+    if args.command == "export":
+        if args.target == "milvus" and not args.uri:
+            parser.error("export milvus needs --uri (a server URI or a Milvus Lite file)")
+        if args.target == "clip-retrieval" and not args.out:
+            parser.error("export clip-retrieval needs --out FOLDER")
         return args
     if (args.text is None) == (args.image is None):
         parser.error("give either a caption or --image PATH, not both")
@@ -71,7 +90,7 @@ def search(args: argparse.Namespace) -> tuple[dict, dict]:
         gallery = args.gallery or default_gallery(read_run(args.run), kind)
     except TuwenError as error:
         raise RunError(str(error)) from None
-    index = RunIndex(args.run, only={gallery})
+    index = RunIndex(args.run, only={gallery}, milvus=args.milvus)
     if gallery not in index.collections:
         encoded = ", ".join(index.declared.collections) or "none"
         raise RunError(f"{args.run}: no features of gallery {gallery!r} (collections: {encoded})")
@@ -96,17 +115,37 @@ def describe_hits(index, gallery: str) -> dict:
     return collection.captions
 
 
+def export(args: argparse.Namespace) -> int:
+    """Export the run's galleries; one line per gallery of what the target now holds."""
+    from tuwen.export import export_clip_retrieval, export_milvus
+
+    try:
+        if args.target == "milvus":
+            done = export_milvus(args.run, args.uri, args.gallery, args.prefix, args.token)
+        else:
+            done = export_clip_retrieval(args.run, args.out, args.gallery)
+    except TuwenError as error:
+        print(f"tuwen export: {error}", file=sys.stderr)
+        return 2
+    for item in done:
+        print("\t".join(f"{key}={value}" for key, value in item.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "serve":
         from tuwen.serve.app import serve
 
         try:
-            serve(args.run, args.host, args.port, int(args.max_body_mb * 1024 * 1024), args.ground_truth)
+            max_body = int(args.max_body_mb * 1024 * 1024)
+            serve(args.run, args.host, args.port, max_body, args.ground_truth, args.milvus)
         except TuwenError as error:
             print(f"tuwen serve: {error}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "export":
+        return export(args)
     started = time.perf_counter()
     try:
         answer, what = search(args)
