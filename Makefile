@@ -11,7 +11,7 @@ CLONE_READY := .venv/.tuwen-clone-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr bench-serve check-gpu clean docs
+.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr bench-serve bench-index check-gpu clean docs
 
 env: $(CLONE_READY)
 
@@ -80,6 +80,18 @@ bench-ocr: $(CLONE_READY)
 # and on a 50,000-image gallery (built once under runs/bench-serve).
 bench-serve: $(CLONE_READY)
 	.venv/bin/python -m bench.serve $(BENCH_ARGS)
+
+# The approximate index against exact search, usearch and Milvus Lite: synthetic galleries of
+# 50,000, 1M and 10M items (about 26 GB of shards under runs/bench-index, kept), then the
+# contest-shaped 50,000-image run of bench-serve through the workflow's index stage.
+# One size: .venv/bin/python -m bench.index --items 1000000
+bench-index: $(CLONE_READY)
+	rm -f runs/bench-index.jsonl
+	.venv/bin/python -m bench.index --items 50000 --usearch --milvus --report runs/bench-index.jsonl
+	.venv/bin/python -m bench.index --items 1000000 --usearch --report runs/bench-index.jsonl
+	.venv/bin/python -m bench.index --items 10000000 --report runs/bench-index.jsonl
+	.venv/bin/python -m bench.index --contest-run --report runs/bench-index.jsonl
+	.venv/bin/python -m bench.index_table runs/bench-index.jsonl
 
 # Every GPU path in one prepared command (<= 8 minutes on one H100/H200; see bench/check_gpu.py).
 # Without CUDA it checks its inputs, plans its runs, says so and exits 0.

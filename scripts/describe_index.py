@@ -17,7 +17,7 @@ from tuwen.shards import shard_number
 def main(snakemake) -> None:
     settings = read_settings(snakemake.input.settings)["index"]
     items = len(pd.read_parquet(snakemake.input.assignment, columns=["id"]))
-    description = {"collection": snakemake.wildcards.col, "items": items, "min_items": settings["min_items"]}
+    description = {"collection": snakemake.wildcards.col, "items": items, "settings": settings}
     if hasattr(snakemake.input, "trained"):
         gallery = list([(shard_number(path), path) for path in snakemake.input.features])
         queries = list(snakemake.input.get("queries", []))
@@ -28,7 +28,10 @@ def main(snakemake) -> None:
         description |= {"index": measured, "model_tag": read_metadata(gallery[0][1])["model_tag"]}
         logging.info("%s: recall@10 %s", snakemake.wildcards.col, measured["recall@10"])
     else:
-        description |= {"index": None, "why": f"{items} items, under index.min_items: searched exactly"}
+        description |= {
+            "index": None,
+            "why": f"{items} items, under index.min_items ({settings['min_items']})",
+        }
     write_text_atomic(snakemake.output[0], json.dumps(description, ensure_ascii=False, indent=1) + "\n")
 
 

@@ -206,6 +206,19 @@ def test_table_server_and_cli_give_a_re_ranked_runs_own_queries_the_same_top_5(f
             assert [line[3] for line in cli_top5("--image", str(run / path))] == list(expected["target_id"])
     finally:
         server.stop()
+    # Through an index (every gallery indexed): its candidates are all 40 items here, scored
+    # exactly from the held embeddings, so the answers are still the table's.
+    snakemake(run, config={**FUSION_DEMO, "index": {"min_items": 0}})
+    from tuwen.serve.index import RunIndex
+
+    index = RunIndex(run)
+    assert set(index.approximate) == {"t2i_gallery", "i2t_gallery"}
+    for text_id, caption in queries[["text_id", "caption"]].head(2).itertuples(index=False):
+        answer = index.search(index.text_query(caption, "t2i_gallery"), "t2i_gallery", 5)
+        assert answer["exact"] is False and answer["search"]["index"].startswith("IVF")
+        expected = table_top5("t2i", text_id)
+        assert [h["id"] for h in answer["hits"]] == list(expected["target_id"])
+        assert [h["score"] for h in answer["hits"]] == pytest.approx(list(expected["score"]), abs=1e-6)
 
 
 def test_the_server_answers_from_shards_an_incremental_run_adds(tmp_path):

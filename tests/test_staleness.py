@@ -170,6 +170,7 @@ STAGE_CHANGES = {
     "retrieval.keep_top": 12,
     "figures.queries_per_task": 4,
     "browse.thumbnail_size": 48,
+    "index.min_items": 0,
 }
 
 
@@ -200,6 +201,9 @@ def test_downstream_settings_change_their_outputs(changing_run):
     page_data = (run / "results/browse/data.js").read_text(encoding="utf-8")
     thumbnail = next((run / "results/browse/thumbs").glob("*-48.jpg"))
     assert thumbnail.name in page_data and max(Image.open(thumbnail).size) == 48
+    # index: every gallery now has one (fused: the server scores its candidates exactly).
+    described = json.loads((run / "results/index/t2i_gallery/index.json").read_text())
+    assert described["settings"]["min_items"] == 0 and described["index"]["recall@10"] >= 0.9
     # ground truth: half the queries have an answer now.
     metrics = json.loads((run / "results/eval/metrics.json").read_text())
     scored = [sum(m[task]["queries_scored"] for task in ("t2i", "i2t")) for m in (metrics, metrics_before)]

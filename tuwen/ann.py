@@ -92,7 +92,8 @@ def auto_lists(items: int) -> int:
     if items < POINTS_PER_LIST * 2:
         return 1
     target = min(4 * math.sqrt(items), items / POINTS_PER_LIST, MAX_LISTS)
-    return max(1, 2 ** int(round(math.log2(target))))
+    lists = 2 ** int(round(math.log2(target)))
+    return max(1, lists // 2 if lists * POINTS_PER_LIST > items else lists)
 
 
 def factory(lists: int) -> str:

@@ -1,0 +1,470 @@
+"""Index benchmark: the approximate index (tuwen.ann) against exact search and against usearch's
+HNSW, on normalised 512-d galleries with the structure of real embeddings (bench.synthetic),
+written as feature shards of a gallery-only run and never held whole in memory.
+
+For each size, in one invocation:
+- build: training (first shards, as the index stage trains), every segment, the index's size on
+  disk and the peak RSS of the process that built it;
+- +1%: new shards added (the segments the plan then adds, as the stage would build them) against
+  the rebuild of everything (training included), measured in this run;
+- recall@10 against exact search of the same shards, on queries drawn from the mixture;
+- the served index: the server's RunIndex (`tuwen serve`'s search of one query) in its own
+  process, 1 and 8 threads, p50 / p99 and its peak RSS; then `python -m tuwen serve` itself
+  over HTTP with text queries (a random-initialised tuwen-tiny-512 encodes each query),
+  1 and 8 clients;
+- baselines: exact search held in memory (numpy, one query), where the gallery fits in 4 GB,
+  usearch HNSW (float16, 2 threads) where asked (--usearch), and Milvus Lite (--milvus): the
+  export's time, then the server's search through it.
+
+Usage: python -m bench.index --items N [--shard-size 16384] [--workdir runs/bench-index]
+    [--usearch] [--milvus] [--no-http] [--report FILE]
+The last line printed is `recall@10 R p50 P ms` of the served index (in-process, one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import statistics
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.synthetic import Mixture, write_gallery
+from tuwen import ann, layout
+
+GALLERY = "archive"
+MODEL = "tuwen-tiny-512"  # a small CN-CLIP embedding in 512 dimensions, as ViT-B-16 does
+QUERIES = 200
+CLUSTERS_PER_ITEM = 1 / 250  # a mixture of items / 250 clusters: ~250 near neighbours each
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """Give a process's peak RSS (VmHWM; unlike ru_maxrss, a spawned child's own, not its parent's)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+
+
+def in_child(function, *args):
+    """Run `function(*args)` in a fresh process; give its result and the process's peak RSS (MB)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_with_rss, (function, *args))
+
+
+def _with_rss(function, *args):
+    return function(*args), peak_rss_mb()
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+
+def model_card(workdir: Path) -> dict:
+    """A random-initialised small CN-CLIP (512-d), saved once: the model a served query is encoded by."""
+    from tuwen.models import (
+        ModelCard,
+        architecture,
+        build_model,
+        checkpoint_digest,
+        model_tag,
+        save_checkpoint,
+    )
+
+    arch = architecture(MODEL)
+    checkpoint = workdir / "model" / "checkpoint.pt"
+    if not checkpoint.exists():
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(build_model(arch, seed=0), checkpoint, arch)
+    digest = checkpoint_digest(checkpoint, arch)
+    return ModelCard(model_tag(MODEL, digest), MODEL, str(checkpoint.resolve()), digest).as_dict()
+
+
+def make_run(
+    run: Path, items: int, added: int, shard_size: int, card: dict, mixture: Mixture
+) -> tuple[list[tuple[int, Path]], list[tuple[int, Path]]]:
+    """Write a gallery-only run of `items` synthetic items in shards, and `added` more in one
+    shard after them (what a user's next photos make); give the shards without and with it.
+    What the server reads of a finished run is declared; the shards are kept between invocations."""
+    folder = run / layout.features_folder(card["tag"], GALLERY)
+    base = math.ceil(items / shard_size)
+    marker = folder / f"written-{items}-{added}-{shard_size}"
+    if not marker.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_gallery(mixture, folder, items, shard_size, card["tag"])
+        write_gallery(mixture, folder, added, shard_size, card["tag"], first_shard=base)
+        marker.touch()
+    from tuwen.shards import shard_number
+
+    shards = [(shard_number(path.name), path) for path in sorted(folder.glob("*.parquet"))]
+    write_declaration(run, card, [path for _, path in shards], shard_size)
+    return shards[:base], shards
+
+
+def write_declaration(run: Path, card: dict, shards: list[Path], shard_size: int) -> None:
+    from tuwen.run import Collection, Run
+
+    settings = run / layout.settings("run")
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    declared = Run(str(run), False, {GALLERY: Collection(GALLERY, layout.IMAGES, "synthetic")}, {})
+    settings.write_text(json.dumps({"run": declared.to_dict()}), encoding="utf-8")
+    (run / layout.settings("retrieval")).write_text(json.dumps({"models": [MODEL]}), encoding="utf-8")
+    card_path = run / layout.model_card(MODEL, layout.BASE)
+    card_path.parent.mkdir(parents=True, exist_ok=True)
+    card_path.write_text(json.dumps(card), encoding="utf-8")
+    import pyarrow.parquet as pq
+
+    ids, numbers = [], []
+    for path in shards:
+        column = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+        ids += column
+        numbers += [path.stem] * len(column)
+    assignment = run / layout.assignment(GALLERY)
+    assignment.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": ids, "digest": ids, "shard": numbers}).to_parquet(assignment, index=False)
+
+
+# ---- building -----------------------------------------------------------------------------
+
+
+def build(
+    run: Path, tag: str, shards: list[tuple[int, Path]], options: ann.IndexOptions, threads: int
+) -> dict:
+    """Train on the first shards and build every segment, as the index stage's jobs do."""
+    trained_count = ann.trained_shards(len(shards), options.retrain_growth)
+    trained = run / layout.index_trained(GALLERY, tag, str(trained_count))
+    started = time.perf_counter()
+    if not trained.exists():
+        sample, lists = ann.training_sample([p for _, p in shards[:trained_count]], options.lists, seed=0)
+        ann.write_index(ann.train(sample, lists, threads), trained)
+    train_s = time.perf_counter() - started
+    segments, built = [], []
+    started = time.perf_counter()
+    for start, count in ann.segment_plan(len(shards), options.base):
+        path = run / layout.index_segment(GALLERY, tag, str(trained_count), str(start), str(count))
+        if not path.exists():
+            ann.write_index(ann.build_segment(trained, shards[start : start + count], threads), path)
+            built.append(path)
+        segments.append(path)
+    return {
+        "trained": str(trained),
+        "segments": [str(s) for s in segments],
+        "built": len(built),
+        "train_s": train_s,
+        "segments_s": time.perf_counter() - started,
+        "bytes": trained.stat().st_size + sum(s.stat().st_size for s in segments),
+    }
+
+
+def describe(run: Path, built: dict, shards, options: ann.IndexOptions, tag: str) -> dict:
+    """Write the index's description (as describe_index does), with its measured recall."""
+    measured = ann.describe(built["trained"], built["segments"], shards, [], options, run)
+    description = {"collection": GALLERY, "items": measured["items"], "index": measured, "model_tag": tag}
+    path = run / layout.served_index(GALLERY)
+    path.write_text(json.dumps(description), encoding="utf-8")
+    return measured
+
+
+# ---- serving ------------------------------------------------------------------------------
+
+
+def serve_in_process(
+    run: Path, queries: np.ndarray, exact: np.ndarray, shard_size: int, milvus: str | None = None
+) -> dict:
+    """The server's search of one query (RunIndex.search, what `tuwen serve` runs per request,
+    less HTTP and encoding), 1 and 8 threads; the answers' recall@10 against exact."""
+    from tuwen.serve.index import Query, RunIndex
+
+    started = time.perf_counter()
+    index = RunIndex(run, milvus=milvus)
+    load_s = time.perf_counter() - started
+    channel = index.approximate[GALLERY].channel
+    collection = index.collections[GALLERY]
+
+    def one(vector):
+        began = time.perf_counter()
+        answer = index.search(Query(layout.IMAGES, "vector", {channel: vector}), GALLERY, 10)
+        return time.perf_counter() - began, [h["id"] for h in answer["hits"]], answer["exact"]
+
+    results = {"load_s": load_s}
+    for threads in (1, 8):
+        with ThreadPoolExecutor(threads) as pool:
+            began = time.perf_counter()
+            answers = list(pool.map(one, queries))
+            wall = time.perf_counter() - began
+        times = sorted(a[0] for a in answers)
+        results[str(threads)] = {
+            "p50_ms": 1000 * statistics.median(times),
+            "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
+            "per_s": len(times) / wall,
+        }
+        found = [[collection.row(i) for i in a[1]] for a in answers]
+        results["exact"] = any(a[2] for a in answers)
+    # The exact top ids are (shard << 32 | row); bench.synthetic names item n of shard s's
+    # rows `item-<s * shard size + n>`.
+    shards, rows = ann.split_ids(exact)
+    wanted = [
+        [collection.row(f"item-{s * shard_size + r:09d}") for s, r in zip(*pair, strict=True)]
+        for pair in zip(shards, rows, strict=True)
+    ]
+    results["recall@10"] = ann.recall_at(found, np.asarray(wanted))
+    return results
+
+
+def serve_http(run: Path, clients: tuple[int, ...] = (1, 8)) -> dict:
+    """`python -m tuwen serve` over the run: text queries over HTTP, its peak RSS."""
+    from bench.serve import measure
+    from tests.test_serve import Server
+
+    captions = [f"第{i}张照片：{'红橙黄绿青蓝紫'[i % 7]}色的{'猫狗鱼鸟山水花'[i % 7]}" for i in range(64)]
+    server = Server(run)
+    try:
+        path = "/api/search?" + "&".join(["gallery=" + GALLERY, "k=10"])
+        requests = [("GET", f"{path}&q={urllib.parse.quote(c)}", None, {}) for c in captions]
+        measure(server.port, requests[:4], 1, 4)  # the model loads on the first query
+        results = {str(n): measure(server.port, requests, n, 32) for n in clients}
+        results["peak_rss_mb"] = peak_rss_mb(server.process.pid)
+    finally:
+        server.stop()
+    return results
+
+
+# ---- baselines ----------------------------------------------------------------------------
+
+
+def exact_in_memory(shards, queries: np.ndarray) -> dict:
+    """numpy's exact search of one query against the whole gallery held in memory (float32)."""
+    from tuwen.parquet import read_features
+
+    gallery = np.concatenate([read_features(p).embeddings for _, p in shards])
+    times = []
+    for query in queries[:50]:
+        began = time.perf_counter()
+        scores = gallery @ query
+        np.argpartition(scores, -10)[-10:]
+        times.append(time.perf_counter() - began)
+    return {"p50_ms": 1000 * statistics.median(times)}
+
+
+def usearch_hnsw(shards, queries: np.ndarray, exact: np.ndarray, threads: int) -> dict:
+    """usearch's HNSW (inner product, float16 vectors, expansion_search 128), built from the shards
+    one at a time. Its 8-bit vectors halve the memory but stopped at recall@10 0.80 to 0.82 on
+    the 50,000-item mixture (expansion_search 64 to 256, 2026-12-02), below the goal."""
+    from usearch.index import Index
+
+    from tuwen.parquet import read_features
+
+    index = Index(ndim=queries.shape[1], metric="ip", dtype="f16", expansion_search=128)
+    began = time.perf_counter()
+    for number, path in shards:
+        vectors = read_features(path).embeddings
+        index.add(ann.row_ids(number, len(vectors)), vectors, threads=threads)
+    build_s = time.perf_counter() - began
+    times, found = [], []
+    for query in queries:
+        started = time.perf_counter()
+        matches = index.search(query, 10)
+        times.append(time.perf_counter() - started)
+        found.append(np.asarray(matches.keys, dtype=np.int64))
+    return {
+        "build_s": build_s,
+        "bytes": index.memory_usage,
+        "p50_ms": 1000 * statistics.median(times),
+        "recall@10": ann.recall_at(found, exact),
+    }
+
+
+def milvus_lite(run: Path, queries: np.ndarray, exact: np.ndarray, shard_size: int) -> dict:
+    """`tuwen export milvus` into a Milvus Lite file, then the server's search through it."""
+    from tuwen.export import export_milvus
+
+    uri = str(run / "milvus.db")
+    Path(uri).unlink(missing_ok=True)
+    began = time.perf_counter()
+    done = export_milvus(run, uri, index_type="AUTOINDEX")
+    export_s = time.perf_counter() - began
+    served = serve_in_process(run, queries, exact, shard_size, milvus=uri)
+    return {"export_s": export_s, "rows": done[0]["held"], **served}
+
+
+def contest_run(workdir: Path) -> list[dict]:
+    """The 50,000-image run of `make bench-serve` (contest-shaped, built once with the workflow),
+    indexed by the workflow's own index stage (index.min_items: 0): its recall on the run's
+    5,000 real queries, and the server's search of them through it against exact search."""
+    import subprocess
+
+    import yaml
+
+    from bench.scale import snakemake_command
+    from bench.serve import build_large
+    from tuwen.serve.index import RunIndex
+
+    run = build_large(workdir / "bench-serve", 50000, 5000, os.cpu_count() or 1).resolve()
+    config = yaml.safe_load((workdir / "bench-serve" / "large-50000x5000.yaml").read_text())
+    indexed = workdir / "bench-serve" / "large-indexed.yaml"
+    indexed.write_text(yaml.safe_dump({**config, "index": {"min_items": 0}}))
+    began = time.perf_counter()
+    subprocess.run(snakemake_command(run, indexed, os.cpu_count() or 1), check=True, capture_output=True)
+    stage_s = time.perf_counter() - began
+    described = json.loads((run / layout.served_index("t2i_gallery")).read_text())["index"]
+    served = RunIndex(run)
+    # The run's own queries, by their stored embeddings: the server's answers through the index
+    # against the run's exact result table.
+    collection = served.collections["t2i_queries"]
+    channel = served.rankings.tasks["t2i"].channel
+    vectors = collection.embeddings[channel][:QUERIES]
+    topk = pd.read_parquet(run / layout.topk("t2i")).sort_values(["query_id", "rank"])
+    tops = topk.groupby("query_id")["target_id"].apply(lambda t: list(t)[:10])
+    exact = [tops[query] for query in collection.ids[:QUERIES]]
+    times, found = [], []
+    for vector in vectors:
+        began_one = time.perf_counter()
+        found.append(served_ids(served, vector, channel))
+        times.append(time.perf_counter() - began_one)
+    recall = sum(len(set(f) & set(e)) for f, e in zip(found, exact, strict=True)) / (10 * len(exact))
+    return [
+        {
+            "items": described["items"],
+            "what": "contest-shaped run (bench-serve), workflow index stage, " + described["factory"],
+            "stage_s": stage_s,
+            "recall@10": described["recall@10"],
+            "candidates_recall@10": described["candidates_recall@10"],
+            "served": {"recall@10": recall, "1": {"p50_ms": 1000 * statistics.median(times)}},
+        }
+    ]
+
+
+def served_ids(index, vector: np.ndarray, channel: str) -> list[str]:
+    from tuwen.serve.index import Query
+
+    answer = index.search(Query(layout.TEXTS, "query", {channel: vector}), "t2i_gallery", 10)
+    return [hit["id"] for hit in answer["hits"]]
+
+
+# ---- the benchmark ------------------------------------------------------------------------
+
+
+def bench(
+    items: int, workdir: Path, shard_size: int, threads: int, usearch: bool, http: bool, milvus: bool
+) -> list[dict]:
+    card = model_card(workdir)
+    tag = card["tag"]
+    mixture = Mixture.spectral(clusters=max(16, int(items * CLUSTERS_PER_ITEM)), noise=0.04, seed=0)
+    run = workdir.resolve() / f"items-{items}"
+    began = time.perf_counter()
+    shards, grown_shards = make_run(run, items, math.ceil(items / 100), shard_size, card, mixture)
+    write_s = time.perf_counter() - began
+    options = ann.IndexOptions()
+    queries = mixture.draw(QUERIES, seed=424242)
+
+    # A full build from nothing (training included), then +1%: new shards, the segments added.
+    shutil.rmtree(run / layout.served_index(GALLERY).rsplit("/", 1)[0], ignore_errors=True)
+    built, build_rss = in_child(build, run, tag, shards, options, threads)
+    grown, grow_rss = in_child(build, run, tag, grown_shards, options, threads)
+    measured = describe(run, grown, grown_shards, options, tag)
+    # The served gallery is the grown one: exact top-10 of the same queries over it.
+    exact = ann.exact_top(queries, grown_shards, 10)
+    served, serve_rss = in_child(serve_in_process, run, queries, exact, shard_size)
+    rows = [
+        {
+            "items": items,
+            "added": math.ceil(items / 100),
+            "what": "faiss " + measured["factory"] + f" nprobe {measured['nprobe']}",
+            "write_s": write_s,
+            "build_s": built["train_s"] + built["segments_s"],
+            "train_s": built["train_s"],
+            "segments": len(built["segments"]),
+            "build_rss_mb": build_rss,
+            "add_1pct_s": grown["train_s"] + grown["segments_s"],
+            "add_1pct_segments": grown["built"],
+            "add_rss_mb": grow_rss,
+            "bytes": grown["bytes"],
+            "recall@10": measured["recall@10"],
+            "candidates_recall@10": measured["candidates_recall@10"],
+            "index_p50_ms": measured["search_ms"]["p50"],
+            "index_p99_ms": measured["search_ms"]["p99"],
+            "served": served,
+            "serve_rss_mb": serve_rss,
+        }
+    ]
+    if http:
+        rows[0]["http"] = serve_http(run)
+    if items * queries.shape[1] * 4 <= 4 * 2**30:
+        rows.append(
+            {
+                "items": rows[0]["items"],
+                "what": "exact, numpy, held in memory",
+                **exact_in_memory(grown_shards, queries),
+            }
+        )
+    if usearch:
+        rows.append(
+            {
+                "items": rows[0]["items"],
+                "what": "usearch HNSW f16",
+                **usearch_hnsw(grown_shards, queries, exact, threads),
+            }
+        )
+    if milvus:
+        measured_milvus, milvus_rss = in_child(milvus_lite, run, queries, exact, shard_size)
+        rows.append(
+            {
+                "items": rows[0]["items"],
+                "what": "Milvus Lite (AUTOINDEX), through the server",
+                **measured_milvus,
+                "rss_mb": milvus_rss,
+            }
+        )
+    rows[0]["mixture"] = mixture.source
+    return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    for row in rows:
+        print(json.dumps(row, default=str))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, help="a synthetic gallery of this many items")
+    parser.add_argument("--contest-run", action="store_true", help="the 50,000-image run of bench-serve")
+    parser.add_argument("--shard-size", type=int, default=16384)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-index"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--usearch", action="store_true")
+    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--milvus", action="store_true", help="also export to Milvus Lite and search there")
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    if args.contest_run:
+        rows = contest_run(args.workdir.parent)
+        print_rows(rows)
+        if args.report:
+            with args.report.open("a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+        served = rows[0]["served"]
+        print(f"recall@10 {served['recall@10']:.3f} p50 {served['1']['p50_ms']:.2f} ms")
+        return
+    if args.items is None:
+        parser.error("give --items N or --contest-run")
+    rows = bench(
+        args.items, args.workdir, args.shard_size, args.threads, args.usearch, not args.no_http, args.milvus
+    )
+    print_rows(rows)
+    if args.report:
+        with args.report.open("a", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, default=str) + "\n")
+    served = rows[0]["served"]
+    print(f"recall@10 {served['recall@10']:.3f} p50 {served['1']['p50_ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
