@@ -68,6 +68,11 @@
     if (query.id) box.append(element("div", "hit-id", query.collection + " / " + query.id));
     let line = "模型 " + answer.model + " · 排序 " + answer.ranked_by + " · 图库 " + answer.gallery;
     if (answer.not_applied.length) line += " · 未用: " + answer.not_applied.join("; ");
+    // An index's answer is approximate: say by which index, and the recall it was measured at.
+    if (answer.exact === false) {
+      const recall = answer.search["recall@10"];
+      line += " · 近似检索 " + answer.search.index + (recall === undefined ? "" : " (recall@10 " + recall + ")");
+    }
     box.append(element("div", "note", line));
   }
 

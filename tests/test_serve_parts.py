@@ -1,0 +1,96 @@
+"""The server's parts without a server process: an answer's format, a collection's rows, and a
+gallery searched through its index (stale rows never returned, candidates in id order)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.synthetic import Mixture, write_gallery
+from tuwen import ann, layout
+from tuwen.scoring import FusionRecipe, Hit, Ranking
+from tuwen.serve.answers import Query, answer
+from tuwen.serve.approximate import GalleryIndex
+from tuwen.serve.loading import Channel, Collection
+
+CHANNELS = {
+    "clip:m": Channel("clip:m", "m", "finetune", "m-123", Path("card.json"), 64),
+    "text:use-m3": Channel(
+        "text:use-m3", "use-m3", "sentence", "text:use-m3", Path("s.json"), 0, sentence=True
+    ),
+}
+
+
+def test_a_collection_finds_its_rows_by_id():
+    collection = Collection("g", layout.TEXTS, np.array(["a", "b/1", "c"], dtype=object))
+    assert [collection.row(i) for i in ("a", "b/1", "c", "bb", "z", "")] == [0, 1, 2, None, None, None]
+
+
+def test_an_answer_names_what_ranked_how_it_searched_and_each_part():
+    gallery = Collection("photos", layout.IMAGES, np.array(["p1.jpg", "p2.jpg"], dtype=object))
+    recipe = FusionRecipe((("clip:m", 1.0), ("ocr", 0.5)), 0.05)
+    hits = [Hit(1, 1, 0.7, 0.31, (("clip:m", 0.31), ("ocr", 0.5), ("rerank", -0.11)))]
+    query = Query(layout.TEXTS, "红色", {}, known_id="q1", known_in="queries")
+    search = {"exact": False, "index": "IVF4,SQ8", "recall@10": 0.97}
+    result = answer(
+        query, gallery, gallery.ids, Ranking("clip:m", recipe), CHANNELS, hits, search, {"p2.jpg"}, 1.0
+    )
+    assert (
+        result["ranked_by"] == "clip:m+ocr+rerank" and result["exact"] is False and result["search"] == search
+    )
+    assert result["not_applied"] == ["rerank: the run kept no query bank for re-ranking (rerun its search)"]
+    assert result["query"] == {"kind": layout.TEXTS, "text": "红色", "id": "q1", "collection": "queries"}
+    (hit,) = result["hits"]
+    assert hit == {
+        "rank": 1,
+        "id": "p2.jpg",
+        "score": 0.7,
+        "cosine": 0.31,
+        "parts": [["clip:m", 0.31], ["ocr", 0.5], ["rerank", -0.11]],
+        "image": "/image/photos/p2.jpg",
+        "correct": True,
+    }
+    by_meaning = answer(
+        query,
+        gallery,
+        gallery.ids,
+        Ranking("text:use-m3"),
+        CHANNELS,
+        [Hit(1, 0, 0.5, 0.5, ())],
+        search,
+        None,
+        1.0,
+    )
+    assert by_meaning["ranked_by"] == "text:use-m3" and by_meaning["hits"][0]["parts"] == [
+        ["text:use-m3", 0.5]
+    ]
+    assert "correct" not in by_meaning["hits"][0]
+
+
+def test_a_gallery_index_gives_current_rows_as_columns_in_id_order(tmp_path):
+    mixture = Mixture.spectral(clusters=20, dim=32, noise=0.05, seed=3)
+    shards = write_gallery(mixture, tmp_path / "features", items=400, shard_size=200, tag="t")
+    sample, lists = ann.training_sample([p for _, p in shards], None, seed=0)
+    ann.write_index(ann.train(sample, lists), tmp_path / "trained.faiss")
+    ann.write_index(ann.build_segment(tmp_path / "trained.faiss", shards), tmp_path / "segment.faiss")
+    index = ann.SegmentedIndex(tmp_path / "trained.faiss", [tmp_path / "segment.faiss"], nprobe=100)
+    # The gallery's columns: its ids sorted; item 5 of shard 1 was superseded (no column).
+    ids = sorted(f"item-{n:09d}" for n in range(400) if n != 205)
+    position = {item: column for column, item in enumerate(ids)}
+    columns_of = {
+        number: np.array([position.get(f"item-{number * 200 + row:09d}", -1) for row in range(200)])
+        for number, _ in shards
+    }
+    gallery = GalleryIndex("clip:m", index, columns_of, 30, {"factory": "x", "nprobe": 100})
+    from tuwen.parquet import read_features
+
+    stale = read_features(shards[1][1]).embeddings[5]
+    columns, scores = gallery.search(stale, 10)
+    assert len(columns) == 29  # 30 candidates, less the superseded row, which was the nearest
+    assert list(columns) == sorted(columns) and len(set(columns)) == len(columns)
+    best = columns[np.argmax(scores)]
+    assert ids[best] != "item-000000205" and scores.max() < 0.999  # itself is gone
+    fresh = read_features(shards[1][1]).embeddings[6]
+    columns, scores = gallery.search(fresh, 10)
+    assert ids[columns[np.argmax(scores)]] == "item-000000206"
