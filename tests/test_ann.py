@@ -8,10 +8,13 @@ import pytest
 
 from bench.synthetic import Mixture, write_gallery
 from tuwen.ann import (
+    IndexOptions,
     SegmentedIndex,
     auto_lists,
     build_segment,
+    describe,
     exact_top,
+    planned_training,
     recall_at,
     row_ids,
     segment_plan,
@@ -103,3 +106,35 @@ def test_a_grown_index_answers_as_one_built_at_once(gallery, tmp_path):
     grown = SegmentedIndex(trained, after, nprobe=8).search(queries, 10)
     rebuilt = SegmentedIndex(trained, [tmp_path / "whole" / "all.faiss"], nprobe=8).search(queries, 10)
     assert np.array_equal(grown[1], rebuilt[1]) and np.allclose(grown[0], rebuilt[0], atol=1e-5)
+
+
+def test_a_training_moves_forward_with_growth_or_drift_and_never_back():
+    assert planned_training(10, 4, None) == 4
+    assert planned_training(10, 4, {"trained_on_shards": 4, "shards": 9, "retrain_due": False}) == 4
+    assert planned_training(10, 4, {"trained_on_shards": 4, "shards": 9, "retrain_due": True}) == 9
+    assert planned_training(12, 4, {"trained_on_shards": 9, "shards": 10, "retrain_due": False}) == 9
+    assert planned_training(16, 4, {"trained_on_shards": 9, "shards": 15, "retrain_due": False}) == 16
+    assert planned_training(5, 4, {"trained_on_shards": 9, "shards": 9, "retrain_due": False}) == 5
+
+
+def test_rows_unlike_the_trained_ones_make_the_description_ask_for_retraining(tmp_path):
+    """New shards from other clusters lie farther from the centroids: retrain_due."""
+    like = Mixture.spectral(clusters=40, dim=32, noise=0.05, seed=1)
+    unlike = Mixture.spectral(clusters=40, dim=32, noise=0.05, seed=2)
+    shards = write_gallery(like, tmp_path / "f", items=2000, shard_size=500, tag="t")
+    shards += write_gallery(unlike, tmp_path / "f", items=1000, shard_size=500, tag="t", first_shard=4)
+    sample, lists = training_sample([p for _, p in shards[:4]], None, seed=0)
+    trained = tmp_path / "trained-4.faiss"
+    write_index(train(sample, lists), trained)
+    segments = []
+    for start, size in segment_plan(len(shards), 4):
+        segments.append(tmp_path / f"segment-{start}-{size}.faiss")
+        write_index(build_segment(trained, shards[start : start + size]), segments[-1])
+    options = IndexOptions(nprobe=8, candidates=20)
+    drifted = describe(trained, segments, shards, [], options, tmp_path, queries=50)
+    fit = drifted["centroid_fit"]
+    assert drifted["retrain_due"] and fit["trained"] - fit["since"] > options.retrain_drift
+    # The same shards, nothing added since training: nothing to retrain for.
+    same = describe(trained, segments[:1], shards[:4], [], options, tmp_path, queries=50)
+    assert same["centroid_fit"]["since"] is None and not same["retrain_due"]
+    assert planned_training(6, 4, drifted) == 6 and planned_training(6, 4, same) == 4

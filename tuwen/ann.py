@@ -47,6 +47,7 @@ class IndexOptions:
     candidates: int = 100
     retrain_growth: int = 4
     base: int = 4
+    retrain_drift: float = 0.05
 
     @classmethod
     def from_config(cls, index: dict) -> IndexOptions:
@@ -57,6 +58,7 @@ class IndexOptions:
             candidates=int(index.get("candidates", 100)),
             retrain_growth=int(index.get("retrain_growth", 4)),
             base=int(index.get("segment_base", 4)),
+            retrain_drift=float(index.get("retrain_drift", 0.05)),
         )
 
 
@@ -68,6 +70,18 @@ def trained_shards(shard_count: int, growth: int) -> int:
     trained = 1
     while trained * growth <= shard_count:
         trained *= growth
+    return trained
+
+
+def planned_training(shard_count: int, growth: int, previous: dict | None) -> int:
+    """Give how many first shards the index is trained on, from the shard count and the
+    index's last description (`previous`, index.json's `index`): `trained_shards`, or the
+    last training if later, or every shard of the last description when it found the
+    centroids drifted (`retrain_due`). A training never moves back."""
+    trained = trained_shards(shard_count, growth)
+    if previous:
+        last = previous["shards"] if previous.get("retrain_due") else previous["trained_on_shards"]
+        trained = max(trained, min(int(last), shard_count))
     return trained
 
 
@@ -279,11 +293,13 @@ def describe(
     of the index's own top 10 and of the exact top 10 among its `candidates`, and the p50 /
     p99 of one query's search, on `queries` queries."""
     index = SegmentedIndex(trained, segments, options.nprobe)
+    trained_on = int(Path(trained).stem.removeprefix("trained-"))
+    fit = centroid_fit(index, gallery_shards, trained_on, seed)
     sample, source = recall_queries(query_shards, gallery_shards, queries, seed)
     exact = exact_top(sample, gallery_shards, 10)
     _, found = index.search(sample, max(10, options.candidates))
     p50, p99 = latencies(index, sample[:100], max(10, options.candidates))
-    trained_on = Path(trained).stem.removeprefix("trained-")
+    drift = fit["trained"] - fit["since"] if fit["since"] is not None else 0.0
     return {
         "factory": factory(faiss_lists(index)),
         "lists": faiss_lists(index),
@@ -291,9 +307,13 @@ def describe(
         "candidates": options.candidates,
         "items": index.items,
         "trained": _relative(trained, run),
-        "trained_on_shards": int(trained_on),
+        "trained_on_shards": trained_on,
         "shards": len(gallery_shards),
-        "retrain_at_shards": int(trained_on) * options.retrain_growth,
+        "retrain_at_shards": trained_on * options.retrain_growth,
+        # How near the rows lie to their centroid, in the shards trained on and those added
+        # since: when the new rows lie farther by more than retrain_drift, the next run retrains.
+        "centroid_fit": {k: None if v is None else round(v, 4) for k, v in fit.items()},
+        "retrain_due": bool(drift > options.retrain_drift),
         "segments": [_relative(s, run) for s in segments],
         "shards_indexed": [[number, _relative(path, run)] for number, path in gallery_shards],
         "recall_queries": len(sample),
@@ -302,6 +322,32 @@ def describe(
         "candidates_recall@10": round(recall_at(found, exact), 4),
         "search_ms": {"p50": round(p50, 3), "p99": round(p99, 3)},
     }
+
+
+def centroid_fit(
+    index: SegmentedIndex,
+    shards: Sequence[tuple[int, str | Path]],
+    trained_on: int,
+    seed: int,
+    rows: int = 2000,
+) -> dict[str, float | None]:
+    """Give the mean inner product of rows with their nearest centroid: over `rows` drawn from
+    (at most 20 of) the shards trained on, and from those added since (None when none are)."""
+    rng = np.random.default_rng(seed)
+
+    def mean_fit(part: Sequence[tuple[int, str | Path]]) -> float | None:
+        if not part:
+            return None
+        picked = sorted({round(i) for i in np.linspace(0, len(part) - 1, min(len(part), 20))})
+        drawn = []
+        for position in picked:
+            vectors = read_features(part[position][1]).embeddings
+            take = min(len(vectors), max(1, rows // len(picked)))
+            drawn.append(vectors[rng.choice(len(vectors), take, replace=False)])
+        best, _ = index.quantizer.search(np.ascontiguousarray(np.concatenate(drawn), dtype=np.float32), 1)
+        return float(best.mean())
+
+    return {"trained": mean_fit(shards[:trained_on]), "since": mean_fit(shards[trained_on:])}
 
 
 def _relative(path: str | Path, run: Path) -> str:

@@ -81,6 +81,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "index.nprobe",
         "index.candidates",
         "index.retrain_growth",
+        "index.retrain_drift",
         "index.segment_base",
     ),
     "figures": ("figures.queries_per_task", "seed"),

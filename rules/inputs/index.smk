@@ -25,14 +25,22 @@ def index_wanted(name):
 
 
 def index_plan(name):
-    """(tag, shards trained on, segments as (start, count)) of a gallery's index."""
-    from tuwen.ann import segment_plan, trained_shards
+    """(tag, shards trained on, segments as (start, count)) of a gallery's index: the training
+    moves as the gallery grows, or when the last description found its centroids drifted."""
+    from tuwen.ann import planned_training, segment_plan
 
     shards = shards_of(name)
-    trained = trained_shards(len(shards), config["index"]["retrain_growth"])
+    tag = model_tag(MODELS[0])
+    previous = None
+    if os.path.exists(layout.served_index(name)):
+        with open(layout.served_index(name), encoding="utf-8") as handle:
+            described = json.load(handle)
+        if described.get("model_tag") == tag:
+            previous = described.get("index")
+    growth = config["index"]["retrain_growth"]
     return (
-        model_tag(MODELS[0]),
-        trained,
+        tag,
+        planned_training(len(shards), growth, previous),
         segment_plan(len(shards), config["index"]["segment_base"]),
     )
 
