@@ -137,6 +137,27 @@ def readme_server(demo_run):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def readme_milvus(demo_run, tmp_path_factory) -> Path:
+    """A Milvus Lite file holding the demo run's galleries, standing in for the README's Milvus;
+    exported by its own process, since one process at a time opens a Lite file."""
+    uri = tmp_path_factory.mktemp("milvus") / "gallery.db"
+    command = [str(REPO / ".venv/bin/python"), "-m", "tuwen", "export", "milvus", "--uri", str(uri)]
+    subprocess.run([*command, "--run", str(demo_run)], check=True, capture_output=True, timeout=300)
+    return uri
+
+
+def with_milvus(command: str, uri: Path) -> str:
+    """The command with its Milvus (a server URI or a Lite file) replaced by `uri`."""
+    words = shlex.split(command)
+    for option in ("--uri", "--milvus"):
+        if option in words:
+            words[words.index(option) + 1] = str(uri)
+    if "--token" in words:
+        del words[words.index("--token") : words.index("--token") + 2]
+    return shlex.join(words)
+
+
 def serve_command_answers(command: str, demo_run: Path) -> None:
     """Start a README `tuwen serve` command (over the demo run, on a free port) and ask it once."""
     from tests.test_serve import Server
@@ -169,6 +190,10 @@ def test_readme_command_works(command, tmp_path, demo_run, contest_folder, reque
     if command.startswith("curl "):
         curl_command_answers(command, request.getfixturevalue("readme_server"), demo_run)
         return
+    if "--milvus" in command or " export milvus" in command:
+        command = with_milvus(command, request.getfixturevalue("readme_milvus"))
+    if " export clip-retrieval" in command:
+        command = command.replace("--out results/", f"--out {tmp_path}/")
     if re.match(r"^(\.venv/bin/)?python -m tuwen serve", command):
         serve_command_answers(command, demo_run)
         return
