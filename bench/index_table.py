@@ -59,7 +59,7 @@ def baseline_table(rows: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
-        if "build_s" in row and "served" in row:
+        if ("build_s" in row and "served" in row) or row.get("what") == "served again":
             continue
         if "stage_s" in row:
             served = row["served"]
@@ -78,8 +78,39 @@ def baseline_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def served_table(rows: list[dict]) -> str:
+    """The served index measured again: cold (first touch of its pages) and warm, and memory."""
+    lines = [
+        "| gallery | cold p50 ms | warm p50 / p99 ms, 1 thread | 8 threads p50 / p99 ms, q/s "
+        "| recall@10 | peak RSS MB (own / mapped files at the end) | HTTP p50 / p99 ms, 1; 8 clients |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        served = row.get("served", {})
+        if "cold_p50_ms" not in served:
+            continue
+        now, http = served.get("rss_now_mb", {}), row.get("http", {})
+        web = (
+            f"{_ms(http['1']['p50_ms'])} / {_ms(http['1']['p99_ms'])}; "
+            f"{_ms(http['8']['p50_ms'])} / {_ms(http['8']['p99_ms'])}"
+            if http
+            else "—"
+        )
+        lines.append(
+            f"| {row['items']:,} | {_ms(served['cold_p50_ms'])} "
+            f"| {_ms(served['1']['p50_ms'])} / {_ms(served['1']['p99_ms'])} "
+            f"| {_ms(served['8']['p50_ms'])} / {_ms(served['8']['p99_ms'])}, {served['8']['per_s']:.0f} "
+            f"| {served['recall@10']:.3f} | {row['serve_rss_mb']:.0f} "
+            f"({now.get('RssAnon', 0):.0f} / {now.get('RssFile', 0):.0f}) | {web} |"
+        )
+    return "\n".join(lines)
+
+
 def goals(rows: list[dict]) -> str:
     largest = max((r for r in rows if "build_s" in r and "served" in r), key=lambda r: r["items"])
+    again = [r for r in rows if r.get("what") == "served again" and r["items"] == largest["items"]]
+    if again:  # the served index measured again, warm: its latency and memory
+        largest = {**largest, "served": again[-1]["served"], "serve_rss_mb": again[-1]["serve_rss_mb"]}
     served = largest["served"]
     checks = [
         ("p50 ≤ 10 ms (served, 1 thread)", served["1"]["p50_ms"], served["1"]["p50_ms"] <= GOALS["p50_ms"]),
@@ -101,6 +132,8 @@ def main() -> None:
     print(index_table(rows))
     print()
     print(baseline_table(rows))
+    print()
+    print(served_table(rows))
     print()
     print(goals(rows))
 
