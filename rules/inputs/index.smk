@@ -26,7 +26,8 @@ def index_wanted(name):
 
 def index_plan(name):
     """(tag, shards trained on, segments as (start, count)) of a gallery's index: the training
-    moves as the gallery grows, or when the last description found its centroids drifted."""
+    moves as the gallery grows, or when the last description found its centroids drifted.
+    """
     from tuwen.ann import planned_training, segment_plan
 
     shards = shards_of(name)
