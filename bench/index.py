@@ -476,32 +476,26 @@ def main() -> None:
     parser.add_argument("--milvus", action="store_true", help="also export to Milvus Lite and search there")
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
+    if not args.contest_run and args.items is None:
+        parser.error("give --items N or --contest-run")
     if args.contest_run:
         rows = contest_run(args.workdir.parent)
-        print_rows(rows)
-        if args.report:
-            with args.report.open("a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(row, default=str) + "\n" for row in rows)
-        served = rows[0]["served"]
-        print(f"recall@10 {served['recall@10']:.3f} p50 {served['1']['p50_ms']:.2f} ms")
-        return
-    if args.items is None:
-        parser.error("give --items N or --contest-run")
-    if args.serve_only:
+    elif args.serve_only:
         rows = serve_again(args.items, args.workdir, args.shard_size, not args.no_http)
-        print_rows(rows)
-        if args.report:
-            with args.report.open("a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(row, default=str) + "\n" for row in rows)
-        return
-    rows = bench(
-        args.items, args.workdir, args.shard_size, args.threads, args.usearch, not args.no_http, args.milvus
-    )
+    else:
+        rows = bench(
+            args.items,
+            args.workdir,
+            args.shard_size,
+            args.threads,
+            args.usearch,
+            not args.no_http,
+            args.milvus,
+        )
     print_rows(rows)
     if args.report:
         with args.report.open("a", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, default=str) + "\n")
+            handle.writelines(json.dumps(row, default=str) + "\n" for row in rows)
     served = rows[0]["served"]
     print(f"recall@10 {served['recall@10']:.3f} p50 {served['1']['p50_ms']:.2f} ms")
 

@@ -20,6 +20,14 @@ def _ms(value) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else "—"
 
 
+def _http_cell(http: dict) -> str:
+    """Give the HTTP latencies of a row: p50 / p99 for 1 client; for 8."""
+    if not http:
+        return "—"
+    one, eight = http["1"], http["8"]
+    return f"{_ms(one['p50_ms'])} / {_ms(one['p99_ms'])}; {_ms(eight['p50_ms'])} / {_ms(eight['p99_ms'])}"
+
+
 def index_table(rows: list[dict]) -> str:
     lines = [
         "| gallery | index | build s (training) | on disk MB | build peak RSS MB "
@@ -33,12 +41,6 @@ def index_table(rows: list[dict]) -> str:
             continue
         served, http = row["served"], row.get("http", {})
         one, eight = served["1"], served["8"]
-        web = (
-            f"{_ms(http['1']['p50_ms'])} / {_ms(http['1']['p99_ms'])}; "
-            f"{_ms(http['8']['p50_ms'])} / {_ms(http['8']['p99_ms'])}"
-            if http
-            else "—"
-        )
         lines.append(
             f"| {row['items']:,} + {row['added']:,} | {row['what']} "
             f"| {row['build_s']:.0f} ({row['train_s']:.0f}) "
@@ -48,7 +50,7 @@ def index_table(rows: list[dict]) -> str:
             f"| {served['recall@10']:.3f} ({row['candidates_recall@10']:.3f}) "
             f"| {_ms(one['p50_ms'])} / {_ms(one['p99_ms'])} "
             f"| {_ms(eight['p50_ms'])} / {_ms(eight['p99_ms'])}, {eight['per_s']:.0f} "
-            f"| {row['serve_rss_mb']:.0f} | {web} |"
+            f"| {row['serve_rss_mb']:.0f} | {_http_cell(http)} |"
         )
     return "\n".join(lines)
 
@@ -90,18 +92,12 @@ def served_table(rows: list[dict]) -> str:
         if "cold_p50_ms" not in served:
             continue
         now, http = served.get("rss_now_mb", {}), row.get("http", {})
-        web = (
-            f"{_ms(http['1']['p50_ms'])} / {_ms(http['1']['p99_ms'])}; "
-            f"{_ms(http['8']['p50_ms'])} / {_ms(http['8']['p99_ms'])}"
-            if http
-            else "—"
-        )
         lines.append(
             f"| {row['items']:,} | {_ms(served['cold_p50_ms'])} "
             f"| {_ms(served['1']['p50_ms'])} / {_ms(served['1']['p99_ms'])} "
             f"| {_ms(served['8']['p50_ms'])} / {_ms(served['8']['p99_ms'])}, {served['8']['per_s']:.0f} "
             f"| {served['recall@10']:.3f} | {row['serve_rss_mb']:.0f} "
-            f"({now.get('RssAnon', 0):.0f} / {now.get('RssFile', 0):.0f}) | {web} |"
+            f"({now.get('RssAnon', 0):.0f} / {now.get('RssFile', 0):.0f}) | {_http_cell(http)} |"
         )
     return "\n".join(lines)
 

@@ -4,19 +4,17 @@ import json
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from tuwen.ann import IndexOptions, describe
 from tuwen.atomic import write_text_atomic
 from tuwen.logs import run_logged
-from tuwen.parquet import read_metadata
+from tuwen.parquet import read_metadata, row_count
 from tuwen.settings import read_settings
 from tuwen.shards import shard_number
 
 
 def main(snakemake) -> None:
     settings = read_settings(snakemake.input.settings)["index"]
-    items = len(pd.read_parquet(snakemake.input.assignment, columns=["id"]))
+    items = row_count(snakemake.input.assignment)
     description = {"collection": snakemake.wildcards.col, "items": items, "settings": settings}
     if hasattr(snakemake.input, "trained"):
         gallery = list([(shard_number(path), path) for path in snakemake.input.features])

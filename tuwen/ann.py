@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tuwen.parquet import read_features
+from tuwen.parquet import read_features, row_count
 
 ROW_BITS = 32
 MAX_LISTS = 4096  # beyond, training k-means on 2 cores takes longer than the encoding
@@ -128,7 +128,7 @@ def split_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def training_sample(shards: Sequence[str | Path], lists: int | None, seed: int) -> tuple[np.ndarray, int]:
     """Give the vectors to train on (at most POINTS_PER_LIST per centroid, drawn evenly from
     every shard) and the number of lists."""
-    sizes = [_shard_rows(path) for path in shards]
+    sizes = [row_count(path) for path in shards]
     items = sum(sizes)
     lists = lists or auto_lists(items)
     wanted = min(items, max(lists * POINTS_PER_LIST, 1))
@@ -141,12 +141,6 @@ def training_sample(shards: Sequence[str | Path], lists: int | None, seed: int) 
             parts.append(vectors[np.sort(rng.choice(size, min(take, size), replace=False))])
     sample = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     return np.ascontiguousarray(sample, dtype=np.float32), max(1, min(lists, len(sample)))
-
-
-def _shard_rows(path: str | Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
 
 
 def train(sample: np.ndarray, lists: int, threads: int = 1):

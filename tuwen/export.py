@@ -67,7 +67,7 @@ def run_galleries(run: Path, only: list[str] | None = None) -> list[Gallery]:
     declared = read_declared(run)
     channels = read_channels(run)
     rankings = read_rankings(run, declared, channels)
-    names = list(dict.fromkeys(t.gallery for t in declared.tasks.values())) or list(declared.collections)
+    names = declared.galleries()
     if only:
         unknown = sorted(set(only) - set(declared.collections))
         if unknown:
@@ -77,8 +77,7 @@ def run_galleries(run: Path, only: list[str] | None = None) -> list[Gallery]:
         names = only
     galleries = []
     for name in names:
-        task = next((n for n, t in declared.tasks.items() if t.gallery == name), None)
-        channel = channels[rankings.tasks[task].channel if task else rankings.default]
+        channel = channels[rankings.channel_of(declared, name)]
         shards = sorted((run / channel.folder(name)).glob("*.parquet"))
         assignment = run / layout.assignment(name)
         if not shards or not assignment.is_file():

@@ -40,31 +40,6 @@ def first_model_card(run_folder: Path) -> Path:
     raise not_finished(run_folder, layout.model_card(name, layout.BASE))
 
 
-def ranking_tag(run_folder: Path, run: Run, query_kind: str) -> str:
-    """Give the model tag that ranks queries of `query_kind` in the run: its task's, or the
-    first model's where no task has such queries."""
-    from tuwen.parquet import read_metadata
-
-    task = next((t for t in run.tasks.values() if t.query_kind == query_kind), None)
-    if task is None:
-        card = first_model_card(run_folder)
-        return json.loads(card.read_text(encoding="utf-8"))["tag"]
-    topk = run_folder / layout.topk(task.name)
-    if not topk.is_file():
-        raise not_finished(run_folder, layout.topk(task.name))
-    return read_metadata(topk)["model_tag"]
-
-
-def card_of_tag(run_folder: Path, tag: str) -> Path:
-    """Give the model card of the run that has `tag`."""
-    for card in sorted(run_folder.glob(layout.model_cards_glob())):
-        if json.loads(card.read_text(encoding="utf-8"))["tag"] == tag:
-            return card
-    raise RunNotFinished(
-        f"{run_folder}: no model card in {layout.model_cards_glob()} has the run's model tag {tag}"
-    )
-
-
 def default_gallery(run: Run, query_kind: str) -> str:
     """Give the collection a query of `query_kind` searches by default: its task's gallery, or
     the run's first searchable collection of the other kind (of its own kind where none)."""

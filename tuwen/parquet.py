@@ -37,6 +37,11 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     return pq.read_table(path)
 
 
+def row_count(path: str | os.PathLike) -> int:
+    """Give a Parquet file's number of rows, from its footer (nothing else is read)."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """Give the `tuwen` metadata of a Parquet file ({} when it has none)."""
     raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)

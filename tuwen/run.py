@@ -126,6 +126,11 @@ class Run:
             if c.kind == kind and (declared is None or (c.source is not None) == declared)
         ]
 
+    def galleries(self) -> list[str]:
+        """Give the collections queries are ranked against: the tasks' galleries, or every
+        searchable collection of a run with no task (a photo library searched by the server)."""
+        return list(dict.fromkeys(t.gallery for t in self.tasks.values())) or self.searchable()
+
     def searchable(self) -> list[str]:
         """Give the collections the run encodes and serves: every declared one (not the
         training pairs, which only training reads, nor validation, which only fusion reads)."""

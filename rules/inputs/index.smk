@@ -4,10 +4,7 @@
 def indexed_galleries():
     """The galleries an approximate index may serve: the tasks' galleries, or every collection
     of a run with no task (a photo library searched by the server)."""
-    if not config["index"]["enabled"]:
-        return []
-    galleries = [task.gallery for task in TASKS.values()] or RUN.searchable()
-    return list(dict.fromkeys(galleries))
+    return RUN.galleries() if config["index"]["enabled"] else []
 
 
 def index_targets():
@@ -16,12 +13,10 @@ def index_targets():
 
 def index_wanted(name):
     """Whether the gallery is large enough (index.min_items) to be searched approximately."""
-    import pandas as pd
+    from tuwen.parquet import row_count
 
     assignment = checkpoints.assign_shards.get(name=name).output["assignment"]
-    return (
-        len(pd.read_parquet(assignment, columns=["id"])) >= config["index"]["min_items"]
-    )
+    return row_count(assignment) >= config["index"]["min_items"]
 
 
 def index_plan(name):

@@ -100,11 +100,6 @@ class RunIndex:
         self._ocr_engine = None
         self._lexical: dict[str, object] = {}
 
-    def _ranking_channel(self, gallery: str) -> str:
-        """Give the channel that ranks a gallery's default queries: its task's, or the run's."""
-        task = next((n for n, t in self.declared.tasks.items() if t.gallery == gallery), None)
-        return self.rankings.tasks[task].channel if task else self.rankings.default
-
     def _indexed_channels(self, only: set[str] | None) -> dict[str, str]:
         """Give the galleries that have an approximate index of their ranking channel (in
         Milvus when the server is given one: every gallery it may hold)."""
@@ -115,7 +110,7 @@ class RunIndex:
             path = self.run / layout.served_index(name)
             if (only is None or name in only) and path.is_file():
                 described = read_json(path)
-                channel = self._ranking_channel(name)
+                channel = self.rankings.channel_of(self.declared, name)
                 if described.get("index") and described.get("model_tag") == self.channels[channel].tag:
                     indexed[name] = channel
         return indexed
@@ -130,7 +125,7 @@ class RunIndex:
             raise RunNotReady(str(error)) from None
         held = {}
         for name in self.declared.collections:
-            channel = self._ranking_channel(name)
+            channel = self.rankings.channel_of(self.declared, name)
             collection = milvus_name(self.milvus[1], name)
             if (only is None or name in only) and client.has_collection(collection):
                 properties = client.describe_collection(collection).get("properties", {})

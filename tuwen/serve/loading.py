@@ -73,6 +73,11 @@ class TaskRankings:
     tasks: dict[str, Ranking]
     default: str
 
+    def channel_of(self, declared: Run, gallery: str) -> str:
+        """Give the channel that ranks a gallery's default queries: its task's, or the run's."""
+        task = next((n for n, t in declared.tasks.items() if t.gallery == gallery), None)
+        return self.tasks[task].channel if task else self.default
+
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
