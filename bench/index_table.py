@@ -28,6 +28,15 @@ def _http_cell(http: dict) -> str:
     return f"{_ms(one['p50_ms'])} / {_ms(one['p99_ms'])}; {_ms(eight['p50_ms'])} / {_ms(eight['p99_ms'])}"
 
 
+def _threads_cells(served: dict) -> str:
+    """Give the served index's cells: p50 / p99 with 1 thread; p50 / p99 and queries/s with 8."""
+    one, eight = served["1"], served["8"]
+    return (
+        f"{_ms(one['p50_ms'])} / {_ms(one['p99_ms'])} "
+        f"| {_ms(eight['p50_ms'])} / {_ms(eight['p99_ms'])}, {eight['per_s']:.0f}"
+    )
+
+
 def index_table(rows: list[dict]) -> str:
     lines = [
         "| gallery | index | build s (training) | on disk MB | build peak RSS MB "
@@ -40,7 +49,6 @@ def index_table(rows: list[dict]) -> str:
         if "build_s" not in row or "served" not in row:
             continue
         served, http = row["served"], row.get("http", {})
-        one, eight = served["1"], served["8"]
         lines.append(
             f"| {row['items']:,} + {row['added']:,} | {row['what']} "
             f"| {row['build_s']:.0f} ({row['train_s']:.0f}) "
@@ -48,8 +56,7 @@ def index_table(rows: list[dict]) -> str:
             f"| {row['add_1pct_s']:.2f} ({row['add_1pct_segments']}) "
             f"| {row['add_1pct_s'] / row['build_s']:.2%} "
             f"| {served['recall@10']:.3f} ({row['candidates_recall@10']:.3f}) "
-            f"| {_ms(one['p50_ms'])} / {_ms(one['p99_ms'])} "
-            f"| {_ms(eight['p50_ms'])} / {_ms(eight['p99_ms'])}, {eight['per_s']:.0f} "
+            f"| {_threads_cells(served)} "
             f"| {row['serve_rss_mb']:.0f} | {_http_cell(http)} |"
         )
     return "\n".join(lines)
@@ -94,8 +101,7 @@ def served_table(rows: list[dict]) -> str:
         now, http = served.get("rss_now_mb", {}), row.get("http", {})
         lines.append(
             f"| {row['items']:,} | {_ms(served['cold_p50_ms'])} "
-            f"| {_ms(served['1']['p50_ms'])} / {_ms(served['1']['p99_ms'])} "
-            f"| {_ms(served['8']['p50_ms'])} / {_ms(served['8']['p99_ms'])}, {served['8']['per_s']:.0f} "
+            f"| {_threads_cells(served)} "
             f"| {served['recall@10']:.3f} | {row['serve_rss_mb']:.0f} "
             f"({now.get('RssAnon', 0):.0f} / {now.get('RssFile', 0):.0f}) | {_http_cell(http)} |"
         )
