@@ -18,13 +18,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tuwen.encode import encode_images, encode_texts
+from tuwen.clip.encode import encode_images, encode_texts
+from tuwen.clip.models import architecture, build_model
+from tuwen.files.parquet import FeatureShard, l2_normalised
 from tuwen.logs import PEAK_RSS_LINE, peak_rss_mb
-from tuwen.models import architecture, build_model
-from tuwen.parquet import FeatureShard, l2_normalised
-from tuwen.retrieval import merge_topk, shard_topk
-from tuwen.run import CONTEST_TASKS
-from tuwen.tables import result_table, write_result_table
+from tuwen.ranking.exact import merge_topk, shard_topk
+from tuwen.report.tables import result_table, write_result_table
+from tuwen.run.declaration import CONTEST_TASKS
 
 
 def _image_items(folder: Path) -> pd.DataFrame:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from tuwen.demo import ALL_SCENES, caption_of, draw_scene
-from tuwen.images import load_image
+from tuwen.data.demo import ALL_SCENES, caption_of, draw_scene
+from tuwen.files.images import load_image
 
 MAX_SIDE = 500
 TRAIN_PAIRS = 200

@@ -176,7 +176,7 @@ def pack_sample(sample: Path, tar_path: Path, train_side: int, gallery_side: int
 
 def pack_font(sample: Path, into: Path) -> None:
     """Write the CJK font package with its collection cut down to the characters used here."""
-    from tuwen.figures import CJK_FAMILY
+    from tuwen.report.figures import CJK_FAMILY
 
     package = resources.files("noto_cjk_sans_otc")
     collection = TTCollection(str(package / "NotoSansCJK-Regular.ttc"))

@@ -3,7 +3,7 @@
 Random-initialised weights at full size (throughput does not depend on weight values).
 Forward-only: the same preprocessed batch through `encode_image` again and again, the
 hardware's limit for this model. End to end: what an encode job does for a shard, read +
-decode + preprocess + encode + write the Parquet shard, through `tuwen.encode`. On CUDA both
+decode + preprocess + encode + write the Parquet shard, through `tuwen.clip.encode`. On CUDA both
 decode paths are measured (PIL in workers; nvjpeg + resize on the GPU). Each path also
 runs with no model (*decode only*: how fast the device can be fed at most), and the
 embeddings of the reduced-scale JPEG decode (`encode.jpeg_draft`) and of the GPU path are
@@ -28,11 +28,11 @@ import torch
 from cn_clip.clip import image_transform
 
 from bench import DEFAULT_SAMPLE
-from tuwen.demo import ALL_SCENES, draw_scene
-from tuwen.encode import encode_images, image_batches, inference_autocast
-from tuwen.images import load_image
-from tuwen.models import architecture, build_model
-from tuwen.parquet import l2_normalised, write_features
+from tuwen.clip.encode import encode_images, image_batches, inference_autocast
+from tuwen.clip.models import architecture, build_model
+from tuwen.data.demo import ALL_SCENES, draw_scene
+from tuwen.files.images import load_image
+from tuwen.files.parquet import l2_normalised, write_features
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Index benchmark: the approximate index (tuwen.ann) against exact search and against usearch's
+"""Index benchmark: the approximate index (tuwen.ranking.index) against exact search and against usearch's
 HNSW, on normalised 512-d galleries with the structure of real embeddings (bench.synthetic),
 written as feature shards of a gallery-only run and never held whole in memory.
 
@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from bench.synthetic import Mixture, write_gallery
-from tuwen import ann, layout
+from tuwen.ranking import index as ann
+from tuwen.run import layout
 
 GALLERY = "archive"
 MODEL = "tuwen-tiny-512"  # a small CN-CLIP embedding in 512 dimensions, as ViT-B-16 does
@@ -75,7 +76,7 @@ def _with_rss(function, *args):
 
 def model_card(workdir: Path) -> dict:
     """A random-initialised small CN-CLIP (512-d), saved once: the model a served query is encoded by."""
-    from tuwen.models import (
+    from tuwen.clip.models import (
         ModelCard,
         architecture,
         build_model,
@@ -107,7 +108,7 @@ def make_run(
         write_gallery(mixture, folder, items, shard_size, card["tag"])
         write_gallery(mixture, folder, added, shard_size, card["tag"], first_shard=base)
         marker.touch()
-    from tuwen.shards import shard_number
+    from tuwen.data.shards import shard_number
 
     shards = [(shard_number(path.name), path) for path in sorted(folder.glob("*.parquet"))]
     write_declaration(run, card, [path for _, path in shards], shard_size)
@@ -115,7 +116,7 @@ def make_run(
 
 
 def write_declaration(run: Path, card: dict, shards: list[Path], shard_size: int) -> None:
-    from tuwen.run import Collection, Run
+    from tuwen.run.declaration import Collection, Run
 
     settings = run / layout.settings("run")
     settings.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +187,7 @@ def serve_in_process(
 ) -> dict:
     """The server's search of one query (RunIndex.search, what `tuwen serve` runs per request,
     less HTTP and encoding), 1 and 8 threads; the answers' recall@10 against exact."""
-    from tuwen.serve.index import Query, RunIndex
+    from tuwen.serve.loaded_run import Query, RunIndex
 
     started = time.perf_counter()
     index = RunIndex(run, milvus=milvus)
@@ -251,7 +252,7 @@ def serve_http(run: Path, clients: tuple[int, ...] = (1, 8)) -> dict:
 
 def exact_in_memory(shards, queries: np.ndarray) -> dict:
     """numpy's exact search of one query against the whole gallery held in memory (float32)."""
-    from tuwen.parquet import read_features
+    from tuwen.files.parquet import read_features
 
     gallery = np.concatenate([read_features(p).embeddings for _, p in shards])
     times = []
@@ -269,7 +270,7 @@ def usearch_hnsw(shards, queries: np.ndarray, exact: np.ndarray, threads: int) -
     the 50,000-item mixture (expansion_search 64 to 256, 2026-12-02), below the goal."""
     from usearch.index import Index
 
-    from tuwen.parquet import read_features
+    from tuwen.files.parquet import read_features
 
     index = Index(ndim=queries.shape[1], metric="ip", dtype="f16", expansion_search=128)
     began = time.perf_counter()
@@ -293,7 +294,7 @@ def usearch_hnsw(shards, queries: np.ndarray, exact: np.ndarray, threads: int) -
 
 def milvus_lite(run: Path, queries: np.ndarray, exact: np.ndarray, shard_size: int) -> dict:
     """`tuwen export milvus` into a Milvus Lite file, then the server's search through it."""
-    from tuwen.export import export_milvus
+    from tuwen.export.milvus import export_milvus
 
     uri = str(run / "milvus.db")
     Path(uri).unlink(missing_ok=True)
@@ -314,7 +315,7 @@ def contest_run(workdir: Path) -> list[dict]:
 
     from bench.scale import snakemake_command
     from bench.serve import build_large
-    from tuwen.serve.index import RunIndex
+    from tuwen.serve.loaded_run import RunIndex
 
     run = build_large(workdir / "bench-serve", 50000, 5000, os.cpu_count() or 1).resolve()
     config = yaml.safe_load((workdir / "bench-serve" / "large-50000x5000.yaml").read_text())
@@ -352,7 +353,7 @@ def contest_run(workdir: Path) -> list[dict]:
 
 
 def served_ids(index, vector: np.ndarray, channel: str) -> list[str]:
-    from tuwen.serve.index import Query
+    from tuwen.serve.loaded_run import Query
 
     answer = index.search(Query(layout.TEXTS, "query", {channel: vector}), "t2i_gallery", 10)
     return [hit["id"] for hit in answer["hits"]]
@@ -438,7 +439,7 @@ def bench(
 
 def serve_again(items: int, workdir: Path, shard_size: int, http: bool) -> list[dict]:
     """The served index of an earlier run of this size, measured again (cold, then warm)."""
-    from tuwen.shards import shard_number
+    from tuwen.data.shards import shard_number
 
     run = workdir.resolve() / f"items-{items}"
     tag = json.loads((run / layout.served_index(GALLERY)).read_text())["model_tag"]

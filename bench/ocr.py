@@ -12,7 +12,7 @@ photos), in one run on the same machine state:
 each gives images/s, and OCR alone as a retriever (BM25 of the captions against the text
 read, as fusion's OCR channel scores): R@1/5/10 text → image and image → text against the
 sample's ground truth. The processes must read exactly what one engine reads. Then each
-sentence encoder of fusion's text:<encoder> channels (tuwen.sentences): texts/s over the
+sentence encoder of fusion's text:<encoder> channels (tuwen.text.sentences): texts/s over the
 text read and the captions, and its channel alone (cosine) on the same text.
 
 Usage: python -m bench.ocr [--threads T] [--sample DIR] [--skip-encode]
@@ -30,12 +30,14 @@ from pathlib import Path
 import pandas as pd
 
 from bench.encode import DEFAULT_SAMPLE
-from tuwen.encode import encode_images
-from tuwen.evaluation import read_positives, recall_at_k
-from tuwen.layout import IMAGES, TEXTS
-from tuwen.lexical import BM25Index
-from tuwen.models import architecture, build_model
-from tuwen.ocr import (
+from tuwen.clip.encode import encode_images
+from tuwen.clip.models import architecture, build_model
+from tuwen.ranking.exact import ranked_top
+from tuwen.ranking.recall import read_positives, recall_at_k
+from tuwen.run.declaration import contest_ground_truth
+from tuwen.run.layout import IMAGES, TEXTS
+from tuwen.text.lexical import BM25Index
+from tuwen.text.ocr import (
     PPOCR_DEFAULTS,
     OcrOptions,
     ocr_engine,
@@ -43,8 +45,6 @@ from tuwen.ocr import (
     read_in_ocr_worker,
     start_ocr_worker,
 )
-from tuwen.retrieval import ranked_top
-from tuwen.run import contest_ground_truth
 
 CONTEST_GALLERY = 50_000
 
@@ -115,7 +115,7 @@ def ocr_recall(sample: Path, texts: dict[str, str], scorer=bm25_scores) -> dict[
 def sentence_rows(sample: Path, texts: dict[str, str], ocr_rate: float) -> None:
     """Print each sentence encoder's texts/s (the OCR texts and the captions of the sample) and its
     channel alone (cosine of the caption and the image's text) beside BM25 on the same text."""
-    from tuwen.sentences import ENCODERS, EncoderMissing, load_sentence_encoder
+    from tuwen.text.sentences import ENCODERS, EncoderMissing, load_sentence_encoder
 
     captions = pd.concat(
         [

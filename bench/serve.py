@@ -35,7 +35,7 @@ import yaml
 
 from bench.scale import DEFAULT_SAMPLE, WORKFLOW_CONFIG, prepare_data, run_workflow
 from tests.test_serve import Server
-from tuwen import layout
+from tuwen.run import layout
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 8

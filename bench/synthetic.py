@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tuwen.parquet import l2_normalised, write_features
-from tuwen.shards import shard_name
+from tuwen.data.shards import shard_name
+from tuwen.files.parquet import l2_normalised, write_features
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def zipf_weights(count: int, seed: int) -> np.ndarray:
 def write_gallery(
     mixture: Mixture, folder: Path, items: int, shard_size: int, tag: str, first_shard: int = 0
 ) -> list[tuple[int, Path]]:
-    """Write `items` drawn items as feature shards (tuwen.parquet) numbered from `first_shard`;
+    """Write `items` drawn items as feature shards (tuwen.files.parquet) numbered from `first_shard`;
     give each shard's (number, path). Ids are `item-<n>`, unique across shards."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from cn_clip.clip import tokenize
 
-from tuwen.models import architecture, build_model
+from tuwen.clip.models import architecture, build_model
 from tuwen.train import contrastive_loss
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from tuwen.demo import generate_demo
-from tuwen.encode import encode_images
-from tuwen.ingest import read_text_set, scan_image_folder
-from tuwen.models import architecture, build_model
+from tuwen.clip.encode import encode_images
+from tuwen.clip.models import architecture, build_model
+from tuwen.data.demo import generate_demo
+from tuwen.data.ingest import read_text_set, scan_image_folder
 from tuwen.train import FineTuner, TrainOptions, training_pairs
 
 

@@ -12,10 +12,10 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-import tuwen.layout as layout  # torch-free, cheap
-from tuwen import plans  # the plans of paths the stages' jobs read
-from tuwen.config import coerce_config, load_schema
-from tuwen.run import (
+from tuwen.run import layout  # torch-free, cheap
+from tuwen.run import plans  # the plans of paths the stages' jobs read
+from tuwen.run.schema import coerce_config, load_schema
+from tuwen.run.declaration import (
     TRAIN_IMAGES,
     TRAIN_TEXTS,
     VAL_IMAGES,
@@ -23,7 +23,7 @@ from tuwen.run import (
     RunError,
     declare_run,
 )
-from tuwen.settings import (
+from tuwen.run.settings import (
     PER_ITEM_GROUPS,
     SETTINGS_GROUPS,
     group_name,
@@ -140,6 +140,6 @@ def final_outputs():
 
 def print_closing_summary():
     """What the user wants to know when the run ends: tables, recall, what was left out."""
-    from tuwen.summary import run_summary
+    from tuwen.report.summary import run_summary
 
     print(run_summary(declared=RUN), flush=True)

@@ -1,6 +1,6 @@
 # Approximate search (index.enabled): per gallery of at least index.min_items items, a faiss
 # IVF index of the ranking model's feature shards, trained on its first shards and grown by
-# segments (tuwen.ann), with its recall@10 against exact search measured on every change.
+# segments (tuwen.ranking.index), with its recall@10 against exact search measured on every change.
 # The result tables stay exact; the server searches through the index.
 
 

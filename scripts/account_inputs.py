@@ -4,10 +4,10 @@ import logging
 
 import pandas as pd
 
-from tuwen.accounting import NOT_ENCODED_COLUMNS, collection_account, not_encoded_report, query_account
-from tuwen.atomic import atomic_path
+from tuwen.files.atomic import atomic_path
+from tuwen.files.parquet import read_features
 from tuwen.logs import run_logged
-from tuwen.parquet import read_features
+from tuwen.report.accounting import NOT_ENCODED_COLUMNS, collection_account, not_encoded_report, query_account
 
 
 def main(snakemake) -> None:

@@ -4,9 +4,9 @@ import logging
 
 import pandas as pd
 
-from tuwen.accounting import OCR_FAILURE_COLUMNS, ocr_account
-from tuwen.atomic import atomic_path
+from tuwen.files.atomic import atomic_path
 from tuwen.logs import run_logged
+from tuwen.report.accounting import OCR_FAILURE_COLUMNS, ocr_account
 
 
 def main(snakemake) -> None:

@@ -5,9 +5,9 @@ import logging
 import pandas as pd
 import pyarrow as pa
 
+from tuwen.data.shards import active_shards, assign_shards, registry_items
+from tuwen.files.parquet import write_table
 from tuwen.logs import run_logged
-from tuwen.parquet import write_table
-from tuwen.shards import active_shards, assign_shards, registry_items
 
 
 def main(snakemake) -> None:

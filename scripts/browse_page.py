@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from tuwen.browse import COLLECTION_TAB_ITEMS, make_thumbnails, page_data, write_page
-from tuwen.evaluation import read_positives
-from tuwen.ingest import accepted_captions
-from tuwen.layout import IMAGES
+from tuwen.data.ingest import accepted_captions
+from tuwen.files.parquet import read_metadata
 from tuwen.logs import run_logged
-from tuwen.parquet import read_metadata
-from tuwen.run import GroundTruth
-from tuwen.settings import read_settings
+from tuwen.ranking.recall import read_positives
+from tuwen.report.browse import COLLECTION_TAB_ITEMS, make_thumbnails, page_data, write_page
+from tuwen.run.declaration import GroundTruth
+from tuwen.run.layout import IMAGES
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

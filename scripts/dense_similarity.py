@@ -3,10 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from tuwen.atomic import atomic_path, write_text_atomic
+from tuwen.files.atomic import atomic_path, write_text_atomic
+from tuwen.files.parquet import read_features
 from tuwen.logs import run_logged
-from tuwen.parquet import read_features
-from tuwen.retrieval import select_features
+from tuwen.ranking.exact import select_features
 
 
 def main(snakemake) -> None:

@@ -4,12 +4,12 @@ import json
 import logging
 from pathlib import Path
 
-from tuwen.ann import IndexOptions, describe
-from tuwen.atomic import write_text_atomic
+from tuwen.data.shards import shard_number
+from tuwen.files.atomic import write_text_atomic
+from tuwen.files.parquet import read_metadata, row_count
 from tuwen.logs import run_logged
-from tuwen.parquet import read_metadata, row_count
-from tuwen.settings import read_settings
-from tuwen.shards import shard_number
+from tuwen.ranking.index import IndexOptions, describe
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

@@ -3,10 +3,10 @@
 import json
 import logging
 
-from tuwen.atomic import write_text_atomic
+from tuwen.clip.models import ModelCard, architecture, checkpoint_digest, fetch_pretrained, model_tag
+from tuwen.files.atomic import write_text_atomic
 from tuwen.logs import run_logged
-from tuwen.models import ModelCard, architecture, checkpoint_digest, fetch_pretrained, model_tag
-from tuwen.settings import read_settings
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

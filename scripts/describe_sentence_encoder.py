@@ -3,9 +3,9 @@
 import json
 import logging
 
-from tuwen.atomic import write_text_atomic
+from tuwen.files.atomic import write_text_atomic
 from tuwen.logs import run_logged
-from tuwen.sentences import load_sentence_encoder
+from tuwen.text.sentences import load_sentence_encoder
 
 
 def main(snakemake) -> None:

@@ -5,9 +5,9 @@ import logging
 
 import pandas as pd
 
+from tuwen.files.parquet import read_table, write_features
 from tuwen.logs import run_logged
-from tuwen.parquet import read_table, write_features
-from tuwen.sentences import load_sentence_encoder
+from tuwen.text.sentences import load_sentence_encoder
 
 
 def main(snakemake) -> None:

@@ -4,11 +4,11 @@ import logging
 
 import torch
 
-from tuwen.encode import encode_shard
+from tuwen.clip.encode import encode_shard
+from tuwen.clip.models import ModelCard
 from tuwen.errors import TuwenError
 from tuwen.logs import run_logged
-from tuwen.models import ModelCard
-from tuwen.settings import read_settings
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

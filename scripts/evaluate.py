@@ -5,11 +5,11 @@ import logging
 
 import pandas as pd
 
-from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.evaluation import RECALL_KS, rankings_of, read_positives, recall_at_k, summarise
+from tuwen.files.atomic import atomic_path, write_text_atomic
 from tuwen.logs import run_logged
-from tuwen.run import GroundTruth
-from tuwen.settings import read_settings
+from tuwen.ranking.recall import RECALL_KS, rankings_of, read_positives, recall_at_k, summarise
+from tuwen.run.declaration import GroundTruth
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

@@ -6,13 +6,13 @@ import logging
 import numpy as np
 import pandas as pd
 
-from tuwen.atomic import atomic_path
-from tuwen.evaluation import read_positives
-from tuwen.fusion import FusionRecipe, evaluate_settings
-from tuwen.fusion_inputs import read_task
+from tuwen.files.atomic import atomic_path
 from tuwen.logs import run_logged
-from tuwen.run import GroundTruth
-from tuwen.settings import read_settings
+from tuwen.ranking.channels import read_task
+from tuwen.ranking.fusion import FusionRecipe, evaluate_settings
+from tuwen.ranking.recall import read_positives
+from tuwen.run.declaration import GroundTruth
+from tuwen.run.settings import read_settings
 
 COLUMNS = ["split", "task", "channels", "R@1", "R@5", "R@10", "chosen", "weights", "temperature"]
 

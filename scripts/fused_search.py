@@ -1,17 +1,17 @@
 """Snakemake entry point: each query's top-K by the fusion chosen on validation, every channel
-kept, and the query bank that ranks a single query the same way (tuwen.scoring)."""
+kept, and the query bank that ranks a single query the same way (tuwen.ranking.scoring)."""
 
 import json
 import logging
 
 import pyarrow as pa
 
-from tuwen.fusion import fused_topk, query_bank
-from tuwen.fusion_inputs import model_tags, read_task
+from tuwen.files.parquet import write_table
 from tuwen.logs import run_logged
-from tuwen.parquet import write_table
-from tuwen.scoring import FusionRecipe, bank_table
-from tuwen.settings import hits_kept, read_settings
+from tuwen.ranking.channels import model_tags, read_task
+from tuwen.ranking.fusion import fused_topk, query_bank
+from tuwen.ranking.scoring import FusionRecipe, bank_table
+from tuwen.run.settings import hits_kept, read_settings
 
 
 def main(snakemake) -> None:

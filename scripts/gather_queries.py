@@ -4,11 +4,11 @@ import logging
 
 import pandas as pd
 
-from tuwen.accounting import encode_failures
-from tuwen.atomic import atomic_path
+from tuwen.files.atomic import atomic_path
+from tuwen.files.parquet import read_features, write_features
 from tuwen.logs import run_logged
-from tuwen.parquet import read_features, write_features
-from tuwen.retrieval import select_features
+from tuwen.ranking.exact import select_features
+from tuwen.report.accounting import encode_failures
 
 
 def main(snakemake) -> None:

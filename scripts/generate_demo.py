@@ -2,9 +2,9 @@
 
 import logging
 
-from tuwen.demo import generate_demo
+from tuwen.data.demo import generate_demo
 from tuwen.logs import run_logged
-from tuwen.settings import read_settings
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

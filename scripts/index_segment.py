@@ -2,9 +2,9 @@
 
 import logging
 
-from tuwen.ann import build_segment, write_index
+from tuwen.data.shards import shard_number
 from tuwen.logs import run_logged
-from tuwen.shards import shard_number
+from tuwen.ranking.index import build_segment, write_index
 
 
 def main(snakemake) -> None:

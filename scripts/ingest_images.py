@@ -2,7 +2,7 @@
 
 import logging
 
-from tuwen.ingest import (
+from tuwen.data.ingest import (
     IMAGE_MANIFEST_SCHEMA,
     read_scan_cache,
     rejects_of,
@@ -13,7 +13,7 @@ from tuwen.ingest import (
     write_scan_cache,
 )
 from tuwen.logs import run_logged
-from tuwen.settings import read_settings
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

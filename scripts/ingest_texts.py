@@ -4,9 +4,9 @@ import logging
 
 import pandas as pd
 
-from tuwen.ingest import read_text_set, rejects_of, status_counts, write_manifest, write_rejects
+from tuwen.data.ingest import read_text_set, rejects_of, status_counts, write_manifest, write_rejects
 from tuwen.logs import run_logged
-from tuwen.settings import read_settings
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

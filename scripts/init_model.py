@@ -2,8 +2,8 @@
 
 import logging
 
+from tuwen.clip.models import architecture, build_model, save_checkpoint
 from tuwen.logs import run_logged
-from tuwen.models import architecture, build_model, save_checkpoint
 
 
 def main(snakemake) -> None:

@@ -3,8 +3,8 @@
 import logging
 
 from tuwen.logs import run_logged
-from tuwen.ocr import OcrOptions, ocr_device, ocr_processes, ocr_shard
-from tuwen.settings import read_settings
+from tuwen.run.settings import read_settings
+from tuwen.text.ocr import OcrOptions, ocr_device, ocr_processes, ocr_shard
 
 
 def main(snakemake) -> None:

@@ -4,7 +4,8 @@ import logging
 
 import pandas as pd
 
-from tuwen.figures import (
+from tuwen.logs import run_logged
+from tuwen.report.figures import (
     Hit,
     image_to_text_figure,
     placeholder_figure,
@@ -13,10 +14,9 @@ from tuwen.figures import (
     score_histogram_figure,
     text_to_image_figure,
 )
-from tuwen.layout import TEXTS
-from tuwen.logs import run_logged
-from tuwen.settings import read_settings
-from tuwen.tables import TABLE_RANKS
+from tuwen.report.tables import TABLE_RANKS
+from tuwen.run.layout import TEXTS
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

@@ -5,8 +5,8 @@ import logging
 import pandas as pd
 
 from tuwen.logs import run_logged
-from tuwen.settings import read_settings
-from tuwen.tables import result_table, write_result_table
+from tuwen.report.tables import result_table, write_result_table
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

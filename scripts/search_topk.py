@@ -5,11 +5,11 @@ import logging
 import pandas as pd
 import pyarrow as pa
 
-from tuwen import layout
+from tuwen.files.parquet import read_features, write_table
 from tuwen.logs import run_logged
-from tuwen.parquet import read_features, write_table
-from tuwen.retrieval import search_gallery
-from tuwen.settings import hits_kept, read_settings
+from tuwen.ranking.exact import search_gallery
+from tuwen.run import layout
+from tuwen.run.settings import hits_kept, read_settings
 
 
 def main(snakemake) -> None:

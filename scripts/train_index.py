@@ -1,10 +1,10 @@
-"""Snakemake entry point: train a gallery's approximate index on its first shards (tuwen.ann)."""
+"""Snakemake entry point: train a gallery's approximate index on its first shards (tuwen.ranking.index)."""
 
 import logging
 
-from tuwen.ann import train, training_sample, write_index
 from tuwen.logs import run_logged
-from tuwen.settings import read_settings
+from tuwen.ranking.index import train, training_sample, write_index
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.encode import pick_device
-from tuwen.figures import save_figure, training_curves_figure
+from tuwen.clip.encode import pick_device
+from tuwen.clip.models import ModelCard, load_model
+from tuwen.files.atomic import atomic_path, write_text_atomic
 from tuwen.logs import run_logged
-from tuwen.models import ModelCard, load_model
-from tuwen.settings import read_settings
+from tuwen.report.figures import save_figure, training_curves_figure
+from tuwen.run.settings import read_settings
 from tuwen.train import (
     FineTuner,
     locked_features,

@@ -5,18 +5,18 @@ import logging
 
 import pandas as pd
 
-from tuwen.atomic import atomic_path, write_text_atomic
-from tuwen.fusion import (
+from tuwen.data.heldout import validation_positives
+from tuwen.files.atomic import atomic_path, write_text_atomic
+from tuwen.logs import run_logged
+from tuwen.ranking.channels import read_task
+from tuwen.ranking.fusion import (
     best_per_label,
     chance_p_values,
     eligible_channels,
     query_groups,
     search_settings,
 )
-from tuwen.fusion_inputs import read_task
-from tuwen.logs import run_logged
-from tuwen.settings import read_settings
-from tuwen.validation import validation_positives
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

@@ -5,10 +5,10 @@ import logging
 import pandas as pd
 import pyarrow as pa
 
+from tuwen.data.heldout import validation_manifests
+from tuwen.files.parquet import write_table
 from tuwen.logs import run_logged
-from tuwen.parquet import write_table
-from tuwen.settings import read_settings
-from tuwen.validation import validation_manifests
+from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:

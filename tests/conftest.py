@@ -167,12 +167,12 @@ def chromium() -> str:
 
 def contest_positives(truth, task: str, folder: Path) -> dict[str, set[str]]:
     """Each query's true targets from contest-style `text_id,image_id` pairs (a table or a
-    CSV path), read as the workflow reads them (tuwen.evaluation.read_positives)."""
+    CSV path), read as the workflow reads them (tuwen.ranking.recall.read_positives)."""
     import pandas as pd
 
-    from tuwen.evaluation import read_positives
-    from tuwen.layout import IMAGES, TEXTS
-    from tuwen.run import contest_ground_truth
+    from tuwen.ranking.recall import read_positives
+    from tuwen.run.declaration import contest_ground_truth
+    from tuwen.run.layout import IMAGES, TEXTS
 
     path = Path(truth) if not isinstance(truth, pd.DataFrame) else folder / f"truth-{task}.csv"
     if isinstance(truth, pd.DataFrame):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tuwen.demo import ALL_SCENES, caption_of, draw_scene
+from tuwen.data.demo import ALL_SCENES, caption_of, draw_scene
 
 PIXEL_LIMIT = 20_000_000  # the run's ingest.max_image_pixels: 6000x4000 is over, 5000x3500 under
 

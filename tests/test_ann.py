@@ -1,4 +1,4 @@
-"""The approximate index (tuwen.ann): its plans, recall against exact search, and growth by
+"""The approximate index (tuwen.ranking.index): its plans, recall against exact search, and growth by
 segments that gives what a rebuild would."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from bench.synthetic import Mixture, write_gallery
-from tuwen.ann import (
+from tuwen.files.parquet import read_features
+from tuwen.ranking.index import (
     IndexOptions,
     SegmentedIndex,
     auto_lists,
@@ -24,7 +25,6 @@ from tuwen.ann import (
     training_sample,
     write_index,
 )
-from tuwen.parquet import read_features
 
 
 def test_segments_write_the_shard_count_in_the_base():

@@ -21,10 +21,10 @@ from tests.messy_data import (
     write_gallery,
     write_messy_contest,
 )
-from tuwen.images import ImageRejected, load_image, probe_image
-from tuwen.ingest import scan_image_folder
-from tuwen.models import architecture, build_model, save_checkpoint
-from tuwen.parquet import read_features
+from tuwen.clip.models import architecture, build_model, save_checkpoint
+from tuwen.data.ingest import scan_image_folder
+from tuwen.files.images import ImageRejected, load_image, probe_image
+from tuwen.files.parquet import read_features
 
 CONFIG = {"train": {"enabled": False}, "ingest": {"max_image_pixels": PIXEL_LIMIT}, "shards": {"size": 8}}
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import contest_positives
-from tuwen.browse import data_script, make_thumbnails, page_data, write_page
+from tuwen.report.browse import data_script, make_thumbnails, page_data, write_page
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_the_cut_font_sets_the_figures_chinese_without_a_missing_glyph(tmp_path,
     from fontTools.ttLib import TTCollection
 
     from bench.device_carry import pack_font
-    from tuwen.figures import CJK_FAMILY
+    from tuwen.report.figures import CJK_FAMILY
 
     pack_font(sample_data, tmp_path / "site" / "noto_cjk_sans_otc")
     font_file = tmp_path / "site" / "noto_cjk_sans_otc" / "NotoSansCJK-Regular.ttc"
@@ -81,7 +81,7 @@ def test_the_cut_font_sets_the_figures_chinese_without_a_missing_glyph(tmp_path,
     assert face["name"].getDebugName(1) == CJK_FAMILY
     script = (
         "import warnings, matplotlib.pyplot as plt\n"
-        "from tuwen.figures import use_cjk_font, cjk_font_path\n"
+        "from tuwen.report.figures import use_cjk_font, cjk_font_path\n"
         f"assert cjk_font_path().startswith({str(tmp_path / 'site')!r}), cjk_font_path()\n"
         "use_cjk_font()\n"
         "warnings.simplefilter('error')\n"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SMALL_DEMO, planned_jobs, snakemake, snakemake_command
-from tuwen.config import coerce_by_schema, load_schema, schema_defaults, speed_only_keys
+from tuwen.run.schema import coerce_by_schema, load_schema, schema_defaults, speed_only_keys
 
 SCHEMA = load_schema(REPO / "config.schema.yaml")
 
@@ -107,8 +107,8 @@ def test_library_keyword_defaults_equal_the_schema():
     # stands for a config key, it must be the schema's default, or the two drift apart.
     import inspect
 
-    from tuwen.encode import encode_shard
-    from tuwen.images import DEFAULT_MAX_PIXELS
+    from tuwen.clip.encode import encode_shard
+    from tuwen.files.images import DEFAULT_MAX_PIXELS
 
     defaults = schema_defaults(SCHEMA)
     signature = inspect.signature(encode_shard).parameters

@@ -13,11 +13,18 @@ from cn_clip.clip import image_transform, tokenize
 from PIL import Image
 
 from tests.conftest import CPU_AND_CUDA
-from tuwen.demo import ALL_SCENES, draw_scene
-from tuwen.encode import encode_shard
+from tuwen.clip.encode import encode_shard
+from tuwen.clip.models import (
+    ModelCard,
+    architecture,
+    build_model,
+    checkpoint_digest,
+    model_tag,
+    save_checkpoint,
+)
+from tuwen.data.demo import ALL_SCENES, draw_scene
 from tuwen.errors import TuwenError
-from tuwen.models import ModelCard, architecture, build_model, checkpoint_digest, model_tag, save_checkpoint
-from tuwen.parquet import read_features, write_features
+from tuwen.files.parquet import read_features, write_features
 
 TINY = architecture("tuwen-tiny")
 # The device path's tests (CPU_AND_CUDA) run on the CPU here (torchvision's CPU decoder,
@@ -40,7 +47,7 @@ def write_list(path, rows):
 def test_image_shard_matches_cn_clip_preprocessing_and_contract(tmp_path):
     import random
 
-    from tuwen.images import content_digest
+    from tuwen.files.images import content_digest
 
     model, card = make_card(tmp_path)
     rows = []
@@ -135,7 +142,7 @@ def _mixed_images(folder):
 def test_only_complete_plain_jpegs_take_the_device_path(tmp_path):
     """nvJPEG (seen on an H200) decodes a JPEG cut short without an error where PIL refuses
     it: only a file that ends in its end-of-image marker may skip PIL's judgement."""
-    from tuwen.tensor_images import is_complete_plain_jpeg
+    from tuwen.clip.device_decoding import is_complete_plain_jpeg
 
     items = _mixed_images(tmp_path / "images").set_index("id")
     data = {name: Path(items.loc[name, "source"]).read_bytes() for name in items.index}
@@ -149,7 +156,7 @@ def test_only_complete_plain_jpegs_take_the_device_path(tmp_path):
 def test_device_jpeg_path_gives_the_pil_path_embeddings(tmp_path, device):
     """The device path (decode, resize, normalise on tensors): same ids, same reasons,
     embeddings within cosine 0.999 of cn_clip's PIL transform on the same device."""
-    from tuwen.encode import encode_images
+    from tuwen.clip.encode import encode_images
 
     items = _mixed_images(tmp_path / "images")
     model = build_model(TINY, seed=3).eval().to(device)
@@ -183,8 +190,8 @@ def test_the_pil_path_gives_exactly_cn_clips_transform(tmp_path):
     """Pixels travel to the device as uint8 and are normalised there: the model input must
     still be bit for bit what cn_clip's own transform makes of each file, grey, PNG and
     EXIF-rotated ones included."""
-    from tuwen.encode import image_batches
-    from tuwen.images import load_image
+    from tuwen.clip.encode import image_batches
+    from tuwen.files.images import load_image
 
     items = _mixed_images(tmp_path / "images")
     batches = list(image_batches(items, TINY.resolution, "cpu", batch_size=4, num_workers=0))
@@ -203,7 +210,7 @@ def test_device_resize_matches_pil_pixels():
 
     from torchvision.io import decode_jpeg
 
-    from tuwen.tensor_images import normalise, resize_pixels
+    from tuwen.clip.device_decoding import normalise, resize_pixels
 
     image = draw_scene(ALL_SCENES[5], random.Random(1)).resize((500, 375))
     buffer = io.BytesIO()
@@ -238,7 +245,7 @@ def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypa
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr("tuwen.encode.encode_texts", out_of_memory)
+    monkeypatch.setattr("tuwen.clip.encode.encode_texts", out_of_memory)
     with pytest.raises(TuwenError, match="out of GPU memory encoding .* at encode.batch_size 7: lower it"):
         encode_shard(shard, card, tmp_path / "out.parquet", "text", device="cpu", batch_size=7)
 
@@ -246,7 +253,7 @@ def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypa
 @pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path, device):
     """A JPEG over max_pixels is refused by the device path from its header, as PIL refuses it."""
-    from tuwen.encode import encode_images
+    from tuwen.clip.encode import encode_images
 
     items = _mixed_images(tmp_path / "images")
     model = build_model(TINY, seed=3).eval().to(device)
@@ -263,19 +270,19 @@ def test_both_decode_paths_apply_the_pixel_limit_with_the_same_reason(tmp_path, 
 @pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch, device):
     """One image whose device resize fails (out of memory) is encoded through PIL; the shard goes on."""
-    import tuwen.tensor_images
-    from tuwen.encode import encode_images
+    import tuwen.clip.device_decoding
+    from tuwen.clip.encode import encode_images
 
     items = _mixed_images(tmp_path / "images").head(6)  # the plain JPEGs
     model = build_model(TINY, seed=3).eval().to(device)
-    real = tuwen.tensor_images.resize_pixels
+    real = tuwen.clip.device_decoding.resize_pixels
 
     def fails_on_wide(images, resolution):
         if images[0].shape[-1] == 480:
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real(images, resolution)
 
-    monkeypatch.setattr(tuwen.tensor_images, "resize_pixels", fails_on_wide)
+    monkeypatch.setattr(tuwen.clip.device_decoding, "resize_pixels", fails_on_wide)
     options = {"batch_size": 6, "num_workers": 0, "progress": False}
     tensor = encode_images(model, items, TINY.resolution, device, jpeg_decode_device=device, **options)
     pil = encode_images(model, items, TINY.resolution, device, **options)

@@ -6,7 +6,7 @@ import pytest
 
 from tests.cn_clip_reference import cn_clip_recall
 from tests.conftest import contest_positives
-from tuwen.evaluation import rankings_of, recall_at_k, summarise
+from tuwen.ranking.recall import rankings_of, recall_at_k, summarise
 
 
 def random_topk(rng, truth_of, gallery, k=10):

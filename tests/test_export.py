@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuwen import layout
-from tuwen.export import export_clip_retrieval, export_milvus, milvus_client
-from tuwen.parquet import read_features
+from tuwen.export.milvus import export_clip_retrieval, export_milvus, milvus_client
+from tuwen.files.parquet import read_features
+from tuwen.run import layout
 
 
 def current_embeddings(run, tag_of_gallery: str, gallery: str) -> dict[str, np.ndarray]:
@@ -51,7 +51,7 @@ def test_galleries_are_exported_with_their_model_and_again_only_what_is_new(demo
 
 def test_the_server_answers_from_milvus_as_it_answers_exactly(demo_run, milvus):
     """Milvus Lite searches exactly here (a small gallery): the same top 5 as the exact search."""
-    from tuwen.serve.index import RunIndex
+    from tuwen.serve.loaded_run import RunIndex
 
     uri, _ = milvus
     exact, served = RunIndex(demo_run), RunIndex(demo_run, milvus=uri)

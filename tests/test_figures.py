@@ -5,8 +5,8 @@ import random
 import pytest
 from PIL import Image
 
-from tuwen.demo import ALL_SCENES, draw_scene
-from tuwen.figures import (
+from tuwen.data.demo import ALL_SCENES, draw_scene
+from tuwen.report.figures import (
     Hit,
     image_to_text_figure,
     placeholder_figure,

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuwen.evaluation import rankings_of, recall_at_k
-from tuwen.fusion import (
+from tuwen.ranking.fusion import (
     EXHAUSTIVE_LIMIT,
     FusionRecipe,
     build_channels,
@@ -21,7 +20,8 @@ from tuwen.fusion import (
     query_groups,
     search_settings,
 )
-from tuwen.lexical import BM25Index, normalised_by_query, text_units
+from tuwen.ranking.recall import rankings_of, recall_at_k
+from tuwen.text.lexical import BM25Index, normalised_by_query, text_units
 
 
 def test_text_units_are_characters_and_bigrams_of_word_runs():

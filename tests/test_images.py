@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tuwen.images import ImageRejected, load_image, probe_image
+from tuwen.files.images import ImageRejected, load_image, probe_image
 
 
 def save(image: Image.Image, path, image_format: str, **options) -> None:

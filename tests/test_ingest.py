@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tuwen.ingest import (
+from tuwen.data.ingest import (
     InputError,
     read_query_list,
     read_text_set,
     rejects_of,
     scan_image_folder,
 )
-from tuwen.records import read_records
+from tuwen.files.records import read_records
 
 
 def make_folder(tmp_path):
@@ -149,14 +149,14 @@ def test_captions_are_read_from_every_table_format_with_named_columns(tmp_path, 
 def test_rescan_reads_only_new_and_changed_files(tmp_path, monkeypatch):
     import os
 
-    import tuwen.ingest
+    import tuwen.data.ingest
 
     folder = make_folder(tmp_path)
     first = scan_image_folder(folder, workers=1)
     probed = []
-    real_probe = tuwen.ingest.probe_image
+    real_probe = tuwen.data.ingest.probe_image
     monkeypatch.setattr(
-        tuwen.ingest, "probe_image", lambda path, *a: probed.append(path.name) or real_probe(path, *a)
+        tuwen.data.ingest, "probe_image", lambda path, *a: probed.append(path.name) or real_probe(path, *a)
     )
 
     again = scan_image_folder(folder, workers=1, previous=first)
@@ -177,7 +177,7 @@ def test_rescan_reads_only_new_and_changed_files(tmp_path, monkeypatch):
 
 
 def test_scan_cache_is_used_only_with_the_same_settings(tmp_path):
-    from tuwen.ingest import read_scan_cache, write_scan_cache
+    from tuwen.data.ingest import read_scan_cache, write_scan_cache
 
     manifest = scan_image_folder(make_folder(tmp_path), workers=1)
     settings = {"max_pixels": 1000, "verify_decode": False}
@@ -188,8 +188,8 @@ def test_scan_cache_is_used_only_with_the_same_settings(tmp_path):
 
 
 def test_truncation_flag_equals_cn_clip_tokenizer_and_skips_it_for_short_captions(monkeypatch):
-    import tuwen.tokens
-    from tuwen.tokens import caption_tokens, is_truncated, most_tokens
+    import tuwen.clip.tokens
+    from tuwen.clip.tokens import caption_tokens, is_truncated, most_tokens
 
     captions = [
         "红色的圆形",
@@ -205,7 +205,7 @@ def test_truncation_flag_equals_cn_clip_tokenizer_and_skips_it_for_short_caption
         assert is_truncated(caption) == (caption_tokens(caption) > 52), caption
     assert [is_truncated(c) for c in captions[:3]] == [False, False, True]
     calls = []
-    monkeypatch.setattr(tuwen.tokens, "caption_tokens", lambda caption: calls.append(caption) or 99)
+    monkeypatch.setattr(tuwen.clip.tokens, "caption_tokens", lambda caption: calls.append(caption) or 99)
     assert not is_truncated("一只橙色的猫在沙发上睡觉") and calls == []
 
 
@@ -215,10 +215,10 @@ def test_token_counts_equal_cn_clip_tokenizer_without_importing_torch():
 
     from cn_clip.clip import _tokenizer
 
-    from tuwen.tokens import caption_tokens
+    from tuwen.clip.tokens import caption_tokens
 
     caption = "这是一段很长的描述，with English words 和数字 2024"
     assert caption_tokens(caption) == len(_tokenizer.tokenize(caption)) + 2
-    probe = "import sys, tuwen.tokens as t; t.caption_tokens('你好'); print('torch' in sys.modules)"
+    probe = "import sys, tuwen.clip.tokens as t; t.caption_tokens('你好'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Said once: tuwen.layout owns the results/ paths and the models, tuwen.run the declared run."""
+"""Said once: tuwen.run.layout owns the results/ paths, tuwen.run.declaration the declared run."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tuwen import layout
-from tuwen.plans import query_order
-from tuwen.run import data_folder, declare_run
+from tuwen.run import layout
+from tuwen.run.declaration import data_folder, declare_run
+from tuwen.run.plans import query_order
 
 LIBRARY_AND_SCRIPTS = [
     path
     for path in [*(REPO / "tuwen").rglob("*.py"), *(REPO / "scripts").glob("*.py")]
-    if path != REPO / "tuwen/layout.py"
+    if path != REPO / "tuwen/run/layout.py"
 ]
 
 

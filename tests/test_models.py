@@ -8,8 +8,8 @@ import cn_clip.clip as cn_clip
 import pytest
 import torch
 
-from tuwen.architectures import RELEASED_MODELS
-from tuwen.models import (
+from tuwen.clip.architectures import RELEASED_MODELS
+from tuwen.clip.models import (
     ModelError,
     architecture,
     build_model,

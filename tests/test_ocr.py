@@ -9,9 +9,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.conftest import CPU_AND_CUDA, needs_cuda
-from tuwen.figures import cjk_font_path
-from tuwen.ocr import OcrOptions, ocr_engine, ocr_shard, read_image_text
-from tuwen.parquet import read_metadata
+from tuwen.files.parquet import read_metadata
+from tuwen.report.figures import cjk_font_path
+from tuwen.text.ocr import OcrOptions, ocr_engine, ocr_shard, read_image_text
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_engines_in_processes_work_from_a_script_without_a_main_guard(tmp_path):
     script = tmp_path / "job.py"
     files = f"{str(tmp_path / 'list.parquet')!r}, {str(tmp_path / 'ocr.parquet')!r}"
     script.write_text(
-        f"from tuwen.ocr import OcrOptions, ocr_shard\nocr_shard({files}, 10**8, OcrOptions(), 1, 2)\n",
+        f"from tuwen.text.ocr import OcrOptions, ocr_shard\nocr_shard({files}, 10**8, OcrOptions(), 1, 2)\n",
         encoding="utf-8",
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
@@ -99,7 +99,7 @@ def test_the_torch_models_compute_what_onnxruntime_computes(device):
     import numpy as np
     import onnxruntime
 
-    from tuwen.ocr_torch import TorchSession, model_paths
+    from tuwen.text.ocr_torch import TorchSession, model_paths
 
     rng = np.random.default_rng(0)
     shapes = {"det": [(1, 3, 320, 480)], "cls": [(3, 3, 48, 192)], "rec": [(2, 3, 48, 320), (1, 3, 48, 96)]}
@@ -116,7 +116,7 @@ def test_the_torch_models_compute_what_onnxruntime_computes(device):
 
 @pytest.mark.parametrize("device", CPU_AND_CUDA)
 def test_ocr_on_torch_reads_what_onnxruntime_reads(engine, tmp_path, device):
-    from tuwen.ocr_torch import run_models_on_torch
+    from tuwen.text.ocr_torch import run_models_on_torch
 
     on_torch = run_models_on_torch(ocr_engine(threads=1, device="cpu"), device)
     for i, text in enumerate(["新华书店 2024", "图文检索", "多模态特征融合"]):
@@ -128,7 +128,7 @@ def test_ocr_on_torch_reads_what_onnxruntime_reads(engine, tmp_path, device):
 
 
 def test_ocr_device_says_where_ocr_runs():
-    from tuwen.ocr import cuda_gpu_seen, ocr_device
+    from tuwen.text.ocr import cuda_gpu_seen, ocr_device
 
     assert ocr_device("cpu") == "cpu"
     assert ocr_device("auto") == ("cuda" if cuda_gpu_seen() else "cpu")
@@ -153,7 +153,7 @@ def test_a_job_on_cuda_forks_engines_that_read_what_the_cpu_reads(tmp_path):
     files = f"{str(tmp_path / 'list.parquet')!r}, {str(tmp_path / 'cuda.parquet')!r}"
     script = tmp_path / "job.py"
     script.write_text(
-        "from tuwen.ocr import OcrOptions, ocr_device, ocr_shard\n"
+        "from tuwen.text.ocr import OcrOptions, ocr_device, ocr_shard\n"
         "device = ocr_device('auto')\n"
         "assert device == 'cuda', device\n"
         f"ocr_shard({files}, 10**8, OcrOptions(), 1, 2, device)\n",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tuwen import layout
-from tuwen.layout import Model
-from tuwen.plans import accounting_plan, fusion_task_plan, ocr_collections, plan_inputs, query_order
-from tuwen.run import declare_run
+from tuwen.run import layout
+from tuwen.run.declaration import declare_run
+from tuwen.run.layout import Model
+from tuwen.run.plans import accounting_plan, fusion_task_plan, ocr_collections, plan_inputs, query_order
 
 
 class Shards:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SAMPLE_DATA
-from tuwen.demo import generate_demo
+from tuwen.data.demo import generate_demo
 
 # About a dozen Snakemake dry runs and a report: minutes, so `make test-slow` (CI runs it).
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tuwen.retrieval import merge_topk, shard_topk
+from tuwen.ranking.exact import merge_topk, shard_topk
 
 
 def normalised(rng, rows, dim=16):
@@ -75,8 +75,8 @@ def test_cached_partials_are_reused_only_while_valid_and_merge_exactly(tmp_path)
     search without the cache every time."""
     import pandas as pd
 
-    from tuwen.parquet import FeatureShard, write_features
-    from tuwen.retrieval import search_gallery
+    from tuwen.files.parquet import FeatureShard, write_features
+    from tuwen.ranking.exact import search_gallery
 
     rng = np.random.default_rng(3)
     queries = FeatureShard([f"q{i}" for i in range(7)], normalised(rng, 7), [""] * 7, {"logit_scale": 30.0})

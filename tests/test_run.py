@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tuwen.layout import IMAGES, TEXTS
-from tuwen.run import Run, RunError, declare_run
+from tuwen.run.declaration import Run, RunError, declare_run
+from tuwen.run.layout import IMAGES, TEXTS
 
 
 def config(**keys) -> dict:

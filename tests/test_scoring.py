@@ -1,4 +1,4 @@
-"""One ranking everywhere: a single query ranked by tuwen.scoring gets its result-table row,
+"""One ranking everywhere: a single query ranked by tuwen.ranking.scoring gets its result-table row,
 re-ranking included, and a new query is ranked as if it had been one of the table's."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.test_fusion import random_task
-from tuwen.fusion import TaskChannels, fused_topk, query_bank
-from tuwen.scoring import FusionRecipe, Ranking, cosines, rank_query, table_row_parts
+from tuwen.ranking.fusion import TaskChannels, fused_topk, query_bank
+from tuwen.ranking.scoring import FusionRecipe, Ranking, cosines, rank_query, table_row_parts
 
 RECIPES = [
     FusionRecipe((("clip:a", 1.0), ("clip:b", 0.5), ("ocr", 0.3)), None),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tuwen.sentences import (
+from tuwen.text.sentences import (
     BGE_SMALL_ZH,
     E5_SMALL,
     USE_M3,

@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tuwen import layout
-from tuwen.evaluation import read_positives
-from tuwen.run import contest_ground_truth
+from tuwen.ranking.recall import read_positives
+from tuwen.run import layout
+from tuwen.run.declaration import contest_ground_truth
 
 
 def free_port() -> int:

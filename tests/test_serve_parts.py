@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.synthetic import Mixture, write_gallery
-from tuwen import ann, layout
-from tuwen.scoring import FusionRecipe, Hit, Ranking
+from tuwen.ranking import index as ann
+from tuwen.ranking.scoring import FusionRecipe, Hit, Ranking
+from tuwen.run import layout
 from tuwen.serve.answers import Query, answer
 from tuwen.serve.approximate import GalleryIndex
 from tuwen.serve.loading import Channel, Collection
@@ -83,7 +84,7 @@ def test_a_gallery_index_gives_current_rows_as_columns_in_id_order(tmp_path):
         for number, _ in shards
     }
     gallery = GalleryIndex("clip:m", index, columns_of, 30, {"factory": "x", "nprobe": 100})
-    from tuwen.parquet import read_features
+    from tuwen.files.parquet import read_features
 
     stale = read_features(shards[1][1]).embeddings[5]
     columns, scores = gallery.search(stale, 10)

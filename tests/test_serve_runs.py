@@ -13,11 +13,11 @@ import pytest
 
 from tests.conftest import snakemake
 from tests.test_serve import Server
-from tuwen import layout
-from tuwen.demo import ALL_SCENES, draw_scene, generate_demo
-from tuwen.lexical import BM25Index, normalised_by_query
-from tuwen.ocr import read_ocr_texts
-from tuwen.parquet import read_features
+from tuwen.data.demo import ALL_SCENES, draw_scene, generate_demo
+from tuwen.files.parquet import read_features
+from tuwen.run import layout
+from tuwen.text.lexical import BM25Index, normalised_by_query
+from tuwen.text.ocr import read_ocr_texts
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def stored(run: Path, tag: str, collection: str) -> dict[str, np.ndarray]:
 
 def test_a_caption_is_ranked_against_captions_by_meaning(fusion_run):
     """by=text:use-m3: the sentence encoder's cosine of the typed caption with each stored caption."""
-    from tuwen.sentences import load_sentence_encoder
+    from tuwen.text.sentences import load_sentence_encoder
 
     captions = pd.read_parquet(fusion_run / layout.manifest("i2t_gallery", layout.TEXTS))
     gallery = stored(fusion_run, "text:use-m3", "i2t_gallery")
@@ -209,7 +209,7 @@ def test_table_server_and_cli_give_a_re_ranked_runs_own_queries_the_same_top_5(f
     # Through an index (every gallery indexed): its candidates are all 40 items here, scored
     # exactly from the held embeddings, so the answers are still the table's.
     snakemake(run, config={**FUSION_DEMO, "index": {"min_items": 0}})
-    from tuwen.serve.index import RunIndex
+    from tuwen.serve.loaded_run import RunIndex
 
     index = RunIndex(run)
     assert set(index.approximate) == {"t2i_gallery", "i2t_gallery"}

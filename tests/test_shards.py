@@ -4,7 +4,7 @@ import os
 
 import pandas as pd
 
-from tuwen.shards import assign_shards, list_path
+from tuwen.data.shards import assign_shards, list_path
 
 
 def items(ids, digest="d"):

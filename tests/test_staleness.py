@@ -2,7 +2,7 @@
 
 The keys come from config.schema.yaml itself, so a key added later is checked too. A key
 that can change results must rerun at least one job, and the settings files it is
-recorded in must be exactly those that tuwen.settings groups it in; a speed-only key must
+recorded in must be exactly those that tuwen.run.settings groups it in; a speed-only key must
 rerun nothing; a key marked `x-reruns-nothing` may only make outputs that do not exist
 yet. Real runs then change one key of every settings group and check that the outputs
 changed, not only that jobs were planned.
@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import FUSION_DEMO, REPO, planned_jobs_with_reasons, snakemake
-from tuwen.config import RERUNS_NOTHING, SPEED_ONLY, changes_results, leaf_keys, load_schema
-from tuwen.parquet import read_metadata
-from tuwen.settings import SETTINGS_GROUPS, grouped_keys, read_settings
+from tuwen.files.parquet import read_metadata
+from tuwen.run.schema import RERUNS_NOTHING, SPEED_ONLY, changes_results, leaf_keys, load_schema
+from tuwen.run.settings import SETTINGS_GROUPS, grouped_keys, read_settings
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ def changed_config(run: Path, key: str) -> dict:
     value = other_value(run, key)
     changed = with_setting(FUSION_DEMO, key, value)
     if key == "preset":
-        from tuwen.run import CONTEST_COLLECTIONS, CONTEST_TASKS, CONTEST_TRAINING
+        from tuwen.run.declaration import CONTEST_COLLECTIONS, CONTEST_TASKS, CONTEST_TRAINING
 
         changed.update(
             data_root=str(run / "results/demo/data"),

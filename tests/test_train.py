@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tuwen.demo import ALL_SCENES, caption_of, draw_scene
+from tuwen.clip.models import architecture, build_model
+from tuwen.data.demo import ALL_SCENES, caption_of, draw_scene
 from tuwen.errors import TuwenError
-from tuwen.images import content_digest
-from tuwen.models import architecture, build_model
+from tuwen.files.images import content_digest
 from tuwen.train import (
     LOGIT_SCALE_MAX,
     FineTuner,
@@ -174,7 +174,7 @@ def test_state_of_another_run_is_not_resumed(pairs, tmp_path):
 
 def test_locked_image_tuning_leaves_the_vision_tower_unchanged(pairs, tmp_path):
     model = build_model(ARCH, 0).eval()
-    from tuwen.encode import encode_images
+    from tuwen.clip.encode import encode_images
 
     encoded = encode_images(
         model, pairs.rename(columns={"path": "source"}), ARCH.resolution, "cpu", num_workers=0, progress=False

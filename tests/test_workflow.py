@@ -13,9 +13,16 @@ import pytest
 
 from tests.cn_clip_reference import cn_clip_recall
 from tests.conftest import SMALL_DEMO, contest_positives, planned_jobs, snakemake
-from tuwen.demo import ALL_SCENES, draw_scene, generate_demo
-from tuwen.models import architecture, build_model, checkpoint_digest, load_model, model_tag, save_checkpoint
-from tuwen.parquet import read_features
+from tuwen.clip.models import (
+    architecture,
+    build_model,
+    checkpoint_digest,
+    load_model,
+    model_tag,
+    save_checkpoint,
+)
+from tuwen.data.demo import ALL_SCENES, draw_scene, generate_demo
+from tuwen.files.parquet import read_features
 
 NO_TRAINING = {"train": {"enabled": False}}
 
@@ -247,7 +254,7 @@ def test_real_sample_gives_both_tables_and_names_missing_images(sample_data, tmp
 
 
 def test_the_run_ends_with_a_summary_of_what_to_look_at(demo_run):
-    from tuwen.summary import run_summary
+    from tuwen.report.summary import run_summary
 
     summary = run_summary(demo_run)
     metrics = json.loads((demo_run / "results/eval/metrics.json").read_text())

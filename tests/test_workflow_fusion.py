@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SMALL_DEMO, planned_jobs, snakemake
-from tuwen.retrieval import TOPK_COLUMNS
-from tuwen.splits import is_validation
+from tuwen.data.splits import is_validation
+from tuwen.ranking.exact import TOPK_COLUMNS
 
 # A whole workflow run with training, OCR and tuning: minutes, so `make test-slow`.
 pytestmark = pytest.mark.slow
@@ -123,10 +123,10 @@ def test_the_text_channel_scores_are_the_sentence_encoders_cosines(fused):
     the text OCR read in the image; it is tried alone and with the others in fusion.csv."""
     import numpy as np
 
-    from tuwen import layout
-    from tuwen.ingest import accepted_captions
-    from tuwen.ocr import read_ocr_texts
-    from tuwen.sentences import load_sentence_encoder
+    from tuwen.data.ingest import accepted_captions
+    from tuwen.run import layout
+    from tuwen.text.ocr import read_ocr_texts
+    from tuwen.text.sentences import load_sentence_encoder
 
     table = pd.read_csv(fused / "results/eval/fusion.csv")
     assert "text:use-m3" in set(table["channels"])

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import snakemake
 from tests.test_workflow_own_data import example, make_library
-from tuwen import layout
+from tuwen.run import layout
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def test_the_index_is_built_measured_and_served(indexed_run):
     assert index["trained_on_shards"] == 4 and index["retrain_at_shards"] == 16
     assert [s.rsplit("/", 1)[1] for s in index["segments"]] == ["segment-0-4.faiss", "segment-4-1.faiss"]
     assert index["recall_query_source"] == "gallery items" and index["recall@10"] >= 0.9
-    from tuwen.serve.index import RunIndex
+    from tuwen.serve.loaded_run import RunIndex
 
     served = RunIndex(run)
     assert "photos" in served.approximate
@@ -68,7 +68,7 @@ def test_new_photos_add_one_segment_and_train_nothing(indexed_run):
         "segment-0-4.faiss",
         "segment-4-2.faiss",
     ]
-    from tuwen.serve.index import RunIndex
+    from tuwen.serve.loaded_run import RunIndex
 
     served = RunIndex(run)
     new = next(i for i in served.collections["photos"].ids if i.startswith("new/"))

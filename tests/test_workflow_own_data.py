@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import REPO, planned_jobs, snakemake
-from tuwen.layout import TEXTS
+from tuwen.run.layout import TEXTS
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_a_photo_library_is_ingested_encoded_and_browsable(photo_run, library):
 
 
 def test_the_server_answers_a_chinese_query_and_more_like_this(photo_run):
-    from tuwen.serve.index import RunIndex
+    from tuwen.serve.loaded_run import RunIndex
 
     index = RunIndex(photo_run)
     assert [g["name"] for g in index.galleries()] == ["photos"] and index.default_gallery(TEXTS) == "photos"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, kill_when, snakemake, snakemake_command, start_in_background
-from tuwen.parquet import read_features
+from tuwen.files.parquet import read_features
 
 TRAINING = {
     "demo": {"train_pairs": 400, "queries": 20},
@@ -45,7 +45,7 @@ def cn_clip_create_model(checkpoint: Path):
 
     config = {}
     for part in ("tuwen-tiny-rn", "tuwen-tiny-bert"):
-        config.update(json.loads((REPO / "tuwen/model_configs" / f"{part}.json").read_text()))
+        config.update(json.loads((REPO / "tuwen/clip/model_configs" / f"{part}.json").read_text()))
     config["vision_layers"] = json.loads(config["vision_layers"])
     model = CLIP(**config)
     convert_weights(model)

@@ -6,7 +6,7 @@
     python -m tuwen export milvus --uri gallery.db  # the galleries into Milvus (here: Milvus Lite)
 
 A query is ranked exactly as `tuwen serve` ranks it, which is how the run's result table ranks
-the run's own queries (tuwen.scoring): the ranking model's cosine, or the fusion chosen on
+the run's own queries (tuwen.ranking.scoring): the ranking model's cosine, or the fusion chosen on
 validation with its re-ranking, over the run's current feature shards of the gallery. Each
 line: rank, score, the ranking model's cosine, id, and the caption or image file.
 Problems are one line on stderr and exit status 2.
@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from tuwen import layout
 from tuwen.errors import TuwenError
+from tuwen.run import layout
 
 
 class RunError(TuwenError):
@@ -79,11 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def search(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Give the answer to the query, ranked as `tuwen serve` ranks it (tuwen.serve.index, whose
-    scoring is the result tables': tuwen.scoring), and what each hit is."""
-    from tuwen.finished import default_gallery
-    from tuwen.run import read_run
-    from tuwen.serve.index import RunIndex
+    """Give the answer to the query, ranked as `tuwen serve` ranks it (tuwen.serve.loaded_run, whose
+    scoring is the result tables': tuwen.ranking.scoring), and what each hit is."""
+    from tuwen.finished.reader import default_gallery
+    from tuwen.run.declaration import read_run
+    from tuwen.serve.loaded_run import RunIndex
 
     kind = layout.TEXTS if args.text is not None else layout.IMAGES
     try:
@@ -117,7 +117,7 @@ def describe_hits(index, gallery: str) -> dict:
 
 def export(args: argparse.Namespace) -> int:
     """Export the run's galleries; one line per gallery of what the target now holds."""
-    from tuwen.export import export_clip_retrieval, export_milvus
+    from tuwen.export.milvus import export_clip_retrieval, export_milvus
 
     try:
         if args.target == "milvus":

@@ -1,6 +1,6 @@
 # Input functions and targets of the stage in rules/demo.smk.
 
-from tuwen.run import contest_files
+from tuwen.run.declaration import contest_files
 
 DEMO_FILES = {
     what: os.path.join(RUN.data_root, path) for what, path in contest_files().items()

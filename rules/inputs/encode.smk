@@ -8,7 +8,7 @@ def features_of(name, model, stage=None):
 
 
 class RunFiles:
-    """The files only the workflow knows (current shards, model tags), for tuwen.plans."""
+    """The files only the workflow knows (current shards, model tags), for tuwen.run.plans."""
 
     def features(self, collection, model, stage):
         return features_of(collection, model, stage)

@@ -7,7 +7,7 @@ def fusion_targets():
 
 
 def fusion_plan(tasks, validation=False):
-    """What a fusion job reads, task by task (tuwen.plans builds it)."""
+    """What a fusion job reads, task by task (tuwen.run.plans builds it)."""
     return {
         name: plans.fusion_task_plan(
             RUN,

@@ -13,7 +13,7 @@ def index_targets():
 
 def index_wanted(name):
     """Whether the gallery is large enough (index.min_items) to be searched approximately."""
-    from tuwen.parquet import row_count
+    from tuwen.files.parquet import row_count
 
     assignment = checkpoints.assign_shards.get(name=name).output["assignment"]
     return row_count(assignment) >= config["index"]["min_items"]
@@ -23,7 +23,7 @@ def index_plan(name):
     """(tag, shards trained on, segments as (start, count)) of a gallery's index: the training
     moves as the gallery grows, or when the last description found its centroids drifted.
     """
-    from tuwen.ann import planned_training, segment_plan
+    from tuwen.ranking.index import planned_training, segment_plan
 
     shards = shards_of(name)
     tag = model_tag(MODELS[0])

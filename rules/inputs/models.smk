@@ -1,6 +1,6 @@
 # Input functions and targets of the stage in rules/models.smk.
 
-from tuwen.architectures import SMALL_ARCHITECTURES
+from tuwen.clip.architectures import SMALL_ARCHITECTURES
 
 
 def base_checkpoint(model):

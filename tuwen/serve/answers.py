@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuwen import layout
-from tuwen.scoring import Hit, Ranking
+from tuwen.ranking.scoring import Hit, Ranking
+from tuwen.run import layout
 from tuwen.serve.loading import Channel, Collection
 
 

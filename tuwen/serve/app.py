@@ -10,7 +10,7 @@
 
 Every error is JSON {"error": "..."} with 400 (bad parameter, undecodable image),
 404 (unknown gallery or item), 413 (body over the limit) or 415 (a type it cannot take).
-The model and the gallery matrices are held once (tuwen.serve.index) and shared by the
+The model and the gallery matrices are held once (tuwen.serve.loaded_run) and shared by the
 requests, which run in Starlette's thread pool (torch and numpy release the GIL).
 """
 
@@ -30,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tuwen import layout
-from tuwen.images import ImageRejected, load_image
-from tuwen.serve.index import LiveRun, QueryError, UnknownGallery
+from tuwen.files.images import ImageRejected, load_image
+from tuwen.run import layout
+from tuwen.serve.loaded_run import LiveRun, QueryError, UnknownGallery
 
 LOG = logging.getLogger(__name__)
 MAX_K = 100
@@ -49,7 +49,7 @@ class UnsupportedType(Exception):
 
 def _page_file(name: str) -> str:
     if name == "parts.js":  # shared with the browse page
-        return (resources.files("tuwen.browse") / name).read_text(encoding="utf-8")
+        return (resources.files("tuwen.report.browse") / name).read_text(encoding="utf-8")
     return (resources.files("tuwen.serve") / "page" / name).read_text(encoding="utf-8")
 
 

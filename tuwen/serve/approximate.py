@@ -1,4 +1,4 @@
-"""A gallery searched through its approximate index (tuwen.ann) by the server: the index's
+"""A gallery searched through its approximate index (tuwen.ranking.index) by the server: the index's
 candidates for a query, as the gallery's columns, and the index's scores of them.
 
 The server reads `results/index/<gallery>/index.json`; a gallery whose description has no
@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tuwen import layout
-from tuwen.ann import SegmentedIndex, split_ids
+from tuwen.ranking.index import SegmentedIndex, split_ids
+from tuwen.run import layout
 from tuwen.serve.loading import read_json
 
 
@@ -124,7 +124,7 @@ class MilvusGallery:
 
 def read_milvus_gallery(uri: str, prefix: str, gallery: str, channel: str, tag: str, ids: np.ndarray, client):
     """Give the gallery's Milvus collection (one the server found holding model `tag`'s embeddings)."""
-    from tuwen.export import milvus_name
+    from tuwen.export.milvus import milvus_name
 
     name = milvus_name(prefix, gallery)
     client.load_collection(name)

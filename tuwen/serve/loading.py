@@ -1,7 +1,7 @@
 """Reading a finished run for live search: its channels, how each task ranks, every collection's
 current embeddings, captions, image files and OCR texts, and its ground truth.
 
-Everything here reads only the files a run declares (tuwen.layout paths); nothing is written.
+Everything here reads only the files a run declares (tuwen.run.layout paths); nothing is written.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tuwen import layout
 from tuwen.errors import TuwenError
-from tuwen.run import GroundTruth, Run, contest_ground_truth, read_run
-from tuwen.scoring import OCR, FusionRecipe, QueryBank, Ranking, read_bank
+from tuwen.ranking.scoring import OCR, FusionRecipe, QueryBank, Ranking, read_bank
+from tuwen.run import layout
+from tuwen.run.declaration import GroundTruth, Run, contest_ground_truth, read_run
 
 
 class RunNotReady(TuwenError):
@@ -119,7 +119,7 @@ def read_declared(run: Path) -> Run:
 
 def read_channels(run: Path) -> dict[str, Channel]:
     """Give every channel of the run by name, from its model and sentence-encoder cards."""
-    from tuwen.sentences import channel_of
+    from tuwen.text.sentences import channel_of
 
     cards = sorted(run.glob(layout.model_cards_glob()))
     stages_of: dict[str, set[str]] = {}
@@ -150,8 +150,8 @@ def read_channels(run: Path) -> dict[str, Channel]:
 def read_rankings(run: Path, declared: Run, channels: dict[str, Channel]) -> TaskRankings:
     """Give each task's ranking from its result table's metadata (model, fusion recipe) and,
     when the recipe re-ranks, the query bank the table was ranked with."""
-    from tuwen.finished import first_model_card
-    from tuwen.parquet import read_metadata
+    from tuwen.files.parquet import read_metadata
+    from tuwen.finished.reader import first_model_card
 
     by_tag = {c.tag: name for name, c in channels.items()}
     tasks = {}
@@ -199,7 +199,7 @@ def read_collections(
 ) -> dict[str, Collection]:
     """Give every encoded collection (or those in `only`) with its current items. `on_disk`:
     a collection's channel whose embeddings stay in its shards (an index searches them)."""
-    from tuwen.fusion_inputs import embeddings_by_id
+    from tuwen.ranking.channels import embeddings_by_id
 
     on_disk = on_disk or {}
     collections = {}
@@ -253,12 +253,12 @@ def read_items(run: Path, collection: Collection) -> None:
         }
         ocr = sorted((run / layout.ocr_folder(collection.name)).glob("*.parquet"))
         if ocr:
-            from tuwen.ocr import read_ocr_texts
+            from tuwen.text.ocr import read_ocr_texts
 
             assignment = run / layout.assignment(collection.name)
             collection.texts = read_ocr_texts(ocr, pd.read_parquet(assignment, columns=["id", "digest"]))
     else:
-        from tuwen.ingest import accepted_captions
+        from tuwen.data.ingest import accepted_captions
 
         collection.captions = {str(k): str(v) for k, v in accepted_captions(manifest).items()}
         collection.texts = collection.captions
@@ -295,6 +295,6 @@ def resolve_ground_truth(run: Path, declared: Run, given: Path | None) -> dict[s
 
 
 def read_positives(truths: dict[str, GroundTruth]) -> dict[str, dict[str, set[str]]]:
-    from tuwen.evaluation import read_positives as positives_of
+    from tuwen.ranking.recall import read_positives as positives_of
 
     return {task: positives_of(truth) for task, truth in truths.items()}

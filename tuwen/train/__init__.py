@@ -11,17 +11,17 @@ Split along a run's lifecycle, as cn_clip/training splits params, data, loop and
 Several models train as several runs of the same code, one job each.
 """
 
-from tuwen.splits import is_validation
+from tuwen.data.splits import is_validation
 from tuwen.train.data import LockedImages, PixelImages, locked_features, split_pairs, training_pairs
 from tuwen.train.loop import LOGIT_SCALE_MAX, FineTuner, _parameter_groups, contrastive_loss, pair_recall
-from tuwen.train.report import save_fine_tuned, validation_rows, validation_summary, write_train_log
-from tuwen.train.settings import (
+from tuwen.train.options import (
     SPEED_FIELDS,
     TrainOptions,
     recipe_lr,
     resolve_settings,
     run_fingerprint,
 )
+from tuwen.train.report import save_fine_tuned, validation_rows, validation_summary, write_train_log
 from tuwen.train.state import StateFile, TrainState
 
 __all__ = [

@@ -19,10 +19,10 @@ from cn_clip.clip import image_transform, tokenize
 from cn_clip.clip.model import CLIP
 from torch.utils.data import DataLoader, Dataset
 
-from tuwen.architectures import CONTEXT_LENGTH
-from tuwen.encode import encode_images
-from tuwen.images import load_image
-from tuwen.splits import is_validation
+from tuwen.clip.architectures import CONTEXT_LENGTH
+from tuwen.clip.encode import encode_images
+from tuwen.data.splits import is_validation
+from tuwen.files.images import load_image
 
 # Per optimiser step, its micro-batches as (images or image features, caption tokens).
 MicroBatches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -170,8 +170,8 @@ class LockedImages:
 
 def locked_features(paths: list[str], images: pd.DataFrame) -> dict[str, np.ndarray]:
     """Give the base model's image embeddings by image id, for the current image bytes only."""
-    from tuwen.parquet import read_features
-    from tuwen.retrieval import select_features
+    from tuwen.files.parquet import read_features
+    from tuwen.ranking.exact import select_features
 
     accepted = images[images["status"] == "ok"]
     current = pd.DataFrame({"id": accepted["image_id"].to_numpy(), "digest": accepted["digest"].to_numpy()})

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from cn_clip.clip.model import CLIP
 from cn_clip.training.scheduler import cosine_lr
 
-from tuwen.architectures import Architecture
-from tuwen.encode import encode_texts
+from tuwen.clip.architectures import Architecture
+from tuwen.clip.encode import encode_texts
 from tuwen.errors import TuwenError
-from tuwen.evaluation import RECALL_KS, recall_at_k
+from tuwen.ranking.recall import RECALL_KS, recall_at_k
 from tuwen.train.data import LockedImages, PixelImages, split_pairs
-from tuwen.train.settings import TrainOptions
+from tuwen.train.options import TrainOptions
 from tuwen.train.state import StateFile, TrainState, set_rng_state
 
 LOG = logging.getLogger("tuwen.train")
@@ -80,7 +80,7 @@ def _epoch_batches(n: int, global_batch: int, seed: int, epoch: int) -> list[np.
 class FineTuner:
     """One fine-tuning run: the model, its optimiser and schedule, the step and the loop.
 
-    Its parts come from their own modules: the settings (tuwen.train.settings), where
+    Its parts come from their own modules: the settings (tuwen.train.options), where
     images come from (tuwen.train.data: pixels, or the base model's locked features),
     and the resumable state (tuwen.train.state).
     """

@@ -8,10 +8,10 @@ import os
 
 from cn_clip.clip.model import CLIP
 
-from tuwen.architectures import Architecture
-from tuwen.atomic import write_text_atomic
-from tuwen.evaluation import RECALL_KS
-from tuwen.models import save_checkpoint
+from tuwen.clip.architectures import Architecture
+from tuwen.clip.models import save_checkpoint
+from tuwen.files.atomic import write_text_atomic
+from tuwen.ranking.recall import RECALL_KS
 from tuwen.train.state import TrainState
 
 LOG_COLUMNS = ["step", "epoch", "loss", "lr", "logit_scale", "samples_per_s"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tuwen.atomic import atomic_path
+from tuwen.files.atomic import atomic_path
 
 
 @dataclass

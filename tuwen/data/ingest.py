@@ -1,0 +1,339 @@
+"""Ingest: image folders and CSV files to validated manifests plus rejects reports.
+
+Every input id ends in a manifest row with status `ok` or `rejected` (with a stable
+reason code and a sentence); hidden and system files get status `ignored`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from tuwen.clip.tokens import is_truncated
+from tuwen.files.atomic import atomic_path
+from tuwen.files.folders import folder_entries, is_image_name, is_system_file
+from tuwen.files.images import DEFAULT_MAX_PIXELS, ImageRejected, probe_image
+from tuwen.files.parquet import read_metadata, read_table, write_table
+from tuwen.files.records import InputError, read_records
+
+OK, REJECTED, IGNORED = "ok", "rejected", "ignored"
+REJECTS_COLUMNS = ["id", "source_file", "row", "reason_code", "reason"]
+
+IMAGE_MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("path", pa.string()),
+        ("bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("digest", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("status", pa.string()),
+        ("reason_code", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+# Nullable integers: as float64, a nanosecond mtime loses its last digits and never matches.
+INTEGER_COLUMNS = {"bytes": "Int64", "mtime_ns": "Int64", "width": "Int32", "height": "Int32"}
+
+
+__all__ = ["InputError", "is_system_file"]  # re-exported: ingest's errors and its rule for hidden files
+
+
+def scan_image_folder(
+    folder: str | os.PathLike,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    workers: int = 1,
+    previous: pd.DataFrame | None = None,
+    verify_decode: bool = True,
+) -> pd.DataFrame:
+    """Give the image manifest of `folder`: one row per file under it (recursively), in
+    `tuwen.files.folders.folder_entries` order, each named by its path relative to the folder.
+
+    `previous` is an earlier manifest of the same folder made with the same settings:
+    a file whose name, size and mtime are unchanged keeps its row there and is not read
+    again; every other file is read, hashed and checked (see `probe_image`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: image folder does not exist or is not a folder")
+    names = list(folder_entries(folder))
+    reused = _unchanged_rows(folder, names, previous)
+    known = set(reused["image_id"])
+    todo = [name for name in names if name not in known]
+
+    # Header parsing is pure Python (GIL-bound), so a large scan runs in processes, in
+    # chunks that keep the pool's own bookkeeping small next to the work.
+    chunks = [(str(folder), todo[i : i + 256], max_pixels, verify_decode) for i in range(0, len(todo), 256)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = [row for part in pool.map(_manifest_rows, chunks) for row in part]
+    else:
+        rows = [row for chunk in chunks for row in _manifest_rows(chunk)]
+    # Built as objects first: pandas would turn an int column holding None into float64.
+    fresh = pd.DataFrame(rows, columns=IMAGE_MANIFEST_SCHEMA.names, dtype=object).astype(INTEGER_COLUMNS)
+    manifest = pd.concat([reused, fresh], ignore_index=True) if len(reused) else fresh
+    position = {name: i for i, name in enumerate(names)}
+    order = np.argsort([position[name] for name in manifest["image_id"]], kind="stable")
+    return manifest.iloc[order].reset_index(drop=True).infer_objects()
+
+
+def _manifest_rows(chunk: tuple[str, list[str], int, bool]) -> list[dict]:
+    folder, names, max_pixels, verify_decode = chunk
+    return [_manifest_row(Path(folder), name, max_pixels, verify_decode) for name in names]
+
+
+def _manifest_row(folder: Path, image_id: str, max_pixels: int, verify_decode: bool) -> dict:
+    path = folder / image_id
+    row = {"image_id": image_id, "path": str(path), "bytes": None, "mtime_ns": None, "digest": None}
+    row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
+    if path.is_dir():  # only hidden folders are listed, not entered
+        return {
+            **row,
+            "status": IGNORED,
+            "reason_code": "hidden_folder",
+            "reason": f"{path}: hidden folder inside an image folder; not read",
+        }
+    if is_system_file(path.name):
+        return {
+            **row,
+            "status": IGNORED,
+            "reason_code": "system_file",
+            "reason": f"{path}: hidden or system file, not an image; ignored",
+        }
+    if not is_image_name(path.name):
+        return {
+            **row,
+            "status": IGNORED,
+            "reason_code": "not_image_file",
+            "reason": f"{path}: its name does not end as an image format PIL reads; not read",
+        }
+    # Stat before reading: a file that changes during the read gets a new mtime and is
+    # validated again next time.
+    with contextlib.suppress(OSError):
+        stat = path.stat()
+        row.update(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    try:
+        probe = probe_image(path, max_pixels, verify_decode)
+    except ImageRejected as rejected:
+        return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
+    return {
+        **row,
+        "bytes": probe.num_bytes,
+        "digest": probe.digest,
+        "width": probe.width,
+        "height": probe.height,
+        "format": probe.format,
+    }
+
+
+def _unchanged_rows(folder: Path, names: list[str], previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Give the rows of `previous` whose file still has the same size and mtime."""
+    empty = pd.DataFrame(columns=IMAGE_MANIFEST_SCHEMA.names)
+    if previous is None or not names:
+        return empty
+    # Ignored entries are cheap to classify again; rows without a stat cannot be matched.
+    usable = previous[(previous["status"] != IGNORED) & previous["mtime_ns"].notna()]
+    usable = usable[usable["image_id"].isin(names)].astype(INTEGER_COLUMNS)
+    now = [_size_and_mtime(folder / name) for name in usable["image_id"]]
+    sizes = np.asarray([size for size, _ in now], dtype=np.int64)
+    mtimes = np.asarray([mtime for _, mtime in now], dtype=np.int64)
+    same = (usable["bytes"].to_numpy(np.int64) == sizes) & (usable["mtime_ns"].to_numpy(np.int64) == mtimes)
+    unchanged = usable[same].copy()
+    unchanged["path"] = [str(folder / name) for name in unchanged["image_id"]]
+    return unchanged[IMAGE_MANIFEST_SCHEMA.names].reset_index(drop=True)
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
+
+
+def read_scan_cache(path: str | os.PathLike, settings: dict) -> pd.DataFrame | None:
+    """Give the manifest an earlier scan left at `path`, if it was made with the same `settings`."""
+    path = Path(path)
+    if not path.is_file() or read_metadata(path).get("scan_settings") != settings:
+        return None
+    return read_table(path).to_pandas().astype(INTEGER_COLUMNS)
+
+
+def write_scan_cache(manifest: pd.DataFrame, path: str | os.PathLike, settings: dict) -> None:
+    """Keep a folder's manifest for the next scan (outside Snakemake's outputs, which it deletes)."""
+    table = pa.Table.from_pandas(manifest, schema=IMAGE_MANIFEST_SCHEMA, preserve_index=False)
+    write_table(table, path, {"scan_settings": settings})
+
+
+TEXT_MANIFEST_COLUMNS = [
+    "text_id",
+    "image_id",
+    "caption",
+    "truncated",
+    "row",
+    "status",
+    "reason_code",
+    "reason",
+]
+
+
+def read_text_set(
+    path: str | os.PathLike,
+    id_column: str,
+    images: pd.DataFrame | None = None,
+    caption_column: str = "caption",
+) -> pd.DataFrame:
+    """Give the text manifest of a caption table (CSV, TSV, JSON Lines or Parquet), in file order.
+
+    `id_column` names each caption; for training pairs it is the image column, whose
+    captions are then identified by their image's id (its path in the image folder), and
+    `images` is the folder's manifest: a row whose image is absent or rejected is rejected.
+    `truncated` marks captions longer than cn_clip's context: kept, and counted.
+    """
+    records = read_records(path, [id_column, caption_column])
+    image_status = _status_by_id(images, "image_id") if images is not None else None
+    first_row: dict[str, tuple[int, str]] = {}
+    rows = []
+    for number, record in records.rows:
+        item_id = record[id_column].strip()
+        caption = record[caption_column].strip()
+        row = {
+            "text_id": item_id,
+            "image_id": item_id if image_status is not None else "",
+            "caption": caption,
+            "truncated": is_truncated(caption),
+            "row": number,
+            "status": OK,
+            "reason_code": "",
+            "reason": "",
+        }
+        where = f"{records.path} row {number}"
+        code, reason = "", ""
+        if not item_id:
+            code, reason = "empty_id", f"{where}: empty {id_column}"
+        elif item_id in first_row:
+            earlier, earlier_caption = first_row[item_id]
+            same = "same" if earlier_caption == caption else "a different"
+            code = "duplicate_id"
+            reason = (
+                f"{where}: {id_column} {item_id} already given in row {earlier} ({same} caption); first kept"
+            )
+        elif not caption:
+            code, reason = "empty_caption", f"{where}: caption of {item_id} is empty"
+        elif image_status is not None:
+            code, reason = _image_problem(item_id, image_status, where)
+        if not code:
+            first_row[item_id] = (number, caption)
+        else:
+            first_row.setdefault(item_id, (number, caption))
+            row.update(status=REJECTED, reason_code=code, reason=reason)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TEXT_MANIFEST_COLUMNS)
+
+
+QUERY_MANIFEST_COLUMNS = ["image_id", "row", "status", "reason_code", "reason"]
+
+
+def read_query_list(
+    path: str | os.PathLike,
+    collection: pd.DataFrame,
+    id_column: str = "image_id",
+    collection_id_column: str = "image_id",
+) -> pd.DataFrame:
+    """Give a task's query list (the contest's `image_test.csv`): ids in its `id_column`,
+    checked against the manifest of the collection they name (ids in `collection_id_column`)."""
+    records = read_records(path, [id_column])
+    image_status = _status_by_id(collection, collection_id_column)
+    seen: dict[str, int] = {}
+    rows = []
+    for number, record in records.rows:
+        image_id = record[id_column].strip()
+        where = f"{records.path} row {number}"
+        code, reason = "", ""
+        if not image_id:
+            code, reason = "empty_id", f"{where}: empty {id_column}"
+        elif image_id in seen:
+            code, reason = (
+                "duplicate_id",
+                f"{where}: {id_column} {image_id} already listed in row {seen[image_id]}",
+            )
+        else:
+            seen[image_id] = number
+            code, reason = _image_problem(image_id, image_status, where)
+        rows.append(
+            {
+                "image_id": image_id,
+                "row": number,
+                "status": REJECTED if code else OK,
+                "reason_code": code,
+                "reason": reason,
+            }
+        )
+    return pd.DataFrame(rows, columns=QUERY_MANIFEST_COLUMNS)
+
+
+def _status_by_id(manifest: pd.DataFrame, id_column: str) -> dict[str, tuple[str, str]]:
+    pairs = zip(manifest["status"], manifest["reason"], strict=True)
+    return dict(zip(manifest[id_column], pairs, strict=True))
+
+
+def _image_problem(image_id: str, image_status: dict[str, tuple[str, str]], where: str) -> tuple[str, str]:
+    if image_id not in image_status:
+        return "image_missing", f"{where}: names {image_id}, which is not in the collection"
+    status, reason = image_status[image_id]
+    if status != OK:
+        return "image_rejected", f"{where}: names {image_id}, which was rejected: {reason}"
+    return "", ""
+
+
+def rejects_of(manifest: pd.DataFrame, id_column: str, source_file: str) -> pd.DataFrame:
+    """Give the rejects report rows (rejected and ignored entries) of a manifest."""
+    bad = manifest[manifest["status"] != OK]
+    rows = bad["row"] if "row" in bad.columns else pd.Series([""] * len(bad), index=bad.index)
+    return pd.DataFrame(
+        {
+            "id": bad[id_column].to_numpy(),
+            "source_file": source_file,
+            "row": rows.to_numpy(),
+            "reason_code": bad["reason_code"].to_numpy(),
+            "reason": bad["reason"].to_numpy(),
+        },
+        columns=REJECTS_COLUMNS,
+    )
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
+    """Write a manifest table to Parquet atomically."""
+    table = pa.Table.from_pandas(manifest, schema=schema, preserve_index=False)
+    write_table(table, path)
+
+
+def write_rejects(rejects: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a rejects report as UTF-8 CSV atomically."""
+    with atomic_path(path) as tmp:
+        rejects.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
+
+
+def status_counts(manifest: pd.DataFrame) -> dict[str, int]:
+    """Give counts per status and per reason code, for the run summary."""
+    counts = {f"status:{k}": int(v) for k, v in manifest["status"].value_counts().items()}
+    for code, count in manifest.loc[manifest["status"] != OK, "reason_code"].value_counts().items():
+        counts[f"reason:{code}"] = int(count)
+    return counts
+
+
+def accepted_captions(manifest_path: str | os.PathLike) -> dict[str, str]:
+    """Give the accepted captions of a text manifest by text id (the first of a repeated id)."""
+    texts = pd.read_parquet(manifest_path, columns=["text_id", "caption", "status"])
+    texts = texts[texts["status"] == OK].drop_duplicates("text_id")
+    return dict(zip(texts["text_id"], texts["caption"], strict=True))

@@ -1,0 +1,250 @@
+"""Every path under results/, said once, and the run's models.
+
+Torch-free and cheap (the Snakefile imports it at parse time). What the run reads and
+asks (its collections and tasks) is declared in the config and resolved by `tuwen.run.declaration`;
+rules, scripts, the CLI, the browse page and fusion ask this module for the path of any
+file, and nothing else builds a path under results/.
+
+Paths are relative to a run folder (Snakemake's working directory). Every path function
+also takes Snakemake wildcard patterns, e.g. `features("{tag}", "{name}", "{shard}")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IMAGES, TEXTS = "images", "texts"
+RESULTS = "results"
+BASE, FINETUNE = "base", "finetune"
+
+
+# ---- models ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    """One CN-CLIP model of the run: its architecture name (also its name in paths and
+    channels), its weights, and its training settings (the run's, with its own overrides)."""
+
+    name: str
+    checkpoint: str = ""  # "" = released weights by name, or seeded for the small architectures
+    train: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.train.get("enabled"))
+
+    @property
+    def stages(self) -> list[str]:
+        """Give the model's stages: its base weights and, when it trains, the fine-tuned ones."""
+        return [BASE, FINETUNE] if self.trains else [BASE]
+
+    @property
+    def retrieval_stage(self) -> str:
+        """Give the stage that ranks: the fine-tuned one when the model trains."""
+        return self.stages[-1]
+
+    def channel(self, stage: str) -> str:
+        """Give a stage's fusion channel: `clip:<name>` (the ranking stage) or `clip:<name>:base`."""
+        return f"clip:{self.name}" if stage == self.retrieval_stage else f"clip:{self.name}:{stage}"
+
+
+def run_models(config: dict, has_training_pairs: bool = True) -> list[Model]:
+    """Give the run's models from its config (`models`, each a name or a mapping); none
+    trains where the run declares no training pairs."""
+    models = []
+    for item in config["models"]:
+        spec = {"name": item} if isinstance(item, str) else item
+        train = {**config["train"], **spec.get("train", {})}
+        if not has_training_pairs:
+            train["enabled"] = False
+        models.append(Model(spec["name"], spec.get("checkpoint", ""), train))
+    names = [m.name for m in models]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"models: {', '.join(repeated)} given twice; each model is named by its architecture"
+        )
+    return models
+
+
+# ---- paths ---------------------------------------------------------------------------
+# Every path under results/, as a function; a `str` argument may be a wildcard pattern.
+
+
+def _path(*parts: str) -> str:
+    return "/".join((RESULTS, *parts))
+
+
+def manifest(name: str, kind: str) -> str:
+    """The validated manifest of a collection of `kind` (images.parquet or texts.parquet)."""
+    return _path("manifest", name, f"{kind}.parquet")
+
+
+def rejects(name: str) -> str:
+    return _path("manifest", name, "rejects.csv")
+
+
+def query_list(task: str) -> str:
+    """The manifest of a task's query list (`QueryList`), checked against its collection."""
+    return _path("query_lists", task, "queries.parquet")
+
+
+def query_list_rejects(task: str) -> str:
+    return _path("query_lists", task, "rejects.csv")
+
+
+def scan_cache(name: str) -> str:
+    return _path("cache", "ingest", f"{name}.parquet")
+
+
+def search_cache(task: str) -> str:
+    """The folder where a direction's search keeps each gallery shard's partial top-k."""
+    return _path("cache", "search", task)
+
+
+def registry(name: str) -> str:
+    return _path("shards", name)
+
+
+def assignment(name: str) -> str:
+    return _path("shards", name, "assignment.parquet")
+
+
+def shard_list(name: str, shard: str) -> str:
+    return _path("shards", name, "lists", f"{shard}.parquet")
+
+
+def features_folder(tag: str, name: str) -> str:
+    return _path("features", tag, name)
+
+
+def features(tag: str, name: str, shard: str) -> str:
+    return _path("features", tag, name, f"{shard}.parquet")
+
+
+def sentences(encoder: str, name: str, shard: str) -> str:
+    """A shard's sentence embeddings (captions, or the text OCR read in images) by one encoder."""
+    return _path("sentences", encoder, name, f"{shard}.parquet")
+
+
+def sentences_folder(encoder: str, name: str) -> str:
+    return _path("sentences", encoder, name)
+
+
+def sentence_encoder_card(encoder: str) -> str:
+    """What a sentence encoder is (name, version, dimension, tag), as the run loaded it."""
+    return _path("sentences", encoder, "encoder.json")
+
+
+def sentence_encoder_cards_glob() -> str:
+    return _path("sentences", "*", "encoder.json")
+
+
+def ocr(name: str, shard: str) -> str:
+    return _path("ocr", name, f"{shard}.parquet")
+
+
+def ocr_folder(name: str) -> str:
+    return _path("ocr", name)
+
+
+def settings(group: str) -> str:
+    return _path("settings", f"{group}.json")
+
+
+def init_checkpoint(arch: str, seed: str | int) -> str:
+    return _path("models", "init", f"{arch}-seed{seed}.pt")
+
+
+def model_card(model: str, stage: str) -> str:
+    return _path("models", model, stage, "model.json")
+
+
+def model_card_parts(path: str) -> tuple[str, str]:
+    """Give the (model, stage) a model card's path names: `model_card`'s inverse."""
+    *_, model, stage, _ = path.replace("\\", "/").split("/")
+    return model, stage
+
+
+def model_cards_glob() -> str:
+    """Every model card of a run, as a glob relative to the run folder."""
+    return _path("models", "*", "*", "model.json")
+
+
+def fine_tuned(model: str, name: str) -> str:
+    """A file of a model's fine-tuning (checkpoint.pt, train_log.csv, curves.png, ...)."""
+    return _path("models", model, "finetune", name)
+
+
+def train_state(model: str) -> str:
+    return _path("models", model, "finetune", "state", "last.pt")
+
+
+def retrieval(task: str, name: str) -> str:
+    """A file of one direction's search (queries.parquet, topk.parquet, ...)."""
+    return _path("retrieval", task, name)
+
+
+def topk(task: str) -> str:
+    return retrieval(task, "topk.parquet")
+
+
+def served_index(collection: str) -> str:
+    """A gallery's approximate index (tuwen.ranking.index) as the server reads it: its model, trained
+    file, segments, settings and measured recall, or why the gallery is searched exactly."""
+    return _path("index", collection, "index.json")
+
+
+def index_trained(collection: str, tag: str, trained: str) -> str:
+    """The index of a model's embeddings of a collection, trained on its first `trained` shards."""
+    return _path("index", collection, tag, f"trained-{trained}.faiss")
+
+
+def index_segment(collection: str, tag: str, trained: str, start: str, shards: str) -> str:
+    """A segment of that index: the rows of `shards` shards from the `start`-th."""
+    return _path("index", collection, tag, f"t{trained}", f"segment-{start}-{shards}.faiss")
+
+
+def query_bank(task: str) -> str:
+    """A fused task's re-ranking normaliser per gallery item (tuwen.ranking.scoring.QueryBank)."""
+    return retrieval(task, "query_bank.parquet")
+
+
+def result_table(table: str) -> str:
+    """A task's result table, by its file name (`Task.table`); may be the pattern {table}."""
+    return _path(table)
+
+
+def fusion(name: str) -> str:
+    """A file of fusion's choice on validation (chosen.json, validation.csv)."""
+    return _path("fusion", name)
+
+
+def evaluation(name: str) -> str:
+    return _path("eval", name)
+
+
+def summary(name: str) -> str:
+    return _path("summary", name)
+
+
+def figure(task: str, name: str) -> str:
+    return _path("figures", task, name)
+
+
+def browse(name: str) -> str:
+    return _path("browse", name)
+
+
+def log(*parts: str) -> str:
+    return _path("logs", *parts[:-1], f"{parts[-1]}.log")
+
+
+def benchmark(*parts: str) -> str:
+    return _path("benchmarks", *parts[:-1], f"{parts[-1]}.tsv")
+
+
+def demo_data() -> str:
+    """Where the embedded demo writes its contest-layout folder."""
+    return _path("demo", "data")

@@ -1,0 +1,412 @@
+"""A finished run held in memory for live search, and the ranking of one new query exactly
+the way the run's result tables rank the run's own queries (`tuwen.ranking.scoring`).
+
+What ranks a query against a gallery:
+- the run's task of that kind and gallery (text → 附件2's images, image → 附件3's captions)
+  ranks by that task's `Ranking`: the ranking model's cosine, or the fusion chosen on
+  validation, re-ranked against the task's query bank when the recipe re-ranks. A query
+  that is one of the task's own gets exactly its row of the result table; a new one is
+  added to the bank.
+- any other pairing (text → captions, image → images, the training images, ...) ranks by
+  the ranking model's cosine; `by=` ranks by one channel alone.
+- a gallery with a served approximate index (tuwen.ranking.index) at least `index.serve_from` items
+  large is searched through it: its candidates are then scored as above, and the answer
+  says `exact: false`.
+Ties break by id everywhere, as in the workflow.
+
+Loading is tuwen.serve.loading's, the answer's format tuwen.serve.answers'.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tuwen.errors import TuwenError
+from tuwen.files.images import DEFAULT_MAX_PIXELS, ImageRejected, content_digest, decode_image
+from tuwen.ranking.scoring import OCR, Ranking, cosines, rank_query
+from tuwen.run import layout
+from tuwen.serve.answers import Query, answer
+from tuwen.serve.loading import (
+    Collection,
+    RunNotReady,
+    known_items,
+    needed_channels,
+    read_channels,
+    read_collections,
+    read_declared,
+    read_json,
+    read_positives,
+    read_rankings,
+    resolve_ground_truth,
+    signature,
+)
+
+LOG = logging.getLogger(__name__)
+__all__ = ["LiveRun", "Query", "QueryError", "RunIndex", "RunNotReady", "UnknownGallery"]
+
+
+class QueryError(TuwenError):
+    """A query the run cannot answer (bad input): the server's 400."""
+
+
+class UnknownGallery(TuwenError):
+    """A gallery name the run does not hold: the server's 404."""
+
+
+class RunIndex:
+    """Everything a run needs to answer queries, loaded once from its files. `only`: the
+    galleries to load (with the query collections of their tasks); default all."""
+
+    def __init__(
+        self,
+        run: Path,
+        ground_truth: Path | None = None,
+        max_image_pixels: int | None = None,
+        only: set[str] | None = None,
+        milvus: str | None = None,
+        milvus_prefix: str = "tuwen_",
+    ):
+        self.run = run
+        self.milvus = (milvus, milvus_prefix) if milvus else None
+        self._milvus_client = None
+        self.loaded_at = time.time()
+        self.signature = signature(run)
+        self.declared = read_declared(run)
+        self.channels = read_channels(run)
+        self.rankings = read_rankings(run, self.declared, self.channels)
+        if only is not None:
+            only = set(only) | {t.queries for t in self.declared.tasks.values() if t.gallery in only}
+        needed = needed_channels(self.rankings, self.channels)
+        indexed = self._indexed_channels(only)
+        fused = {t.gallery for n, t in self.declared.tasks.items() if self.rankings.tasks[n].recipe}
+        # A gallery its index searches keeps that channel's embeddings on disk, unless a
+        # fusion recipe scores its candidates (exactly, from the embeddings).
+        on_disk = {name: channel for name, channel in indexed.items() if name not in fused}
+        self.collections = read_collections(run, self.declared, self.channels, needed, only, on_disk)
+        self.approximate = self._read_indexes(indexed)
+        self._known_items = known_items(self.declared, self.collections)
+        self.models: dict[str, object] = {}
+        self._model_lock = threading.Lock()
+        self.positives = read_positives(resolve_ground_truth(run, self.declared, ground_truth))
+        ingest = run / layout.settings("ingest")
+        # The run's own acceptance rule for images (the decompression-bomb guard) by default.
+        run_limit = read_json(ingest)["ingest"]["max_image_pixels"] if ingest.is_file() else None
+        self.max_image_pixels = max_image_pixels or run_limit or DEFAULT_MAX_PIXELS
+        self._ocr_engine = None
+        self._lexical: dict[str, object] = {}
+
+    def _indexed_channels(self, only: set[str] | None) -> dict[str, str]:
+        """Give the galleries that have an approximate index of their ranking channel (in
+        Milvus when the server is given one: every gallery it may hold)."""
+        if self.milvus:
+            return self._milvus_channels(only)
+        indexed = {}
+        for name in self.declared.collections:
+            path = self.run / layout.served_index(name)
+            if (only is None or name in only) and path.is_file():
+                described = read_json(path)
+                channel = self.rankings.channel_of(self.declared, name)
+                if described.get("index") and described.get("model_tag") == self.channels[channel].tag:
+                    indexed[name] = channel
+        return indexed
+
+    def _milvus_channels(self, only: set[str] | None) -> dict[str, str]:
+        """Give the galleries the server's Milvus holds with their ranking model's embeddings."""
+        from tuwen.export.milvus import ExportError, milvus_client, milvus_name
+
+        try:
+            self._milvus_client = client = milvus_client(self.milvus[0])
+        except ExportError as error:
+            raise RunNotReady(str(error)) from None
+        held = {}
+        for name in self.declared.collections:
+            channel = self.rankings.channel_of(self.declared, name)
+            collection = milvus_name(self.milvus[1], name)
+            if (only is None or name in only) and client.has_collection(collection):
+                properties = client.describe_collection(collection).get("properties", {})
+                if properties.get("tuwen.model_tag") == self.channels[channel].tag:
+                    held[name] = channel
+        return held
+
+    def _read_indexes(self, indexed: dict[str, str]) -> dict:
+        from tuwen.serve.approximate import read_gallery_index, read_milvus_gallery
+
+        client = self._milvus_client
+        found = {}
+        for name, channel in indexed.items():
+            if name in self.collections:
+                ids, tag = self.collections[name].ids, self.channels[channel].tag
+                if client is not None:
+                    found[name] = read_milvus_gallery(*self.milvus, name, channel, tag, ids, client)
+                else:
+                    found[name] = read_gallery_index(self.run, name, channel, tag, ids)
+        return {name: index for name, index in found.items() if index is not None}
+
+    # ---- what it holds --------------------------------------------------------------
+
+    def galleries(self) -> list[dict]:
+        """Give every searchable collection: its name, kind, size and whether it is a task's gallery."""
+        task_of = {task.gallery: name for name, task in self.declared.tasks.items()}
+        return [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "items": len(c.ids),
+                "task": task_of.get(c.name),
+                # Channels a query may be ranked by alone here (by=...): a model's cosine, or by meaning.
+                "by": self.rankings_of(c.name),
+                "search": self.approximate[c.name].answer_note()
+                if c.name in self.approximate
+                else {"exact": True},
+            }
+            for c in self.collections.values()
+        ]
+
+    def default_gallery(self, kind: str) -> str:
+        """Give the gallery that the run's task for queries of `kind` searches (tuwen.finished.reader)."""
+        from tuwen.finished.reader import default_gallery
+
+        return default_gallery(self.declared, kind)
+
+    def gallery(self, name: str) -> Collection:
+        if name not in self.collections:
+            known = ", ".join(self.collections)
+            raise UnknownGallery(f"no gallery {name!r} in this run (galleries: {known})")
+        return self.collections[name]
+
+    def task_for(self, query_kind: str, gallery: str) -> str | None:
+        """Give the run's task that ranks queries of `query_kind` against `gallery`, if one does."""
+        return next(
+            (
+                n
+                for n, t in self.declared.tasks.items()
+                if t.query_kind == query_kind and t.gallery == gallery
+            ),
+            None,
+        )
+
+    def rankings_of(self, gallery: str) -> list[str]:
+        """Give the channels a query may be ranked by alone in `gallery` (`by=`): those it embeds."""
+        indexed = [self.approximate[gallery].channel] if gallery in self.approximate else []
+        return sorted({*self.gallery(gallery).embeddings, *indexed})
+
+    def scoring(self, query_kind: str, gallery: str, by: str | None = None) -> Ranking:
+        """Give how a query of `query_kind` is ranked in `gallery`: its task's ranking (the result
+        table's), the run's ranking model's cosine, or `by` one channel's cosine alone (e.g.
+        text:use-m3, by meaning)."""
+        if by is not None:
+            if by not in self.rankings_of(gallery):
+                known = ", ".join(self.rankings_of(gallery))
+                raise QueryError(f"{gallery} cannot be ranked by {by!r} (by: {known})")
+            return Ranking(by)
+        task = self.task_for(query_kind, gallery)
+        return self.rankings.tasks[task] if task else Ranking(self.rankings.default)
+
+    # ---- queries --------------------------------------------------------------------
+
+    def model(self, channel: str):
+        """Give a channel's model, loaded once (torch is imported on first use)."""
+        with self._model_lock:
+            if channel not in self.models and self.channels[channel].sentence:
+                from tuwen.text.sentences import EncoderMissing, load_sentence_encoder
+
+                try:
+                    self.models[channel] = load_sentence_encoder(self.channels[channel].model)
+                except EncoderMissing as error:
+                    raise RunNotReady(str(error)) from None
+            if channel not in self.models:
+                from tuwen.clip.models import ModelCard, ModelError, load_model
+
+                card = ModelCard.read(self.channels[channel].card)
+                try:
+                    self.models[channel] = load_model(card.arch, card.checkpoint_in(self.run))
+                except ModelError as error:
+                    raise RunNotReady(f"the run's model {card.tag} cannot be loaded: {error}") from None
+            return self.models[channel]
+
+    def channels_for(self, query_kind: str, gallery: str, by: str | None = None) -> list[str]:
+        """Give the channels a query is embedded by (all that score it but OCR)."""
+        return [c for c in self.scoring(query_kind, gallery, by).channels if c != OCR]
+
+    def _embed_text(self, channel: str, text: str) -> np.ndarray:
+        """Give a text's embedding by a channel: a CLIP model's caption, or a sentence encoder's."""
+        if self.channels[channel].sentence:
+            return self.model(channel).encode([text])[0]
+        from tuwen.clip.encode import encode_caption
+
+        return encode_caption(self.model(channel), text)
+
+    def text_query(self, text: str, gallery: str, by: str | None = None) -> Query:
+        """Give a caption as a query against `gallery` (every channel that ranks it encoded)."""
+        text = text.strip()
+        if not text:
+            raise QueryError("the query text is empty")
+        if len(text) > 1000:
+            raise QueryError(f"the query text has {len(text)} characters; at most 1000")
+        vectors = {c: self._embed_text(c, text) for c in self.channels_for(layout.TEXTS, gallery, by)}
+        known_id, known_in = self._known_items.get(("caption", text), (None, None))
+        return Query(layout.TEXTS, text, vectors, text=text, known_id=known_id, known_in=known_in)
+
+    def image_query(
+        self, data: bytes, gallery: str, source: str = "the uploaded image", by: str | None = None
+    ) -> Query:
+        """Give image bytes as a query against `gallery`; a file PIL cannot use is a QueryError."""
+        from tuwen.clip.encode import encode_picture
+
+        try:
+            picture = decode_image(data, source, self.max_image_pixels)
+        except ImageRejected as rejected:
+            raise QueryError(rejected.message) from None
+        ranking = self.scoring(layout.IMAGES, gallery, by)
+        channels = [c for c in ranking.channels if c != OCR]
+        known_id, known_in = self._known_items.get(("digest", content_digest(data)), (None, None))
+        # The text in the picture, where a channel matches it: OCR's characters or a sentence
+        # encoder; one of the run's images has it read already.
+        reads = OCR in ranking.channels or any(self.channels[c].sentence for c in channels)
+        stored = self.collections[known_in].texts if known_in in self.collections else {}
+        if not reads:
+            text = ""
+        elif known_id in stored:
+            text = stored[known_id]
+        else:
+            text = self._read_text(picture, source)
+        vectors = {
+            c: self._embed_text(c, text)
+            if self.channels[c].sentence
+            else encode_picture(self.model(c), picture, self.channels[c].resolution)
+            for c in channels
+        }
+        return Query(layout.IMAGES, source, vectors, text=text, known_id=known_id, known_in=known_in)
+
+    def item_query(self, collection: str, item_id: str) -> Query:
+        """Give one of the run's items as a query ("more like this"), from its stored embeddings."""
+        if collection not in self.collections:
+            raise UnknownGallery(f"no collection {collection!r} in this run")
+        source = self.collections[collection]
+        row = source.row(item_id)
+        if row is None:
+            raise QueryError(f"{collection} has no encoded item {item_id!r}")
+        vectors = {c: m[row] for c, m in source.embeddings.items()}
+        if collection in self.approximate and source.shards is not None:
+            channel = self.approximate[collection].channel
+            vectors[channel] = self._stored_vector(source, channel, item_id, source.shards[row])
+        text = source.texts.get(item_id, "")
+        return Query(source.kind, item_id, vectors, text=text, known_id=item_id, known_in=collection)
+
+    def _stored_vector(self, collection: Collection, channel: str, item_id: str, shard: str) -> np.ndarray:
+        """Give an item's embedding kept on disk: the row of its feature shard."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = self.run / layout.features(self.channels[channel].tag, collection.name, shard)
+        table = pq.read_table(path, columns=["id", "embedding"])
+        row = pc.index(table.column("id"), item_id).as_py()
+        return np.asarray(table.column("embedding")[row].values.to_numpy(), dtype=np.float32)
+
+    def _read_text(self, picture, source: str) -> str:
+        from tuwen.text.ocr import read_picture_text, run_ocr_engine
+
+        with self._model_lock:
+            if self._ocr_engine is None:
+                self._ocr_engine = run_ocr_engine(self.run)
+        return read_picture_text(self._ocr_engine, picture, source).text
+
+    def _lexical_index(self, gallery: Collection):
+        from tuwen.text.lexical import BM25Index
+
+        with self._model_lock:
+            if gallery.name not in self._lexical:
+                self._lexical[gallery.name] = BM25Index([gallery.texts.get(i, "") for i in gallery.ids])
+            return self._lexical[gallery.name]
+
+    def search(self, query: Query, gallery_name: str, k: int, by: str | None = None) -> dict:
+        """Give the top-`k` of `query` in a gallery as JSON-ready data (`by`: one channel alone)."""
+        gallery = self.gallery(gallery_name)
+        ranking = self.scoring(query.kind, gallery_name, by)
+        if ranking.channel not in query.vectors:
+            raise QueryError(f"{query.label}: no embedding of model {self.channels[ranking.channel].tag}")
+        task = self.task_for(query.kind, gallery_name)
+        queries = self.declared.tasks[task].queries if task else None
+        member = query.known_id is not None and query.known_in == queries
+        columns, search, blocks = None, {"exact": True, "index": "exact"}, {}
+        approximate = self.approximate.get(gallery_name)
+        if approximate is not None and approximate.channel == ranking.channel:
+            columns, index_scores = approximate.search(query.vectors[ranking.channel], k)
+            search = approximate.answer_note()
+            if ranking.channel not in gallery.embeddings:  # the index's scores are all there is
+                blocks[ranking.channel] = index_scores
+        for name in ranking.channels:
+            if name not in blocks:
+                blocks[name] = self._scores(name, query, gallery, ranking, columns)
+        hits = rank_query(blocks, ranking, k, columns, member)
+        truth = self.positives.get(task, {}).get(query.known_id) if member else None
+        return answer(
+            query, gallery, gallery.ids, ranking, self.channels, hits, search, truth, self.loaded_at
+        )
+
+    def _scores(
+        self, channel: str, query: Query, gallery: Collection, ranking: Ranking, columns: np.ndarray | None
+    ) -> np.ndarray:
+        """Give a channel's scores of the query at the gallery's `columns` (None: all)."""
+        if channel == OCR:
+            scores = self._lexical_scores(query.text, gallery)
+            return scores if columns is None else scores[columns]
+        matrix = gallery.embeddings[channel]
+        rows = matrix if columns is None else matrix[columns]
+        return cosines(rows, query.vectors[channel], fused=ranking.recipe is not None)
+
+    def _lexical_scores(self, text: str, gallery: Collection) -> np.ndarray:
+        from tuwen.text.lexical import normalised_by_query
+
+        if not text:
+            return np.zeros(len(gallery.ids))
+        index = self._lexical_index(gallery)
+        return normalised_by_query(index.scores([text])).toarray()[0]
+
+
+class LiveRun:
+    """The index of a run, rebuilt when the run's files change (an incremental rerun added
+    shards or a model), while the old one keeps answering until the new one is ready."""
+
+    def __init__(self, run: Path, check_every: float = 2.0, **options):
+        self.run = run
+        self.options = options
+        self.check_every = check_every
+        self.index = RunIndex(run, **options)
+        self._checked = time.monotonic()
+        self._rebuilding = threading.Lock()
+        self.reload_error: str | None = None
+        self._failed: tuple | None = None  # the files a rebuild failed on: not retried until they change
+
+    def current(self) -> RunIndex:
+        """Give the newest index; starts a rebuild in the background when the files changed."""
+        now = time.monotonic()
+        if now - self._checked >= self.check_every:
+            self._checked = now
+            files = signature(self.run)
+            if files not in (self.index.signature, self._failed) and self._rebuilding.acquire(blocking=False):
+                threading.Thread(target=self._rebuild, daemon=True).start()
+        return self.index
+
+    def _rebuild(self) -> None:
+        try:
+            fresh = RunIndex(self.run, **self.options)
+            # Models already loaded stay loaded when their weights are the same.
+            for channel, model in self.index.models.items():
+                old, new = self.index.channels.get(channel), fresh.channels.get(channel)
+                if old and new and old.tag == new.tag:
+                    fresh.models[channel] = model
+            self.index = fresh
+            self.reload_error = None
+            LOG.info("reloaded %s: %d galleries", self.run, len(fresh.collections))
+        except Exception as error:  # noqa: BLE001 - a half-written rerun: keep answering from the old files
+            self.reload_error = f"{type(error).__name__}: {error}"
+            self._failed = signature(self.run)
+            LOG.warning("kept the previous index of %s: %s", self.run, self.reload_error)
+        finally:
+            self._rebuilding.release()
