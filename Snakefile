@@ -1,5 +1,6 @@
 # tuwen: Chinese image–text retrieval with CN-CLIP (Teddy Cup 2024, problem B).
-# Contest folders in; result1.csv, result2.csv, figures and recall out. See README.md.
+# Collections in; ranked tables, figures, recall, a browse page and a searchable run out.
+# See README.md; docs/architecture.md maps the stages and the package.
 
 from snakemake.utils import min_version
 
@@ -25,12 +26,13 @@ include: "rules/fusion.smk"
 include: "rules/retrieve.smk"
 include: "rules/index.smk"
 include: "rules/report.smk"
+include: "rules/finish.smk"
 
 
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        plans.run_targets(RUN, config),
 
 
 onsuccess:

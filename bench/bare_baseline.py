@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tuwen.clip.architectures import architecture
 from tuwen.clip.encode import encode_images, encode_texts
-from tuwen.clip.models import architecture, build_model
+from tuwen.clip.models import build_model
 from tuwen.files.parquet import FeatureShard, l2_normalised
 from tuwen.logs import PEAK_RSS_LINE, peak_rss_mb
 from tuwen.ranking.exact import merge_topk, shard_topk
@@ -56,7 +57,7 @@ def run(data_root: Path, out_dir: Path, model: str, seed: int, batch_size: int, 
 
     def images(folder: Path, order: list[str] | None = None) -> FeatureShard:
         encoded = encode_images(
-            net, _image_items(folder), arch.resolution, "cpu", batch_size, threads, progress=False
+            net, _image_items(folder), arch.resolution, "cpu", batch_size, threads, None, progress=False
         )
         shard = _normalised(encoded.ids, encoded.embeddings, scale)
         if order is None:

@@ -49,7 +49,7 @@ ENCODE_IMAGES = {"ViT-B-16": 4096, "ViT-H-14": 1024}
 
 def missing_inputs(sample: Path) -> list[str]:
     """Give what this check needs and cannot find (empty: ready)."""
-    from tuwen.clip.models import ModelError, architecture
+    from tuwen.clip.architectures import ModelError, architecture
 
     problems = []
     for needed in (
@@ -164,7 +164,8 @@ def workflow(run: Path, config: dict, cores: int, dry_run: bool = False) -> floa
 
 def workflow_configs(sample: Path, workdir: Path) -> dict[str, dict]:
     """Give the three runs' configs (a random ViT-B-16 saved as their local checkpoint)."""
-    from tuwen.clip.models import architecture, build_model, save_checkpoint
+    from tuwen.clip.architectures import architecture
+    from tuwen.clip.models import build_model, save_checkpoint
 
     arch = architecture("ViT-B-16")
     checkpoint = workdir / "vit-b-16-random.pt"
@@ -253,7 +254,7 @@ import sys, time
 from tuwen.text.ocr import OcrOptions, ocr_device, ocr_shard
 device = ocr_device(sys.argv[3])
 started = time.perf_counter()
-ocr_shard(sys.argv[1], sys.argv[2], 10**9, OcrOptions(), 1, int(sys.argv[4]), device)
+ocr_shard(sys.argv[1], sys.argv[2], 10**9, OcrOptions.defaults(), 1, int(sys.argv[4]), device)
 print(device, time.perf_counter() - started)
 """
 

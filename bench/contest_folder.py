@@ -57,7 +57,7 @@ def sources_from(sample: Path | None) -> Sources:
 
 @cache
 def _source_picture(path: str) -> Image.Image:
-    image, _ = load_image(path)
+    image, _ = load_image(path, None)
     image.thumbnail((MAX_SIDE * 2, MAX_SIDE * 2))
     return image
 

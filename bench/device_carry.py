@@ -182,7 +182,7 @@ def pack_font(sample: Path, into: Path) -> None:
     collection = TTCollection(str(package / "NotoSansCJK-Regular.ttc"))
     face = [font["name"].getDebugName(1) for font in collection.fonts].index(CJK_FAMILY)
     characters = set()
-    for source in ("tuwen/figures.py", "tests/test_ocr.py"):  # the figures, the text OCR tests render
+    for source in ("tuwen/report/figures.py", "tests/test_ocr.py"):  # the figures, the text OCR tests render
         characters |= set((REPO / source).read_text(encoding="utf-8"))
     for table in sample.rglob("*.csv"):
         characters |= set(table.read_text(encoding="utf-8"))

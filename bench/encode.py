@@ -28,8 +28,9 @@ import torch
 from cn_clip.clip import image_transform
 
 from bench import DEFAULT_SAMPLE
+from tuwen.clip.architectures import architecture
 from tuwen.clip.encode import encode_images, image_batches, inference_autocast
-from tuwen.clip.models import architecture, build_model
+from tuwen.clip.models import build_model
 from tuwen.data.demo import ALL_SCENES, draw_scene
 from tuwen.files.images import load_image
 from tuwen.files.parquet import l2_normalised, write_features
@@ -83,7 +84,7 @@ def decode_only(items: pd.DataFrame, arch, device: str, batch: int, workers: int
     count = 0
     with torch.inference_mode():
         for prepared in image_batches(
-            items, arch.resolution, device, batch, workers, jpeg_draft=draft, jpeg_decode_device=gpu
+            items, arch.resolution, device, batch, workers, None, jpeg_draft=draft, jpeg_decode_device=gpu
         ):
             count += len(prepared.positions)
     _sync(device)
@@ -103,6 +104,7 @@ def end_to_end(
         device,
         batch,
         workers,
+        None,
         jpeg_draft=draft,
         progress=False,
         jpeg_decode_device=gpu,
@@ -143,7 +145,7 @@ def main() -> None:
         paths = image_files(count, args.sample, scratch)
         items = pd.DataFrame({"id": [f"{i:06d}" for i in range(count)], "digest": None, "source": paths})
         transform = image_transform(arch.resolution)
-        preprocessed = torch.stack([transform(load_image(p)[0]) for p in paths[:batch]]).to(args.device)
+        preprocessed = torch.stack([transform(load_image(p, None)[0]) for p in paths[:batch]]).to(args.device)
         limit = forward_only(model, preprocessed, args.device, repeats=max(2, (count // batch) // 4 or 2))
 
         rows = [("forward only (same batch again)", None, limit, None)]

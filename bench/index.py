@@ -8,7 +8,7 @@ For each size, in one invocation:
 - +1%: new shards added (the segments the plan then adds, as the stage would build them) against
   the rebuild of everything (training included), measured in this run;
 - recall@10 against exact search of the same shards, on queries drawn from the mixture;
-- the served index: the server's RunIndex (`tuwen serve`'s search of one query) in its own
+- the served index: the server's LoadedRun (`tuwen serve`'s search of one query) in its own
   process, 1 and 8 threads, p50 / p99 and its peak RSS; then `python -m tuwen serve` itself
   over HTTP with text queries (a random-initialised tuwen-tiny-512 encodes each query),
   1 and 8 clients;
@@ -40,7 +40,10 @@ import pandas as pd
 
 from bench.synthetic import Mixture, write_gallery
 from tuwen.ranking import index as ann
+from tuwen.ranking.recall import neighbour_recall
 from tuwen.run import layout
+from tuwen.run.declaration import BASE, IMAGES, TEXTS, Collection, Model, Run
+from tuwen.run.schema import schema_default
 
 GALLERY = "archive"
 MODEL = "tuwen-tiny-512"  # a small CN-CLIP embedding in 512 dimensions, as ViT-B-16 does
@@ -76,14 +79,9 @@ def _with_rss(function, *args):
 
 def model_card(workdir: Path) -> dict:
     """A random-initialised small CN-CLIP (512-d), saved once: the model a served query is encoded by."""
-    from tuwen.clip.models import (
-        ModelCard,
-        architecture,
-        build_model,
-        checkpoint_digest,
-        model_tag,
-        save_checkpoint,
-    )
+    from tuwen.clip.architectures import architecture
+    from tuwen.clip.cards import ModelCard, weights_tag
+    from tuwen.clip.models import build_model, checkpoint_digest, save_checkpoint
 
     arch = architecture(MODEL)
     checkpoint = workdir / "model" / "checkpoint.pt"
@@ -91,7 +89,7 @@ def model_card(workdir: Path) -> dict:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(build_model(arch, seed=0), checkpoint, arch)
     digest = checkpoint_digest(checkpoint, arch)
-    return ModelCard(model_tag(MODEL, digest), MODEL, str(checkpoint.resolve()), digest).as_dict()
+    return ModelCard(weights_tag(MODEL, digest), MODEL, str(checkpoint.resolve()), digest).as_dict()
 
 
 def make_run(
@@ -115,15 +113,22 @@ def make_run(
     return shards[:base], shards
 
 
-def write_declaration(run: Path, card: dict, shards: list[Path], shard_size: int) -> None:
-    from tuwen.run.declaration import Collection, Run
+def declared_run(run: Path) -> Run:
+    """The run the synthetic gallery is: one collection, one model, an index."""
+    return Run(
+        str(run), False, {GALLERY: Collection(GALLERY, IMAGES, "synthetic")}, {}, (Model(MODEL),), index=True
+    )
 
+
+def write_declaration(run: Path, card: dict, shards: list[Path], shard_size: int) -> None:
     settings = run / layout.settings("run")
     settings.parent.mkdir(parents=True, exist_ok=True)
-    declared = Run(str(run), False, {GALLERY: Collection(GALLERY, layout.IMAGES, "synthetic")}, {})
-    settings.write_text(json.dumps({"run": declared.to_dict()}), encoding="utf-8")
-    (run / layout.settings("retrieval")).write_text(json.dumps({"models": [MODEL]}), encoding="utf-8")
-    card_path = run / layout.model_card(MODEL, layout.BASE)
+    settings.write_text(json.dumps({"run": declared_run(run).to_dict()}), encoding="utf-8")
+    ingest = {"ingest": {"max_image_pixels": schema_default("ingest.max_image_pixels")}}
+    (run / layout.settings("ingest")).write_text(json.dumps(ingest), encoding="utf-8")
+    index = {"index": schema_default("index")}
+    (run / layout.settings("index_search")).write_text(json.dumps(index), encoding="utf-8")
+    card_path = run / layout.model_card(MODEL, BASE)
     card_path.parent.mkdir(parents=True, exist_ok=True)
     card_path.write_text(json.dumps(card), encoding="utf-8")
     import pyarrow.parquet as pq
@@ -136,6 +141,12 @@ def write_declaration(run: Path, card: dict, shards: list[Path], shard_size: int
     assignment = run / layout.assignment(GALLERY)
     assignment.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": ids, "digest": ids, "shard": numbers}).to_parquet(assignment, index=False)
+    # The items' manifest: synthetic vectors have no image file to show.
+    manifest = run / layout.manifest(GALLERY, IMAGES)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"image_id": ids, "path": "", "digest": ids, "status": "ok"}).to_parquet(
+        manifest, index=False
+    )
 
 
 # ---- building -----------------------------------------------------------------------------
@@ -154,7 +165,7 @@ def build(
     train_s = time.perf_counter() - started
     segments, built = [], []
     started = time.perf_counter()
-    for start, count in ann.segment_plan(len(shards), options.base):
+    for start, count in ann.segment_plan(len(shards), options.segment_base):
         path = run / layout.index_segment(GALLERY, tag, str(trained_count), str(start), str(count))
         if not path.exists():
             ann.write_index(ann.build_segment(trained, shards[start : start + count], threads), path)
@@ -176,7 +187,27 @@ def describe(run: Path, built: dict, shards, options: ann.IndexOptions, tag: str
     description = {"collection": GALLERY, "items": measured["items"], "index": measured, "model_tag": tag}
     path = run / layout.served_index(GALLERY)
     path.write_text(json.dumps(description), encoding="utf-8")
+    finish(run, shards)
     return measured
+
+
+def finish(run: Path, shards: list[tuple[int, Path]]) -> None:
+    """Record the synthetic run as finished (what the workflow's finish_run does), so that the
+    server reads it: its files as the record names them."""
+    from tuwen.finished.record import write_record
+    from tuwen.run.plans import finished_plan
+
+    class Shards:
+        def features(self, collection, model, stage):
+            return [str(path.relative_to(run)) for _, path in shards]
+
+        def ocr(self, collection):
+            return []
+
+        def sentences(self, collection, encoder):
+            return []
+
+    write_record(run, finished_plan(declared_run(run), Shards()), run / layout.finished())
 
 
 # ---- serving ------------------------------------------------------------------------------
@@ -185,19 +216,19 @@ def describe(run: Path, built: dict, shards, options: ann.IndexOptions, tag: str
 def serve_in_process(
     run: Path, queries: np.ndarray, exact: np.ndarray, shard_size: int, milvus: str | None = None
 ) -> dict:
-    """The server's search of one query (RunIndex.search, what `tuwen serve` runs per request,
+    """The server's search of one query (LoadedRun.search, what `tuwen serve` runs per request,
     less HTTP and encoding), 1 and 8 threads; the answers' recall@10 against exact."""
-    from tuwen.serve.loaded_run import Query, RunIndex
+    from tuwen.serve.loaded_run import LoadedRun, Query
 
     started = time.perf_counter()
-    index = RunIndex(run, milvus=milvus)
+    index = LoadedRun.open(run, milvus=milvus)
     load_s = time.perf_counter() - started
     channel = index.approximate[GALLERY].channel
     collection = index.collections[GALLERY]
 
     def one(vector):
         began = time.perf_counter()
-        answer = index.search(Query(layout.IMAGES, "vector", {channel: vector}), GALLERY, 10)
+        answer = index.search(Query(IMAGES, "vector", {channel: vector}), GALLERY, 10)
         return time.perf_counter() - began, [h["id"] for h in answer["hits"]], answer["exact"]
 
     results = {"load_s": load_s}
@@ -225,7 +256,7 @@ def serve_in_process(
         [collection.row(f"item-{s * shard_size + r:09d}") for s, r in zip(*pair, strict=True)]
         for pair in zip(shards, rows, strict=True)
     ]
-    results["recall@10"] = ann.recall_at(found, np.asarray(wanted))
+    results["recall@10"] = neighbour_recall(found, np.asarray(wanted))
     return results
 
 
@@ -288,7 +319,7 @@ def usearch_hnsw(shards, queries: np.ndarray, exact: np.ndarray, threads: int) -
         "build_s": build_s,
         "bytes": index.memory_usage,
         "p50_ms": 1000 * statistics.median(times),
-        "recall@10": ann.recall_at(found, exact),
+        "recall@10": neighbour_recall(found, exact),
     }
 
 
@@ -315,7 +346,7 @@ def contest_run(workdir: Path) -> list[dict]:
 
     from bench.scale import snakemake_command
     from bench.serve import build_large
-    from tuwen.serve.loaded_run import RunIndex
+    from tuwen.serve.loaded_run import LoadedRun
 
     run = build_large(workdir / "bench-serve", 50000, 5000, os.cpu_count() or 1).resolve()
     config = yaml.safe_load((workdir / "bench-serve" / "large-50000x5000.yaml").read_text())
@@ -325,7 +356,7 @@ def contest_run(workdir: Path) -> list[dict]:
     subprocess.run(snakemake_command(run, indexed, os.cpu_count() or 1), check=True, capture_output=True)
     stage_s = time.perf_counter() - began
     described = json.loads((run / layout.served_index("t2i_gallery")).read_text())["index"]
-    served = RunIndex(run)
+    served = LoadedRun.open(run)
     # The run's own queries, by their stored embeddings: the server's answers through the index
     # against the run's exact result table.
     collection = served.collections["t2i_queries"]
@@ -355,7 +386,7 @@ def contest_run(workdir: Path) -> list[dict]:
 def served_ids(index, vector: np.ndarray, channel: str) -> list[str]:
     from tuwen.serve.loaded_run import Query
 
-    answer = index.search(Query(layout.TEXTS, "query", {channel: vector}), "t2i_gallery", 10)
+    answer = index.search(Query(TEXTS, "query", {channel: vector}), "t2i_gallery", 10)
     return [hit["id"] for hit in answer["hits"]]
 
 
@@ -372,7 +403,7 @@ def bench(
     began = time.perf_counter()
     shards, grown_shards = make_run(run, items, math.ceil(items / 100), shard_size, card, mixture)
     write_s = time.perf_counter() - began
-    options = ann.IndexOptions()
+    options = ann.IndexOptions.defaults()
     queries = mixture.draw(QUERIES, seed=424242)
 
     # A full build from nothing (training included), then +1%: new shards, the segments added.

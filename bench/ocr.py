@@ -6,7 +6,7 @@ photos), in one run on the same machine state:
 
 - rapidocr's defaults as the workflow used them before (`PPOCR_DEFAULTS`: the shorter
   side enlarged to 736, the angle classifier on), one engine of all threads;
-- the workflow's settings (`OcrOptions()`: the longer side at most 640, no classifier),
+- the workflow's settings (`OcrOptions.defaults()`: the longer side at most 640, no classifier),
   one engine of all threads, and one single-threaded engine per thread (processes);
 
 each gives images/s, and OCR alone as a retriever (BM25 of the captions against the text
@@ -30,12 +30,12 @@ from pathlib import Path
 import pandas as pd
 
 from bench.encode import DEFAULT_SAMPLE
+from tuwen.clip.architectures import architecture
 from tuwen.clip.encode import encode_images
-from tuwen.clip.models import architecture, build_model
-from tuwen.ranking.exact import ranked_top
+from tuwen.clip.models import build_model
 from tuwen.ranking.recall import read_positives, recall_at_k
-from tuwen.run.declaration import contest_ground_truth
-from tuwen.run.layout import IMAGES, TEXTS
+from tuwen.ranking.topk import ranked_top
+from tuwen.run.declaration import IMAGES, TEXTS, contest_ground_truth
 from tuwen.text.lexical import BM25Index
 from tuwen.text.ocr import (
     PPOCR_DEFAULTS,
@@ -160,9 +160,9 @@ def encode_rate(paths: list[str], arch_name: str, threads: int) -> float:
     arch = architecture(arch_name)
     model = build_model(arch, 0).eval()
     items = pd.DataFrame({"id": [str(i) for i in range(len(paths))], "digest": None, "source": paths})
-    encode_images(model, items.head(8), arch.resolution, "cpu", num_workers=threads, progress=False)
+    encode_images(model, items.head(8), arch.resolution, "cpu", 64, threads, None, progress=False)
     started = time.perf_counter()
-    encode_images(model, items, arch.resolution, "cpu", num_workers=threads, progress=False)
+    encode_images(model, items, arch.resolution, "cpu", 64, threads, None, progress=False)
     return len(paths) / (time.perf_counter() - started)
 
 
@@ -186,8 +186,13 @@ def main() -> None:
             args.threads,
             1,
         ),
-        ("workflow (longer side at most 640, no classifier), 1 engine", OcrOptions(), args.threads, 1),
-        (f"workflow, {args.threads} single-threaded engines", OcrOptions(), 1, args.threads),
+        (
+            "workflow (longer side at most 640, no classifier), 1 engine",
+            OcrOptions.defaults(),
+            args.threads,
+            1,
+        ),
+        (f"workflow, {args.threads} single-threaded engines", OcrOptions.defaults(), 1, args.threads),
     ]
     rows, read = [], {}
     for label, settings, threads, processes in variants:

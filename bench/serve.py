@@ -36,6 +36,7 @@ import yaml
 from bench.scale import DEFAULT_SAMPLE, WORKFLOW_CONFIG, prepare_data, run_workflow
 from tests.test_serve import Server
 from tuwen.run import layout
+from tuwen.run.declaration import IMAGES, TEXTS
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 8
@@ -109,8 +110,8 @@ def measure(port: int, requests: list, clients: int, per_client: int) -> dict:
 
 
 def bench_run(name: str, run: Path) -> list[dict]:
-    captions = pd.read_parquet(run / layout.manifest("t2i_queries", layout.TEXTS))["caption"].tolist()[:200]
-    images = pd.read_parquet(run / layout.manifest("i2t_images", layout.IMAGES))
+    captions = pd.read_parquet(run / layout.manifest("t2i_queries", TEXTS))["caption"].tolist()[:200]
+    images = pd.read_parquet(run / layout.manifest("i2t_images", IMAGES))
     images = images[images["status"] == "ok"]["path"].tolist()[:50]
     gallery = len(pd.read_parquet(run / layout.assignment("t2i_gallery")))
     texts = [("GET", "/api/search?" + urllib.parse.urlencode({"q": c, "k": 10}), None, {}) for c in captions]

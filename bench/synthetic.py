@@ -18,6 +18,7 @@ import numpy as np
 
 from tuwen.data.shards import shard_name
 from tuwen.files.parquet import l2_normalised, write_features
+from tuwen.run.declaration import IMAGES
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,6 @@ def write_gallery(
         start = number * shard_size
         ids = [f"item-{start + i:09d}" for i in range(count)]
         path = folder / f"{shard_name(number)}.parquet"
-        write_features(path, ids, vectors, ids, {"model_tag": tag, "kind": "image"}, normalise=False)
+        write_features(path, ids, vectors, ids, {"model_tag": tag, "kind": IMAGES}, normalise=False)
         written.append((number, path))
     return written

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from cn_clip.clip import tokenize
 
-from tuwen.clip.models import architecture, build_model
+from tuwen.clip.architectures import architecture
+from tuwen.clip.models import build_model
 from tuwen.train import contrastive_loss
 
 

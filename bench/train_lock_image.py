@@ -15,10 +15,12 @@ from pathlib import Path
 
 import torch
 
+from tuwen.clip.architectures import architecture
 from tuwen.clip.encode import encode_images
-from tuwen.clip.models import architecture, build_model
+from tuwen.clip.models import build_model
 from tuwen.data.demo import generate_demo
 from tuwen.data.ingest import read_text_set, scan_image_folder
+from tuwen.run.schema import schema_default
 from tuwen.train import FineTuner, TrainOptions, training_pairs
 
 
@@ -27,9 +29,13 @@ def main(epochs: int = 3, model_name: str = "tuwen-tiny-rn") -> None:
     arch = architecture(model_name)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "demo"
-        generate_demo(root, train_pairs=1500)
-        images = scan_image_folder(root / "附件1/ImageData", workers=2)
-        pairs = training_pairs(read_text_set(root / "附件1/ImageWordData.csv", "image_id", images), images)
+        generate_demo(root, train_pairs=1500, queries=100, seed=0)
+        images = scan_image_folder(
+            root / "附件1/ImageData", schema_default("ingest.max_image_pixels"), workers=2
+        )
+        pairs = training_pairs(
+            read_text_set(root / "附件1/ImageWordData.csv", "image_id", "caption", images), images
+        )
         base = build_model(arch, 0).eval()
         started = time.perf_counter()
         encoded = encode_images(
@@ -37,7 +43,9 @@ def main(epochs: int = 3, model_name: str = "tuwen-tiny-rn") -> None:
             pairs.rename(columns={"path": "source"}),
             arch.resolution,
             "cpu",
-            num_workers=2,
+            64,
+            2,
+            None,
             progress=False,
         )
         encode_seconds = time.perf_counter() - started

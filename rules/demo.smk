@@ -1,8 +1,6 @@
 # The embedded demo dataset, generated when data_root is "demo": the contest layout.
 
 
-include: "inputs/demo.smk"
-
 
 rule generate_demo:
     input:

@@ -2,8 +2,6 @@
 # A shard is large (shards.size), so a job's ~5 s start-up is a small share of it.
 
 
-include: "inputs/encode.smk"
-
 
 rule encode_image_shard:
     input:
@@ -22,9 +20,9 @@ rule encode_image_shard:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=8000,
-        runtime=shard_runtime(layout.IMAGES, 0.1),
+        runtime=shard_runtime(IMAGES, 0.1),
     params:
-        kind="image",
+        kind=IMAGES,
     script:
         "../scripts/encode_shard.py"
 
@@ -45,8 +43,8 @@ rule encode_text_shard:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
-        runtime=shard_runtime(layout.TEXTS, 0.01),
+        runtime=shard_runtime(TEXTS, 0.01),
     params:
-        kind="text",
+        kind=TEXTS,
     script:
         "../scripts/encode_shard.py"

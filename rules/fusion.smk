@@ -3,17 +3,15 @@
 # re-ranking made on validation, per direction (t2i, i2t).
 
 
-include: "inputs/fusion.smk"
-
 
 rule validation_split:
     input:
-        images=layout.manifest(TRAIN_IMAGES, layout.IMAGES),
-        texts=layout.manifest(TRAIN_TEXTS, layout.TEXTS),
+        images=layout.manifest(TRAIN_IMAGES, IMAGES),
+        texts=layout.manifest(TRAIN_TEXTS, TEXTS),
         settings=settings_file("validation"),
     output:
-        images=layout.manifest(VAL_IMAGES, layout.IMAGES),
-        texts=layout.manifest(VAL_TEXTS, layout.TEXTS),
+        images=layout.manifest(VAL_IMAGES, IMAGES),
+        texts=layout.manifest(VAL_TEXTS, TEXTS),
     log:
         layout.log("validation_split"),
     localrule: True
@@ -42,7 +40,7 @@ rule ocr_shard:
     resources:
         gpu=config["gpus_per_job"],
         mem_mb=4000,
-        runtime=shard_runtime(layout.IMAGES, 1.0),
+        runtime=shard_runtime(IMAGES, 1.0),
     script:
         "../scripts/ocr_shard.py"
 
@@ -50,8 +48,8 @@ rule ocr_shard:
 rule tune_fusion:
     input:
         unpack(validation_fusion_inputs),
-        cards=all_cards(),
-        pairs=layout.manifest(VAL_TEXTS, layout.TEXTS),
+        cards=plans.model_cards(RUN),
+        pairs=layout.manifest(VAL_TEXTS, TEXTS),
         settings=settings_file("fusion"),
     output:
         chosen=layout.fusion("chosen.json"),
@@ -78,7 +76,7 @@ rule evaluate_fusion:
         unpack(test_fusion_inputs),
         validation=layout.fusion("validation.csv"),
         chosen=layout.fusion("chosen.json"),
-        truth_settings=settings_file("ground_truth") if judged_tasks() else [],
+        truth_settings=settings_file("ground_truth") if RUN.judged_tasks() else [],
     output:
         table=report(
             layout.evaluation("fusion.csv"),

@@ -4,8 +4,6 @@
 # The result tables stay exact; the server searches through the index.
 
 
-include: "inputs/index.smk"
-
 
 rule train_index:
     input:

@@ -1,17 +1,15 @@
 # Stage 1, ingest: image folders and caption tables to validated manifests and rejects reports.
 
 
-include: "inputs/ingest.smk"
-
 
 wildcard_constraints:
-    col="|".join(RUN.of_kind(layout.IMAGES)) or "(?!)",
-    tset="|".join(RUN.of_kind(layout.TEXTS)) or "(?!)",
+    col="|".join(RUN.of_kind(IMAGES)) or "(?!)",
+    tset="|".join(RUN.of_kind(TEXTS)) or "(?!)",
     name="|".join(COLLECTIONS),
     task="|".join(TASKS) or "(?!)",
     shard=r"s\d+",
-    stage=f"{layout.BASE}|{layout.FINETUNE}",
-    model="|".join(MODEL_BY_NAME),
+    stage=f"{BASE}|{FINETUNE}",
+    model="|".join(model.name for model in RUN.models),
     tag=r"[^/]+-[0-9a-f]{12}",
 
 
@@ -21,14 +19,14 @@ rule ingest_images:
         settings=settings_file("ingest"),
         collection=settings_file("collection", "{col}"),
     output:
-        manifest=layout.manifest("{col}", layout.IMAGES),
+        manifest=layout.manifest("{col}", IMAGES),
         rejects=layout.rejects("{col}"),
     log:
         layout.log("ingest_images", "{col}"),
     benchmark:
         layout.benchmark("ingest_images", "{col}")
     wildcard_constraints:
-        col="|".join(IMAGE_FOLDERS) or "(?!)",
+        col="|".join(RUN.of_kind(IMAGES, declared=True)) or "(?!)",
     conda:
         "../envs/tuwen.yaml"
     threads: INGEST_THREADS
@@ -48,12 +46,12 @@ rule ingest_texts:
     input:
         unpack(text_set_inputs),
     output:
-        manifest=layout.manifest("{tset}", layout.TEXTS),
+        manifest=layout.manifest("{tset}", TEXTS),
         rejects=layout.rejects("{tset}"),
     log:
         layout.log("ingest_texts", "{tset}"),
     wildcard_constraints:
-        tset="|".join(TEXT_SETS) or "(?!)",
+        tset="|".join(RUN.of_kind(TEXTS, declared=True)) or "(?!)",
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -74,7 +72,7 @@ rule ingest_query_list:
     log:
         layout.log("ingest_query_list", "{task}"),
     wildcard_constraints:
-        task="|".join(QUERY_LIST_TASKS) or "(?!)",
+        task="|".join(n for n, t in TASKS.items() if t.query_list) or "(?!)",
     localrule: True
     conda:
         "../envs/tuwen.yaml"

@@ -2,8 +2,6 @@
 # because feature paths carry the model tag (name + weights digest).
 
 
-include: "inputs/models.smk"
-
 
 rule init_model:
     output:

@@ -1,8 +1,6 @@
 # Stages 7-8, figures and evaluation, plus the run's accounting of every input id.
 
 
-include: "inputs/report.smk"
-
 
 rule query_figures:
     input:
@@ -53,7 +51,7 @@ rule evaluate:
         mem_mb=2000,
         runtime=10,
     params:
-        tasks=list(judged_tasks()),
+        tasks=list(RUN.judged_tasks()),
     script:
         "../scripts/evaluate.py"
 
@@ -109,6 +107,6 @@ rule browse_page:
             }
             for name, task in TASKS.items()
         },
-        collections={name: kind_of(name) for name in RUN.searchable()},
+        collections={name: COLLECTIONS[name].kind for name in RUN.searchable()},
     script:
         "../scripts/browse_page.py"

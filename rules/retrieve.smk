@@ -1,8 +1,6 @@
 # Stages 5-6, similarity and tables: queries x the whole gallery, exact top-K, result CSVs.
 
 
-include: "inputs/retrieve.smk"
-
 
 rule gather_queries:
     input:
@@ -27,7 +25,7 @@ rule gather_queries:
         "../scripts/gather_queries.py"
 
 
-if not FUSE:
+if not RUN.fuse:
 
     # One job per direction over every gallery shard: at contest size the exact search is about
     # a second of BLAS, less than one job's start-up, so a job per shard would only add start-ups.

@@ -3,8 +3,6 @@
 # one job per shard, cached and incremental like the features.
 
 
-include: "inputs/sentences.smk"
-
 
 rule describe_sentence_encoder:
     input:
@@ -14,7 +12,7 @@ rule describe_sentence_encoder:
     log:
         layout.log("describe_sentence_encoder", "{encoder}"),
     wildcard_constraints:
-        encoder="|".join(TEXT_ENCODERS) or "(?!)",
+        encoder="|".join(RUN.text_encoders) or "(?!)",
     localrule: True
     conda:
         "../envs/tuwen.yaml"
@@ -36,12 +34,12 @@ rule embed_sentences:
     benchmark:
         layout.benchmark("embed_sentences", "{encoder}", "{name}", "{shard}")
     wildcard_constraints:
-        encoder="|".join(TEXT_ENCODERS) or "(?!)",
+        encoder="|".join(RUN.text_encoders) or "(?!)",
     conda:
         "../envs/tuwen.yaml"
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=shard_runtime(layout.TEXTS, 0.05),
+        runtime=shard_runtime(TEXTS, 0.05),
     script:
         "../scripts/embed_sentences.py"

@@ -3,8 +3,6 @@
 # not a Python job: a file of a few lines is not worth a job's start-up.
 
 
-include: "inputs/settings.smk"
-
 
 rule record_settings:
     output:
@@ -12,7 +10,7 @@ rule record_settings:
     log:
         layout.log("record_settings", "{group}"),
     wildcard_constraints:
-        group=settings_group_pattern(),
+        group=group_pattern(),
     localrule: True
     conda:
         "../envs/tuwen.yaml"

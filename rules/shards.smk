@@ -2,8 +2,6 @@
 # because the shards to encode are known only once the manifest is.
 
 
-include: "inputs/shards.smk"
-
 
 checkpoint assign_shards:
     input:

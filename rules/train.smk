@@ -3,14 +3,12 @@
 # declared outputs, so a killed job continues where it stopped when the workflow is run again.
 
 
-include: "inputs/train.smk"
-
 
 rule train_model:
     input:
         unpack(train_inputs),
-        pairs=layout.manifest(TRAIN_TEXTS, layout.TEXTS),
-        images=layout.manifest(TRAIN_IMAGES, layout.IMAGES),
+        pairs=layout.manifest(TRAIN_TEXTS, TEXTS),
+        images=layout.manifest(TRAIN_IMAGES, IMAGES),
         card=base_card,
         settings=train_settings,
     output:

@@ -12,8 +12,7 @@ from tuwen.files.parquet import read_metadata
 from tuwen.logs import run_logged
 from tuwen.ranking.recall import read_positives
 from tuwen.report.browse import COLLECTION_TAB_ITEMS, make_thumbnails, page_data, write_page
-from tuwen.run.declaration import GroundTruth
-from tuwen.run.layout import IMAGES
+from tuwen.run.declaration import IMAGES, GroundTruth
 from tuwen.run.settings import read_settings
 
 

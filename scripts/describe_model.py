@@ -3,7 +3,9 @@
 import json
 import logging
 
-from tuwen.clip.models import ModelCard, architecture, checkpoint_digest, fetch_pretrained, model_tag
+from tuwen.clip.architectures import architecture
+from tuwen.clip.cards import ModelCard, weights_tag
+from tuwen.clip.models import checkpoint_digest, fetch_pretrained
 from tuwen.files.atomic import write_text_atomic
 from tuwen.logs import run_logged
 from tuwen.run.settings import read_settings
@@ -18,7 +20,7 @@ def main(snakemake) -> None:
         # Where the weights are kept changes no result: read from the config, not a setting.
         checkpoint = str(fetch_pretrained(name, snakemake.config["weights_dir"]))
     digest = checkpoint_digest(checkpoint, arch)
-    card = ModelCard(model_tag(arch.name, digest), arch.name, checkpoint, digest)
+    card = ModelCard(weights_tag(arch.name, digest), arch.name, checkpoint, digest)
     write_text_atomic(snakemake.output.card, json.dumps(card.as_dict(), indent=2) + "\n")
     logging.info("model %s: %s", card.tag, checkpoint)
 

@@ -4,10 +4,11 @@ import logging
 
 import torch
 
+from tuwen.clip.cards import ModelCard
 from tuwen.clip.encode import encode_shard
-from tuwen.clip.models import ModelCard
 from tuwen.errors import TuwenError
 from tuwen.logs import run_logged
+from tuwen.run.declaration import IMAGES
 from tuwen.run.settings import read_settings
 
 
@@ -17,7 +18,7 @@ def main(snakemake) -> None:
     # that changing them re-encodes nothing. What changes embeddings comes as the settings file.
     speed = snakemake.config["encode"]
     kind = snakemake.params.kind
-    results = read_settings(snakemake.input.settings) if kind == "image" else None
+    results = read_settings(snakemake.input.settings) if kind == IMAGES else None
     card = ModelCard.read(snakemake.input.card)
     if card.tag != snakemake.wildcards.tag:
         raise TuwenError(
@@ -36,7 +37,7 @@ def main(snakemake) -> None:
         num_workers=workers,
         **(image_settings(results) if results else {}),
     )
-    logging.info("encoded %d %ss", len(encoded.ids), kind)
+    logging.info("encoded %d %s", len(encoded.ids), kind)
     for item_id, code, reason in encoded.skipped:
         logging.warning("not encoded: %s (%s: %s)", item_id, code, reason)
 

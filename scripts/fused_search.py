@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from tuwen.files.parquet import write_table
 from tuwen.logs import run_logged
-from tuwen.ranking.channels import model_tags, read_task
+from tuwen.ranking.channels import channel_tags, read_task
 from tuwen.ranking.fusion import fused_topk, query_bank
 from tuwen.ranking.scoring import FusionRecipe, bank_table
 from tuwen.run.settings import hits_kept, read_settings
@@ -23,7 +23,7 @@ def main(snakemake) -> None:
     keep_top = hits_kept(read_settings(snakemake.input.settings), read_settings(snakemake.input.task))
     bank = query_bank(channels, recipe)
     topk = fused_topk(channels, recipe, keep_top, bank=bank)
-    ranking_tag = next(iter(model_tags(plan).values()))
+    ranking_tag = next(iter(channel_tags(plan).values()))
     metadata = {"logit_scale": channels.logit_scale, "model_tag": ranking_tag, "fusion": json.dumps(chosen)}
     write_table(pa.Table.from_pandas(topk, preserve_index=False), snakemake.output.topk, metadata)
     bank_metadata = {"temperature": recipe.temperature, "queries": len(channels.query_ids)}

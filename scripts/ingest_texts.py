@@ -13,7 +13,7 @@ def main(snakemake) -> None:
     collection = read_settings(snakemake.input.settings)["collection"]
     images = pd.read_parquet(snakemake.input.images) if hasattr(snakemake.input, "images") else None
     table = snakemake.input.table
-    manifest = read_text_set(table, collection["id_column"], images, collection["caption_column"])
+    manifest = read_text_set(table, collection["id_column"], collection["caption_column"], images)
     write_manifest(manifest, snakemake.output.manifest)
     write_rejects(rejects_of(manifest, "text_id", table), snakemake.output.rejects)
     logging.info("%s: %s", table, status_counts(manifest))

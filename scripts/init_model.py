@@ -2,7 +2,8 @@
 
 import logging
 
-from tuwen.clip.models import architecture, build_model, save_checkpoint
+from tuwen.clip.architectures import architecture
+from tuwen.clip.models import build_model, save_checkpoint
 from tuwen.logs import run_logged
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tuwen.clip.cards import ModelCard
 from tuwen.clip.encode import pick_device
-from tuwen.clip.models import ModelCard, load_model
+from tuwen.clip.models import load_model
 from tuwen.files.atomic import atomic_path, write_text_atomic
 from tuwen.logs import run_logged
 from tuwen.report.figures import save_figure, training_curves_figure

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tuwen.run.declaration import IMAGES, TEXTS
+
 REPO = Path(__file__).resolve().parents[1]
 
 # `make test` checks the CPU contract on any machine: the workflow's numbers against CPU
@@ -172,9 +174,29 @@ def contest_positives(truth, task: str, folder: Path) -> dict[str, set[str]]:
 
     from tuwen.ranking.recall import read_positives
     from tuwen.run.declaration import contest_ground_truth
-    from tuwen.run.layout import IMAGES, TEXTS
 
     path = Path(truth) if not isinstance(truth, pd.DataFrame) else folder / f"truth-{task}.csv"
     if isinstance(truth, pd.DataFrame):
         truth.to_csv(path, index=False)
     return read_positives(contest_ground_truth(str(path), TEXTS if task == "t2i" else IMAGES))
+
+
+def config_with(changes: dict) -> dict:
+    """Give the schema's default config with `changes` merged in, section by section: what the
+    workflow's validation makes of a config that sets only those keys."""
+    from tuwen.run.schema import load_schema, schema_defaults
+
+    def merged(base: dict, given: dict) -> dict:
+        return {
+            **base,
+            **{
+                key: merged(base[key], value)
+                if isinstance(value, dict)
+                and isinstance(base.get(key), dict)
+                and key not in ("collections", "tasks")
+                else value
+                for key, value in given.items()
+            },
+        }
+
+    return merged(schema_defaults(load_schema()), changes)

@@ -16,7 +16,6 @@ from tuwen.ranking.index import (
     describe,
     exact_top,
     planned_training,
-    recall_at,
     row_ids,
     segment_plan,
     split_ids,
@@ -25,6 +24,7 @@ from tuwen.ranking.index import (
     training_sample,
     write_index,
 )
+from tuwen.ranking.recall import neighbour_recall
 
 
 def test_segments_write_the_shard_count_in_the_base():
@@ -79,11 +79,13 @@ def test_the_index_finds_the_exact_neighbours(gallery):
     queries = mixture.draw(100, seed=99)
     exact = exact_top(queries, shards, 10)
     scores, found = index.search(queries, 10)
-    assert recall_at(found, exact) >= 0.9
+    assert neighbour_recall(found, exact) >= 0.9
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
     # More lists scanned finds more; all of them is exact up to the 8-bit codes.
     everything = SegmentedIndex(trained, segments, nprobe=10_000)
-    assert recall_at(everything.search(queries, 10)[1], exact) >= max(recall_at(found, exact), 0.97)
+    assert neighbour_recall(everything.search(queries, 10)[1], exact) >= max(
+        neighbour_recall(found, exact), 0.97
+    )
     # Queries that are gallery items find themselves first.
     own = read_features(shards[3][1]).embeddings[:20]
     shard, row = split_ids(index.search(own, 1)[1][:, 0])
@@ -130,7 +132,7 @@ def test_rows_unlike_the_trained_ones_make_the_description_ask_for_retraining(tm
     for start, size in segment_plan(len(shards), 4):
         segments.append(tmp_path / f"segment-{start}-{size}.faiss")
         write_index(build_segment(trained, shards[start : start + size]), segments[-1])
-    options = IndexOptions(nprobe=8, candidates=20)
+    options = IndexOptions.defaults(nprobe=8, candidates=20)
     drifted = describe(trained, segments, shards, [], options, tmp_path, queries=50)
     fit = drifted["centroid_fit"]
     assert drifted["retrain_due"] and fit["trained"] - fit["since"] > options.retrain_drift

@@ -21,7 +21,8 @@ from tests.messy_data import (
     write_gallery,
     write_messy_contest,
 )
-from tuwen.clip.models import architecture, build_model, save_checkpoint
+from tuwen.clip.architectures import architecture
+from tuwen.clip.models import build_model, save_checkpoint
 from tuwen.data.ingest import scan_image_folder
 from tuwen.files.images import ImageRejected, load_image, probe_image
 from tuwen.files.parquet import read_features
@@ -48,7 +49,7 @@ def test_every_gallery_case_gets_its_status_and_reason(tmp_path):
 def test_animated_gif_gives_its_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), colour).convert("P") for colour in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(tmp_path / "a.jpg", format="GIF", save_all=True, append_images=frames[1:])
-    image, _ = load_image(tmp_path / "a.jpg")
+    image, _ = load_image(tmp_path / "a.jpg", None)
     assert image.getpixel((4, 4))[0] > 200 and image.getpixel((4, 4))[2] < 50
 
 
@@ -56,7 +57,7 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
 def test_every_mode_becomes_rgb(tmp_path, mode):
     image_format = "JPEG" if mode in ("CMYK", "L") else "PNG"
     Image.new("RGB", (8, 8), (10, 200, 30)).convert(mode).save(tmp_path / "m.img", format=image_format)
-    image, _ = load_image(tmp_path / "m.img")
+    image, _ = load_image(tmp_path / "m.img", None)
     assert image.mode == "RGB" and image.size == (8, 8)
 
 
@@ -70,7 +71,7 @@ def test_a_file_that_cannot_be_read_is_rejected(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "read_bytes", denied)
     with pytest.raises(ImageRejected) as error:
-        probe_image(path)
+        probe_image(path, None)
     assert error.value.code == "unreadable" and "permission denied" in error.value.message
 
 

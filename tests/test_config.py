@@ -11,7 +11,7 @@ import yaml
 from tests.conftest import REPO, SMALL_DEMO, planned_jobs, snakemake, snakemake_command
 from tuwen.run.schema import coerce_by_schema, load_schema, schema_defaults, speed_only_keys
 
-SCHEMA = load_schema(REPO / "config.schema.yaml")
+SCHEMA = load_schema()
 
 
 def test_schema_defaults_equal_config_yaml():
@@ -100,18 +100,3 @@ def test_changing_speed_settings_reruns_nothing(demo_run, section):
         changed["train"]["epochs"] += 1
         rules = {rule for rule, _ in planned_jobs(snakemake(demo_run, "-n", config=changed).stdout)}
         assert "train_model" in rules
-
-
-def test_library_keyword_defaults_equal_the_schema():
-    # Library functions keep keyword defaults for direct use (tests, notebooks); where one
-    # stands for a config key, it must be the schema's default, or the two drift apart.
-    import inspect
-
-    from tuwen.clip.encode import encode_shard
-    from tuwen.files.images import DEFAULT_MAX_PIXELS
-
-    defaults = schema_defaults(SCHEMA)
-    signature = inspect.signature(encode_shard).parameters
-    for key in ("device", "batch_size", "jpeg_draft", "gpu_jpeg_decode"):
-        assert signature[key].default == defaults["encode"][key], key
-    assert defaults["ingest"]["max_image_pixels"] == DEFAULT_MAX_PIXELS

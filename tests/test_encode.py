@@ -13,18 +13,17 @@ from cn_clip.clip import image_transform, tokenize
 from PIL import Image
 
 from tests.conftest import CPU_AND_CUDA
+from tuwen.clip.architectures import architecture
+from tuwen.clip.cards import ModelCard, weights_tag
 from tuwen.clip.encode import encode_shard
-from tuwen.clip.models import (
-    ModelCard,
-    architecture,
-    build_model,
-    checkpoint_digest,
-    model_tag,
-    save_checkpoint,
-)
+from tuwen.clip.models import build_model, checkpoint_digest, save_checkpoint
 from tuwen.data.demo import ALL_SCENES, draw_scene
 from tuwen.errors import TuwenError
 from tuwen.files.parquet import read_features, write_features
+from tuwen.run.declaration import IMAGES, TEXTS
+from tuwen.run.schema import schema_default
+
+LIMIT = schema_default("ingest.max_image_pixels")
 
 TINY = architecture("tuwen-tiny")
 # The device path's tests (CPU_AND_CUDA) run on the CPU here (torchvision's CPU decoder,
@@ -35,7 +34,7 @@ def make_card(tmp_path):
     model = build_model(TINY, seed=7).eval()
     save_checkpoint(model, tmp_path / "tiny.pt", TINY)
     digest = checkpoint_digest(tmp_path / "tiny.pt")
-    card = ModelCard(model_tag(TINY.name, digest), TINY.name, str(tmp_path / "tiny.pt"), digest)
+    card = ModelCard(weights_tag(TINY.name, digest), TINY.name, str(tmp_path / "tiny.pt"), digest)
     (tmp_path / "model.json").write_text(json.dumps(card.as_dict()))
     return model, tmp_path / "model.json"
 
@@ -60,10 +59,11 @@ def test_image_shard_matches_cn_clip_preprocessing_and_contract(tmp_path):
         tmp_path / "list.parquet",
         card,
         tmp_path / "out.parquet",
-        "image",
+        IMAGES,
         device="cpu",
         batch_size=2,
         num_workers=1,
+        max_pixels=LIMIT,
     )
 
     schema = pq.read_schema(tmp_path / "out.parquet")
@@ -85,9 +85,7 @@ def test_text_shard_matches_cn_clip_tokenizer(tmp_path):
     model, card = make_card(tmp_path)
     captions = ["左上角有一个红色的圆形", "蓝色的星形", "十字" * 60]  # the last exceeds 52 tokens
     write_list(tmp_path / "list.parquet", [(f"Word-{i}", f"d{i}", c) for i, c in enumerate(captions)])
-    encode_shard(
-        tmp_path / "list.parquet", card, tmp_path / "out.parquet", "text", device="cpu", batch_size=2
-    )
+    encode_shard(tmp_path / "list.parquet", card, tmp_path / "out.parquet", TEXTS, device="cpu", batch_size=2)
     shard = read_features(tmp_path / "out.parquet")
     with torch.inference_mode():
         reference = model.encode_text(tokenize(captions)).numpy()
@@ -100,7 +98,13 @@ def test_unreadable_image_is_skipped_and_reported(tmp_path):
     (tmp_path / "gone.jpg").write_bytes(b"not an image")
     write_list(tmp_path / "list.parquet", [("gone.jpg", "x", str(tmp_path / "gone.jpg"))])
     encoded = encode_shard(
-        tmp_path / "list.parquet", card, tmp_path / "out.parquet", "image", device="cpu", num_workers=0
+        tmp_path / "list.parquet",
+        card,
+        tmp_path / "out.parquet",
+        IMAGES,
+        device="cpu",
+        batch_size=8,
+        max_pixels=LIMIT,
     )
     assert encoded.ids == [] and encoded.skipped[0][0] == "gone.jpg"
     assert read_features(tmp_path / "out.parquet").embeddings.shape == (0, 128)
@@ -160,14 +164,15 @@ def test_device_jpeg_path_gives_the_pil_path_embeddings(tmp_path, device):
 
     items = _mixed_images(tmp_path / "images")
     model = build_model(TINY, seed=3).eval().to(device)
-    pil = encode_images(model, items, TINY.resolution, device, batch_size=4, num_workers=0, progress=False)
+    pil = encode_images(model, items, TINY.resolution, device, 4, 0, None, progress=False)
     tensor = encode_images(
         model,
         items,
         TINY.resolution,
         device,
-        batch_size=4,
-        num_workers=0,
+        4,
+        0,
+        None,
         progress=False,
         jpeg_decode_device=device,
     )
@@ -194,11 +199,11 @@ def test_the_pil_path_gives_exactly_cn_clips_transform(tmp_path):
     from tuwen.files.images import load_image
 
     items = _mixed_images(tmp_path / "images")
-    batches = list(image_batches(items, TINY.resolution, "cpu", batch_size=4, num_workers=0))
+    batches = list(image_batches(items, TINY.resolution, "cpu", 4, 0, None))
     positions = [p for batch in batches for p in batch.positions]
     got = torch.cat([batch.pixels for batch in batches if batch.pixels is not None])
     transform = image_transform(TINY.resolution)
-    expected = torch.stack([transform(load_image(items["source"][p])[0]) for p in positions])
+    expected = torch.stack([transform(load_image(items["source"][p], None)[0]) for p in positions])
     assert sorted(items["id"][p] for p in positions) == sorted(set(items["id"]) - {"truncated.jpg"})
     assert got.dtype == torch.float32 and torch.equal(got, expected)
 
@@ -247,7 +252,7 @@ def test_running_out_of_gpu_memory_names_the_setting_to_lower(tmp_path, monkeypa
 
     monkeypatch.setattr("tuwen.clip.encode.encode_texts", out_of_memory)
     with pytest.raises(TuwenError, match="out of GPU memory encoding .* at encode.batch_size 7: lower it"):
-        encode_shard(shard, card, tmp_path / "out.parquet", "text", device="cpu", batch_size=7)
+        encode_shard(shard, card, tmp_path / "out.parquet", TEXTS, device="cpu", batch_size=7)
 
 
 @pytest.mark.parametrize("device", CPU_AND_CUDA)
@@ -283,7 +288,7 @@ def test_a_resize_the_device_cannot_do_falls_back_to_pil(tmp_path, monkeypatch, 
         return real(images, resolution)
 
     monkeypatch.setattr(tuwen.clip.device_decoding, "resize_pixels", fails_on_wide)
-    options = {"batch_size": 6, "num_workers": 0, "progress": False}
+    options = {"batch_size": 6, "num_workers": 0, "max_pixels": None, "progress": False}
     tensor = encode_images(model, items, TINY.resolution, device, jpeg_decode_device=device, **options)
     pil = encode_images(model, items, TINY.resolution, device, **options)
     assert sorted(tensor.ids) == sorted(pil.ids) and tensor.skipped == []
@@ -310,8 +315,9 @@ def test_one_model_tag_never_mixes_precisions(tmp_path):
         folder / "lists" / "list.parquet",
         card,
         folder / "t2i_queries" / "s00000.parquet",
-        "text",
+        TEXTS,
         device="cpu",
+        batch_size=8,
     )
     first = pq.read_schema(folder / "t2i_queries" / "s00000.parquet").metadata[b"tuwen"]
     assert json.loads(first)["precision"] == "fp32"
@@ -326,6 +332,7 @@ def test_one_model_tag_never_mixes_precisions(tmp_path):
             folder / "lists" / "list.parquet",
             card,
             folder / "t2i_queries" / "s00001.parquet",
-            "text",
+            TEXTS,
             device="cpu",
+            batch_size=8,
         )

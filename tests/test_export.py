@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuwen.export.milvus import export_clip_retrieval, export_milvus, milvus_client
+from tuwen.export.clip_retrieval import export_clip_retrieval
+from tuwen.export.milvus import export_milvus, milvus_client
 from tuwen.files.parquet import read_features
 from tuwen.run import layout
+from tuwen.run.declaration import TEXTS
 
 
 def current_embeddings(run, tag_of_gallery: str, gallery: str) -> dict[str, np.ndarray]:
@@ -43,7 +45,7 @@ def test_galleries_are_exported_with_their_model_and_again_only_what_is_new(demo
     some = sorted(stored)[3]
     row = client.get(done[1]["collection"], ids=[some], output_fields=["vector", "text"])[0]
     assert np.allclose(row["vector"], stored[some], atol=1e-7)
-    captions = pd.read_parquet(demo_run / layout.manifest("i2t_gallery", layout.TEXTS)).set_index("text_id")
+    captions = pd.read_parquet(demo_run / layout.manifest("i2t_gallery", TEXTS)).set_index("text_id")
     assert row["text"] == captions.loc[some, "caption"]
     again = export_milvus(demo_run, uri)
     assert [d["added"] for d in again] == [0, 0] and [d["held"] for d in again] == [d["held"] for d in done]
@@ -51,12 +53,12 @@ def test_galleries_are_exported_with_their_model_and_again_only_what_is_new(demo
 
 def test_the_server_answers_from_milvus_as_it_answers_exactly(demo_run, milvus):
     """Milvus Lite searches exactly here (a small gallery): the same top 5 as the exact search."""
-    from tuwen.serve.loaded_run import RunIndex
+    from tuwen.serve.loaded_run import LoadedRun
 
     uri, _ = milvus
-    exact, served = RunIndex(demo_run), RunIndex(demo_run, milvus=uri)
+    exact, served = LoadedRun.open(demo_run), LoadedRun.open(demo_run, milvus=uri)
     assert "t2i_gallery" in served.approximate and not exact.approximate
-    queries = pd.read_parquet(demo_run / layout.manifest("t2i_queries", layout.TEXTS))
+    queries = pd.read_parquet(demo_run / layout.manifest("t2i_queries", TEXTS))
     for caption in queries["caption"].head(3):
         expected = exact.search(exact.text_query(caption, "t2i_gallery"), "t2i_gallery", 5)
         answer = served.search(served.text_query(caption, "t2i_gallery"), "t2i_gallery", 5)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from tuwen.data.demo import ALL_SCENES, draw_scene
 from tuwen.report.figures import (
-    Hit,
+    ShownHit,
     image_to_text_figure,
     placeholder_figure,
     sample_queries,
@@ -29,15 +29,17 @@ def images(tmp_path):
 
 
 def test_text_to_image_figure_renders_chinese_without_missing_glyphs(tmp_path, images):
-    hits = [Hit(i + 1, f"Image-{i}.jpg", 0.9 - i / 10, 0.2, image_path=p) for i, p in enumerate(images)]
-    missing = save_figure(text_to_image_figure(CHINESE, "Word-1", hits), tmp_path / "t2i.png")
+    hits = [ShownHit(i + 1, f"Image-{i}.jpg", 0.9 - i / 10, 0.2, image_path=p) for i, p in enumerate(images)]
+    missing = save_figure(text_to_image_figure(CHINESE, "Word-1", hits, "余弦"), tmp_path / "t2i.png")
     assert missing == []
     assert Image.open(tmp_path / "t2i.png").size[0] > 500
 
 
 def test_image_to_text_figure_renders_chinese_without_missing_glyphs(tmp_path, images):
-    hits = [Hit(i + 1, f"Word-{i}", 0.5, 0.1, caption=CHINESE[i:]) for i in range(5)]
-    missing = save_figure(image_to_text_figure(images[0], "Image-0.jpg", hits), tmp_path / "i2t.png")
+    hits = [ShownHit(i + 1, f"Word-{i}", 0.5, 0.1, caption=CHINESE[i:]) for i in range(5)]
+    missing = save_figure(
+        image_to_text_figure(images[0], "Image-0.jpg", hits, "融合得分"), tmp_path / "i2t.png"
+    )
     assert missing == []
 
 

@@ -8,19 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuwen.ranking.fusion import (
+from tuwen.ranking.fusion import FusionRecipe, build_channels, fused_topk, query_groups
+from tuwen.ranking.recall import rankings_of, recall_at_k
+from tuwen.ranking.tuning import (
     EXHAUSTIVE_LIMIT,
-    FusionRecipe,
-    build_channels,
-    candidate_settings,
+    candidate_recipes,
     chance_p_values,
     eligible_channels,
-    evaluate_settings,
-    fused_topk,
-    query_groups,
-    search_settings,
+    evaluate_recipes,
+    search_recipes,
 )
-from tuwen.ranking.recall import rankings_of, recall_at_k
 from tuwen.text.lexical import BM25Index, normalised_by_query, text_units
 
 
@@ -114,10 +111,10 @@ def test_gallery_order_and_shard_layout_do_not_change_the_result():
     # a model's embeddings split differently: build_channels sorts the gallery by id.
     clip = {
         m: (
-            dict(zip(channels.query_ids, channels.clip[m][0], strict=True)),
-            dict(reversed(list(zip(channels.gallery_ids, channels.clip[m][1], strict=True)))),
+            dict(zip(channels.query_ids, channels.embedded[m][0], strict=True)),
+            dict(reversed(list(zip(channels.gallery_ids, channels.embedded[m][1], strict=True)))),
         )
-        for m in channels.clip
+        for m in channels.embedded
     }
     rebuilt = build_channels(channels.query_ids, clip, None, 50.0)
     rebuilt.ocr = channels.ocr
@@ -142,7 +139,7 @@ def test_reranking_lowers_a_hub():
 
 
 def test_candidate_settings_start_with_each_channel_alone():
-    settings = candidate_settings(["clip", "ocr"], [0.5, 1.0], [0.1])
+    settings = candidate_recipes(["clip", "ocr"], [0.5, 1.0], [0.1])
     labels = [s.label for s in settings]
     assert labels[:4] == ["clip", "clip+rerank", "ocr", "ocr+rerank"]
     assert labels.count("clip+ocr") == 2 and labels.count("clip+ocr+rerank") == 2
@@ -174,9 +171,9 @@ def noisy_channels(names: list[str], seed: int = 0, blind: tuple[str, ...] = ())
 
 def test_few_channels_are_searched_exhaustively():
     channels, positives, groups = noisy_channels(["clip:a", "clip:b"])
-    searched = search_settings(channels, [0.5, 1.0], [0.1], positives, groups, ["clip:a", "clip:b"])
-    expected = evaluate_settings(
-        channels, candidate_settings(channels.names, [0.5, 1.0], [0.1]), positives, groups
+    searched = search_recipes(channels, [0.5, 1.0], [0.1], positives, groups, ["clip:a", "clip:b"])
+    expected = evaluate_recipes(
+        channels, candidate_recipes(channels.names, [0.5, 1.0], [0.1]), positives, groups
     )
     assert searched == expected
 
@@ -185,16 +182,16 @@ def test_many_channels_are_searched_forward_from_the_best_single_one():
     names = [f"clip:m{k}" for k in range(5)] + ["clip:m0:base"]
     channels, positives, groups = noisy_channels(names)
     weights, temperatures = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0], [0.01, 0.05]
-    assert len(candidate_settings(names, weights, temperatures)) > EXHAUSTIVE_LIMIT
-    searched = search_settings(channels, weights, temperatures, positives, groups, ["clip:m0", "clip:m1"])
+    assert len(candidate_recipes(names, weights, temperatures)) > EXHAUSTIVE_LIMIT
+    searched = search_recipes(channels, weights, temperatures, positives, groups, ["clip:m0", "clip:m1"])
     assert len(searched) < EXHAUSTIVE_LIMIT
-    labels = {item.setting.label for item in searched}
+    labels = {item.recipe.label for item in searched}
     assert set(names) <= labels and "clip:m0+clip:m1" in labels  # each alone, and the models together
-    singles = [item for item in searched if len(item.setting.used) == 1]
+    singles = [item for item in searched if len(item.recipe.used) == 1]
     best = max(searched, key=lambda item: item.mean)
     assert best.mean >= max(item.mean for item in singles)
     # Forward selection only stops when no added channel helps.
-    chosen = dict(best.setting.weights)
+    chosen = dict(best.recipe.weights)
     for name in names:
         if not chosen[name]:
             grown = [
@@ -203,7 +200,7 @@ def test_many_channels_are_searched_forward_from_the_best_single_one():
                 for t in (None, *temperatures)
             ]
             assert (
-                max(item.mean for item in evaluate_settings(channels, grown, positives, groups)) <= best.mean
+                max(item.mean for item in evaluate_recipes(channels, grown, positives, groups)) <= best.mean
             )
 
 
@@ -227,8 +224,8 @@ def test_a_channel_at_chance_is_tried_alone_but_never_combined():
         channels, positives, groups = noisy_channels(names, blind=(blind,))
         eligible = eligible_channels(chance_p_values(channels, positives, groups), 0.01)
         assert blind not in eligible and names[0] in eligible
-        searched = search_settings(channels, [0.5, 1.0], [0.1], positives, groups, names[:2], eligible)
-        assert blind in {item.setting.label for item in searched}
-        assert all(blind not in item.setting.used for item in searched if len(item.setting.used) > 1)
+        searched = search_recipes(channels, [0.5, 1.0], [0.1], positives, groups, names[:2], eligible)
+        assert blind in {item.recipe.label for item in searched}
+        assert all(blind not in item.recipe.used for item in searched if len(item.recipe.used) > 1)
     # Where no channel is above chance, none is preferred: all may be combined.
     assert eligible_channels({"clip:a": 0.3, "ocr": 0.5}, 0.01) == ["clip:a", "ocr"]

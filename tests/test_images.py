@@ -23,8 +23,8 @@ def red_square(mode: str = "RGB") -> Image.Image:
 def test_other_formats_under_a_jpg_name_are_decoded(tmp_path, image_format):
     path = tmp_path / "Image1-0001.jpg"
     save(red_square(), path, image_format)
-    probe = probe_image(path)
-    image, digest = load_image(path)
+    probe = probe_image(path, None)
+    image, digest = load_image(path, None)
     assert probe.format == image_format and probe.digest == digest
     assert image.mode == "RGB" and image.size == (40, 30)
 
@@ -33,7 +33,7 @@ def test_transparent_pixels_are_shown_over_white(tmp_path):
     rgba = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
     path = tmp_path / "transparent.jpg"
     save(rgba, path, "PNG")
-    image, _ = load_image(path)
+    image, _ = load_image(path, None)
     assert image.getpixel((5, 5)) == (255, 255, 255)
 
 
@@ -41,7 +41,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     grey = Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16))
     path = tmp_path / "deep.png"
     save(grey, path, "PNG")
-    image, _ = load_image(path)
+    image, _ = load_image(path, None)
     assert image.getpixel((0, 0)) == (128, 128, 128)
 
 
@@ -51,7 +51,7 @@ def test_exif_rotated_jpeg_is_upright(tmp_path):
     exif[0x0112] = 6  # rotate 90° clockwise to display
     path = tmp_path / "rotated.jpg"
     save(wide, path, "JPEG", exif=exif.tobytes())
-    image, _ = load_image(path)
+    image, _ = load_image(path, None)
     assert image.size == (20, 60)
 
 
@@ -63,7 +63,7 @@ def test_bad_bytes_are_rejected_with_a_reason(tmp_path, content, code):
     path = tmp_path / "bad.jpg"
     path.write_bytes(content)
     with pytest.raises(ImageRejected) as error:
-        probe_image(path)
+        probe_image(path, None)
     assert error.value.code == code and str(path) in error.value.message
 
 
@@ -74,13 +74,13 @@ def test_truncated_jpeg_is_rejected(tmp_path):
     path = tmp_path / "cut.jpg"
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(ImageRejected) as error:
-        probe_image(path)
+        probe_image(path, None)
     assert error.value.code == "undecodable"
 
 
 def test_missing_file_is_rejected(tmp_path):
     with pytest.raises(ImageRejected) as error:
-        probe_image(tmp_path / "absent.jpg")
+        probe_image(tmp_path / "absent.jpg", None)
     assert error.value.code == "missing_file"
 
 

@@ -14,6 +14,9 @@ from tuwen.data.ingest import (
     scan_image_folder,
 )
 from tuwen.files.records import read_records
+from tuwen.run.schema import schema_default
+
+LIMIT = schema_default("ingest.max_image_pixels")
 
 
 def make_folder(tmp_path):
@@ -28,7 +31,7 @@ def make_folder(tmp_path):
 
 
 def test_folder_manifest_lists_every_entry_with_a_status(tmp_path):
-    manifest = scan_image_folder(make_folder(tmp_path), workers=2)
+    manifest = scan_image_folder(make_folder(tmp_path), LIMIT, workers=2)
     status = dict(zip(manifest["image_id"], manifest["status"], strict=True))
     assert list(manifest["image_id"]) == sorted(status)
     assert status == {
@@ -46,7 +49,7 @@ def test_folder_manifest_lists_every_entry_with_a_status(tmp_path):
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        scan_image_folder(tmp_path / "nope")
+        scan_image_folder(tmp_path / "nope", LIMIT)
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030"])
@@ -71,7 +74,7 @@ def test_text_set_rejects_duplicates_and_empty_captions_naming_the_row(tmp_path)
     path.write_text(
         "text_id,caption,source\n Word-1 ,猫,a\nWord-2,  ,b\nWord-1,猫,c\nWord-3,狗,d\n", encoding="utf-8"
     )
-    manifest = read_text_set(path, "text_id")
+    manifest = read_text_set(path, "text_id", "caption")
     assert list(manifest["text_id"]) == ["Word-1", "Word-2", "Word-1", "Word-3"]
     assert list(manifest["status"]) == ["ok", "rejected", "rejected", "ok"]
     assert list(manifest["reason_code"]) == ["", "empty_caption", "duplicate_id", ""]
@@ -79,18 +82,18 @@ def test_text_set_rejects_duplicates_and_empty_captions_naming_the_row(tmp_path)
 
 
 def test_pairs_naming_absent_or_rejected_images_are_rejected(tmp_path):
-    images = scan_image_folder(make_folder(tmp_path))
+    images = scan_image_folder(make_folder(tmp_path), LIMIT)
     path = tmp_path / "ImageWordData.csv"
     path.write_text(
         "image_id,caption\nImage1-0001.jpg,一\nImage1-0003.jpg,二\nImage1-9999.jpg,三\n", encoding="utf-8"
     )
-    manifest = read_text_set(path, "image_id", images)
+    manifest = read_text_set(path, "image_id", "caption", images)
     assert list(manifest["reason_code"]) == ["", "image_rejected", "image_missing"]
     assert "Image1-9999.jpg" in manifest.loc[2, "reason"]
 
 
 def test_image_queries_are_checked_against_the_folder(tmp_path):
-    images = scan_image_folder(make_folder(tmp_path))
+    images = scan_image_folder(make_folder(tmp_path), LIMIT)
     path = tmp_path / "image_test.csv"
     path.write_text("image_id\nImage1-0002.jpg\nImage1-0404.jpg\nImage1-0002.jpg\n", encoding="utf-8")
     manifest = read_query_list(path, images)
@@ -107,7 +110,7 @@ def test_nested_folders_are_read_and_ids_are_relative_paths(tmp_path):
     Image.new("RGB", (8, 8), (0, 0, 200)).save(folder / "top.png")
     (folder / "2024/notes.txt").write_text("not a photo", encoding="utf-8")
     Image.new("RGB", (8, 8)).save(folder / ".cache/x.jpg", "JPEG")
-    manifest = scan_image_folder(folder)
+    manifest = scan_image_folder(folder, LIMIT)
     status = dict(
         zip(
             manifest["image_id"], manifest["reason_code"].where(manifest["status"] != "ok", "ok"), strict=True
@@ -139,7 +142,7 @@ def test_captions_are_read_from_every_table_format_with_named_columns(tmp_path, 
         rows.to_json(path, orient="records", lines=True, force_ascii=False)
     else:
         rows.to_parquet(path)
-    manifest = read_text_set(path, "sku", caption_column="title")
+    manifest = read_text_set(path, "sku", "title")
     assert list(manifest["text_id"]) == ["A-1", "A-2", "A-3"]
     assert list(manifest["caption"]) == ["夏季新款连衣裙", "", "女装, 清凉"]
     assert list(manifest["reason_code"]) == ["", "empty_caption", ""]
@@ -152,14 +155,14 @@ def test_rescan_reads_only_new_and_changed_files(tmp_path, monkeypatch):
     import tuwen.data.ingest
 
     folder = make_folder(tmp_path)
-    first = scan_image_folder(folder, workers=1)
+    first = scan_image_folder(folder, LIMIT, workers=1)
     probed = []
     real_probe = tuwen.data.ingest.probe_image
     monkeypatch.setattr(
         tuwen.data.ingest, "probe_image", lambda path, *a: probed.append(path.name) or real_probe(path, *a)
     )
 
-    again = scan_image_folder(folder, workers=1, previous=first)
+    again = scan_image_folder(folder, LIMIT, workers=1, previous=first)
     assert probed == [] and again.equals(first)
 
     Image.new("RGB", (16, 16), (200, 0, 0)).save(folder / "Image1-0004.jpg", format="JPEG")
@@ -167,7 +170,7 @@ def test_rescan_reads_only_new_and_changed_files(tmp_path, monkeypatch):
     before = os.stat(changed)
     Image.new("RGB", (20, 10), (0, 200, 0)).save(changed, format="JPEG")
     os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
-    grown = scan_image_folder(folder, workers=1, previous=again)
+    grown = scan_image_folder(folder, LIMIT, workers=1, previous=again)
     assert sorted(probed) == ["Image1-0002.jpg", "Image1-0004.jpg"]  # the rejected empty file too is kept
     rows = grown.set_index("image_id")
     assert rows.loc["Image1-0002.jpg", "width"] == 20 and rows.loc["Image1-0004.jpg", "status"] == "ok"
@@ -179,7 +182,7 @@ def test_rescan_reads_only_new_and_changed_files(tmp_path, monkeypatch):
 def test_scan_cache_is_used_only_with_the_same_settings(tmp_path):
     from tuwen.data.ingest import read_scan_cache, write_scan_cache
 
-    manifest = scan_image_folder(make_folder(tmp_path), workers=1)
+    manifest = scan_image_folder(make_folder(tmp_path), LIMIT, workers=1)
     settings = {"max_pixels": 1000, "verify_decode": False}
     write_scan_cache(manifest, tmp_path / "cache.parquet", settings)
     assert read_scan_cache(tmp_path / "cache.parquet", settings).equals(manifest)

@@ -8,17 +8,9 @@ import cn_clip.clip as cn_clip
 import pytest
 import torch
 
-from tuwen.clip.architectures import RELEASED_MODELS
-from tuwen.clip.models import (
-    ModelError,
-    architecture,
-    build_model,
-    checkpoint_digest,
-    fetch_pretrained,
-    load_model,
-    model_tag,
-    save_checkpoint,
-)
+from tuwen.clip.architectures import RELEASED_MODELS, ModelError, architecture
+from tuwen.clip.cards import weights_tag
+from tuwen.clip.models import build_model, checkpoint_digest, fetch_pretrained, load_model, save_checkpoint
 
 TINY = architecture("tuwen-tiny")
 
@@ -34,7 +26,7 @@ def saved_tiny(tmp_path_factory):
 def test_same_seed_gives_same_weights_and_tag(tmp_path):
     for seed, name in [(0, "a"), (0, "b"), (1, "c")]:
         save_checkpoint(build_model(TINY, seed), tmp_path / f"{name}.pt", TINY)
-    tags = {name: model_tag(TINY.name, checkpoint_digest(tmp_path / f"{name}.pt")) for name in "abc"}
+    tags = {name: weights_tag(TINY.name, checkpoint_digest(tmp_path / f"{name}.pt")) for name in "abc"}
     assert tags["a"] == tags["b"] != tags["c"]
     assert tags["a"].startswith("tuwen-tiny-")
 

@@ -16,7 +16,7 @@ from tuwen.text.ocr import OcrOptions, ocr_engine, ocr_shard, read_image_text
 
 @pytest.fixture(scope="module")
 def engine():
-    return ocr_engine(threads=2, device="cpu")
+    return ocr_engine(threads=2, device="cpu", settings=OcrOptions.defaults())
 
 
 def rendered(path, text: str) -> None:
@@ -55,7 +55,7 @@ def test_a_shard_keeps_a_row_for_every_image(tmp_path, processes):
         }
     )
     items.to_parquet(tmp_path / "list.parquet")
-    settings = OcrOptions(detect_side=480)
+    settings = OcrOptions(detect_side=480, angle_classifier=False)
     table = ocr_shard(tmp_path / "list.parquet", tmp_path / "ocr.parquet", 10**8, settings, 1, processes)
     assert table["status"].tolist() == ["ok", "empty", "failed"]
     written = pd.read_parquet(tmp_path / "ocr.parquet")
@@ -84,7 +84,8 @@ def test_engines_in_processes_work_from_a_script_without_a_main_guard(tmp_path):
     script = tmp_path / "job.py"
     files = f"{str(tmp_path / 'list.parquet')!r}, {str(tmp_path / 'ocr.parquet')!r}"
     script.write_text(
-        f"from tuwen.text.ocr import OcrOptions, ocr_shard\nocr_shard({files}, 10**8, OcrOptions(), 1, 2)\n",
+        "from tuwen.text.ocr import OcrOptions, ocr_shard\n"
+        f"ocr_shard({files}, 10**8, OcrOptions.defaults(), 1, 2)\n",
         encoding="utf-8",
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
@@ -118,7 +119,9 @@ def test_the_torch_models_compute_what_onnxruntime_computes(device):
 def test_ocr_on_torch_reads_what_onnxruntime_reads(engine, tmp_path, device):
     from tuwen.text.ocr_torch import run_models_on_torch
 
-    on_torch = run_models_on_torch(ocr_engine(threads=1, device="cpu"), device)
+    on_torch = run_models_on_torch(
+        ocr_engine(threads=1, device="cpu", settings=OcrOptions.defaults()), device
+    )
     for i, text in enumerate(["新华书店 2024", "图文检索", "多模态特征融合"]):
         rendered(tmp_path / f"{i}.jpg", text)
         expected = read_image_text(engine, str(tmp_path / f"{i}.jpg"), 10**8)
@@ -149,14 +152,16 @@ def test_a_job_on_cuda_forks_engines_that_read_what_the_cpu_reads(tmp_path):
     pd.DataFrame(
         {"id": list("abcd"), "digest": list("1234"), "source": [str(tmp_path / f"{i}.jpg") for i in range(4)]}
     ).to_parquet(tmp_path / "list.parquet")
-    cpu = ocr_shard(tmp_path / "list.parquet", tmp_path / "cpu.parquet", 10**8, OcrOptions(), 1, 1, "cpu")
+    cpu = ocr_shard(
+        tmp_path / "list.parquet", tmp_path / "cpu.parquet", 10**8, OcrOptions.defaults(), 1, 1, "cpu"
+    )
     files = f"{str(tmp_path / 'list.parquet')!r}, {str(tmp_path / 'cuda.parquet')!r}"
     script = tmp_path / "job.py"
     script.write_text(
         "from tuwen.text.ocr import OcrOptions, ocr_device, ocr_shard\n"
         "device = ocr_device('auto')\n"
         "assert device == 'cuda', device\n"
-        f"ocr_shard({files}, 10**8, OcrOptions(), 1, 2, device)\n",
+        f"ocr_shard({files}, 10**8, OcrOptions.defaults(), 1, 2, device)\n",
         encoding="utf-8",
     )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)

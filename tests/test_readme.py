@@ -50,7 +50,7 @@ COMMANDS = readme_commands()
 def contest_folder(tmp_path_factory) -> Path:
     """A small folder in the contest layout, standing in for /path/to/contest."""
     root = tmp_path_factory.mktemp("contest")
-    generate_demo(root, train_pairs=40, queries=10)
+    generate_demo(root, train_pairs=40, queries=10, seed=0)
     return root
 
 

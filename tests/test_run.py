@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
-from tuwen.run.declaration import Run, RunError, declare_run
-from tuwen.run.layout import IMAGES, TEXTS
+from tests.conftest import REPO, config_with
+from tuwen.run.declaration import IMAGES, TEXTS, DeclarationError, Run, declare_run, declared_models
 
 
 def config(**keys) -> dict:
-    return {"data_root": "demo", "preset": "contest", "collections": {}, "tasks": {}, "training": {}, **keys}
+    return config_with({"data_root": "demo", **keys})
 
 
 @pytest.fixture
@@ -109,24 +110,41 @@ def test_a_bad_declaration_is_one_line_naming_the_key(photos, declared, message)
     (photos / "empty").mkdir()
     base = {"collections": {"photos": {"images": "."}}}
     keys = {**base, **declared}
-    with pytest.raises(RunError, match=message) as error:
+    with pytest.raises(DeclarationError, match=message) as error:
         declare_run(config(data_root=str(photos), preset="none", **keys))
     assert "\n" not in str(error.value)
 
 
 def test_a_name_of_the_preset_cannot_be_declared_again():
-    with pytest.raises(RunError, match="collections.t2i_gallery is a name of the contest preset"):
+    with pytest.raises(DeclarationError, match="collections.t2i_gallery is a name of the contest preset"):
         declare_run(config(collections={"t2i_gallery": {"images": "x"}}))
 
 
 def test_the_demo_needs_the_contest_preset():
-    with pytest.raises(RunError, match="data_root: demo"):
+    with pytest.raises(DeclarationError, match="data_root: demo"):
         declare_run(config(preset="none", collections={"p": {"images": "."}}))
 
 
 def test_a_folder_that_is_not_the_contest_layout_names_what_is_missing(tmp_path):
     (tmp_path / "附件1/ImageData").mkdir(parents=True)
-    with pytest.raises(RunError, match="does not hold the contest layout") as error:
+    with pytest.raises(DeclarationError, match="does not hold the contest layout") as error:
         declare_run(config(data_root=str(tmp_path)))
     assert "附件2/ImageData" in str(error.value) and "附件1/ImageData," not in str(error.value)
     assert "preset: none" in str(error.value)
+
+
+def test_models_are_names_or_mappings_with_their_own_training():
+    config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
+    own = {"name": "tuwen-tiny", "checkpoint": "/w.pt", "train": {"epochs": 3}}
+    config["models"] = ["tuwen-tiny-rn", own]
+    rn, vit = declared_models(config)
+    assert (rn.name, rn.checkpoint, rn.train["epochs"]) == ("tuwen-tiny-rn", "", config["train"]["epochs"])
+    assert (vit.name, vit.checkpoint, vit.train["epochs"]) == ("tuwen-tiny", "/w.pt", 3)
+    assert vit.stages == ["base", "finetune"] and vit.ranking_stage == "finetune"
+    assert (vit.channel("finetune"), vit.channel("base")) == ("clip:tuwen-tiny", "clip:tuwen-tiny:base")
+    config["models"] = [{"name": "RN50", "train": {"enabled": False}}]
+    (plain,) = declared_models(config)
+    assert plain.stages == ["base"] and plain.channel("base") == "clip:RN50"
+    config["models"] = ["RN50", {"name": "RN50"}]
+    with pytest.raises(DeclarationError, match="RN50 given twice"):
+        declared_models(config)

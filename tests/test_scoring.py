@@ -20,7 +20,7 @@ RECIPES = [
 def one_query_blocks(channels: TaskChannels, row: int, fused: bool) -> dict[str, np.ndarray]:
     """The query's scores by each channel as the server computes them, from its vectors."""
     blocks = {
-        name: cosines(gallery, queries[row], fused) for name, (queries, gallery) in channels.clip.items()
+        name: cosines(gallery, queries[row], fused) for name, (queries, gallery) in channels.embedded.items()
     }
     blocks["ocr"] = channels.ocr[row].toarray()[0]
     return blocks
@@ -29,7 +29,9 @@ def one_query_blocks(channels: TaskChannels, row: int, fused: bool) -> dict[str,
 def without_query(channels: TaskChannels, row: int) -> TaskChannels:
     keep = [i for i in range(len(channels.query_ids)) if i != row]
     fewer = TaskChannels([channels.query_ids[i] for i in keep], channels.gallery_ids)
-    fewer.clip = {name: (queries[keep], gallery) for name, (queries, gallery) in channels.clip.items()}
+    fewer.embedded = {
+        name: (queries[keep], gallery) for name, (queries, gallery) in channels.embedded.items()
+    }
     fewer.ocr = channels.ocr[keep]
     return fewer
 

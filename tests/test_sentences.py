@@ -11,7 +11,6 @@ from tuwen.text.sentences import (
     E5_SMALL,
     USE_M3,
     EncoderMissing,
-    channel_of,
     load_sentence_encoder,
 )
 
@@ -31,7 +30,7 @@ def test_an_encoder_gives_the_vectors_of_its_stored_reference(name, dim):
     # By meaning: the two clothing texts, which share no character, are nearer than the cat.
     similarity = vectors @ vectors.T
     assert similarity[0, 1] > similarity[0, 2]
-    assert encoder.channel == channel_of(name) == f"text:{name}" and encoder.tag.startswith(f"{name}-")
+    assert encoder.channel == f"text:{name}" and encoder.tag.startswith(f"{name}-")
 
 
 def test_an_empty_text_is_no_evidence():
@@ -43,7 +42,7 @@ def test_an_empty_text_is_no_evidence():
 def test_batches_give_the_vectors_of_one_call():
     encoder = load_sentence_encoder(E5_SMALL)
     whole = encoder.encode(TEXTS)
-    assert np.allclose(encoder.encode(TEXTS, batch_size=1), whole, atol=1e-6)
+    assert np.allclose(encoder.encode(TEXTS, per_batch=1), whole, atol=1e-6)
 
 
 def test_an_encoder_that_is_not_here_is_one_line(tmp_path):

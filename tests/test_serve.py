@@ -25,7 +25,7 @@ from PIL import Image
 
 from tuwen.ranking.recall import read_positives
 from tuwen.run import layout
-from tuwen.run.declaration import contest_ground_truth
+from tuwen.run.declaration import IMAGES, TEXTS, contest_ground_truth
 
 
 def free_port() -> int:
@@ -100,9 +100,9 @@ def multipart(field: str, data: bytes, content_type: str) -> tuple[bytes, dict]:
 def test_text_queries_rank_as_the_run_ranked_them(server, demo_run):
     """A caption typed again gets the run's own top-10, scores equal, ✓ from ground truth."""
     table = run_table(demo_run, "t2i")
-    queries = pd.read_parquet(demo_run / layout.manifest("t2i_queries", layout.TEXTS))
+    queries = pd.read_parquet(demo_run / layout.manifest("t2i_queries", TEXTS))
     truth = read_positives(
-        contest_ground_truth(str(demo_run / layout.demo_data() / "ground_truth.csv"), layout.TEXTS)
+        contest_ground_truth(str(demo_run / layout.demo_data() / "ground_truth.csv"), TEXTS)
     )
     for text_id, caption in queries[["text_id", "caption"]].head(6).itertuples(index=False):
         status, answer = server.get("/api/search", q=caption, gallery="t2i_gallery", k=10)
@@ -120,9 +120,9 @@ def test_text_queries_rank_as_the_run_ranked_them(server, demo_run):
 def test_image_queries_rank_as_the_run_ranked_them(server, demo_run):
     """An uploaded query image, as the body or as a multipart field, gets the run's top-10."""
     table = run_table(demo_run, "i2t")
-    images = pd.read_parquet(demo_run / layout.manifest("i2t_images", layout.IMAGES))
+    images = pd.read_parquet(demo_run / layout.manifest("i2t_images", IMAGES))
     images = images[images["status"] == "ok"].head(4)
-    captions = pd.read_parquet(demo_run / layout.manifest("i2t_gallery", layout.TEXTS)).set_index("text_id")[
+    captions = pd.read_parquet(demo_run / layout.manifest("i2t_gallery", TEXTS)).set_index("text_id")[
         "caption"
     ]
     for position, (image_id, path) in enumerate(images[["image_id", "path"]].itertuples(index=False)):
@@ -235,9 +235,7 @@ def test_hostile_input_gets_json_errors_and_the_server_lives(server):
 
 
 def test_concurrent_clients_get_the_answers_one_client_gets(server, demo_run):
-    captions = (
-        pd.read_parquet(demo_run / layout.manifest("t2i_queries", layout.TEXTS))["caption"].head(8).tolist()
-    )
+    captions = pd.read_parquet(demo_run / layout.manifest("t2i_queries", TEXTS))["caption"].head(8).tolist()
     alone = {c: server.get("/api/search", q=c, k=5)[1]["hits"] for c in captions}
 
     def client(caption: str) -> list[tuple[int, list]]:
@@ -271,7 +269,7 @@ def wait_for_answer(page, before: str | None) -> None:
 def test_page_types_uploads_and_clicks(server, demo_run, browser_page):
     page = browser_page
     table = run_table(demo_run, "t2i")
-    queries = pd.read_parquet(demo_run / layout.manifest("t2i_queries", layout.TEXTS))
+    queries = pd.read_parquet(demo_run / layout.manifest("t2i_queries", TEXTS))
     text_id, caption = queries[["text_id", "caption"]].iloc[1]
 
     # A linked query runs on load.
@@ -300,7 +298,7 @@ def test_page_types_uploads_and_clicks(server, demo_run, browser_page):
     assert "like=" in page.url
 
     # An image uploaded through the page: the captions of the run's image → text table.
-    images = pd.read_parquet(demo_run / layout.manifest("i2t_images", layout.IMAGES))
+    images = pd.read_parquet(demo_run / layout.manifest("i2t_images", IMAGES))
     image_id, path = images[images["status"] == "ok"][["image_id", "path"]].iloc[0]
     before = page.evaluate("document.body.dataset.answered")
     page.select_option("#gallery", "")

@@ -8,31 +8,30 @@ from pathlib import Path
 import numpy as np
 
 from bench.synthetic import Mixture, write_gallery
+from tuwen.finished.reader import Channel
 from tuwen.ranking import index as ann
 from tuwen.ranking.scoring import FusionRecipe, Hit, Ranking
-from tuwen.run import layout
+from tuwen.run.declaration import IMAGES, TEXTS
 from tuwen.serve.answers import Query, answer
 from tuwen.serve.approximate import GalleryIndex
-from tuwen.serve.loading import Channel, Collection
+from tuwen.serve.loading import LoadedCollection
 
 CHANNELS = {
-    "clip:m": Channel("clip:m", "m", "finetune", "m-123", Path("card.json"), 64),
-    "text:use-m3": Channel(
-        "text:use-m3", "use-m3", "sentence", "text:use-m3", Path("s.json"), 0, sentence=True
-    ),
+    "clip:m": Channel("clip:m", "m", "m-123", Path("card.json"), 64),
+    "text:use-m3": Channel("text:use-m3", "use-m3", "use-m3-0123456789ab", Path("s.json"), 0),
 }
 
 
 def test_a_collection_finds_its_rows_by_id():
-    collection = Collection("g", layout.TEXTS, np.array(["a", "b/1", "c"], dtype=object))
+    collection = LoadedCollection("g", TEXTS, np.array(["a", "b/1", "c"], dtype=object))
     assert [collection.row(i) for i in ("a", "b/1", "c", "bb", "z", "")] == [0, 1, 2, None, None, None]
 
 
 def test_an_answer_names_what_ranked_how_it_searched_and_each_part():
-    gallery = Collection("photos", layout.IMAGES, np.array(["p1.jpg", "p2.jpg"], dtype=object))
+    gallery = LoadedCollection("photos", IMAGES, np.array(["p1.jpg", "p2.jpg"], dtype=object))
     recipe = FusionRecipe((("clip:m", 1.0), ("ocr", 0.5)), 0.05)
     hits = [Hit(1, 1, 0.7, 0.31, (("clip:m", 0.31), ("ocr", 0.5), ("rerank", -0.11)))]
-    query = Query(layout.TEXTS, "红色", {}, known_id="q1", known_in="queries")
+    query = Query(TEXTS, "红色", {}, known_id="q1", known_in="queries")
     search = {"exact": False, "index": "IVF4,SQ8", "recall@10": 0.97}
     result = answer(
         query, gallery, gallery.ids, Ranking("clip:m", recipe), CHANNELS, hits, search, {"p2.jpg"}, 1.0
@@ -41,7 +40,7 @@ def test_an_answer_names_what_ranked_how_it_searched_and_each_part():
         result["ranked_by"] == "clip:m+ocr+rerank" and result["exact"] is False and result["search"] == search
     )
     assert result["not_applied"] == ["rerank: the run kept no query bank for re-ranking (rerun its search)"]
-    assert result["query"] == {"kind": layout.TEXTS, "text": "红色", "id": "q1", "collection": "queries"}
+    assert result["query"] == {"kind": TEXTS, "text": "红色", "id": "q1", "collection": "queries"}
     (hit,) = result["hits"]
     assert hit == {
         "rank": 1,

@@ -15,7 +15,9 @@ from tests.conftest import snakemake
 from tests.test_serve import Server
 from tuwen.data.demo import ALL_SCENES, draw_scene, generate_demo
 from tuwen.files.parquet import read_features
+from tuwen.finished.reader import read_finished
 from tuwen.run import layout
+from tuwen.run.declaration import IMAGES, TEXTS
 from tuwen.text.lexical import BM25Index, normalised_by_query
 from tuwen.text.ocr import read_ocr_texts
 
@@ -40,7 +42,7 @@ def test_a_caption_is_ranked_against_captions_by_meaning(fusion_run):
     """by=text:use-m3: the sentence encoder's cosine of the typed caption with each stored caption."""
     from tuwen.text.sentences import load_sentence_encoder
 
-    captions = pd.read_parquet(fusion_run / layout.manifest("i2t_gallery", layout.TEXTS))
+    captions = pd.read_parquet(fusion_run / layout.manifest("i2t_gallery", TEXTS))
     gallery = stored(fusion_run, "text:use-m3", "i2t_gallery")
     ids = sorted(gallery)
     query = load_sentence_encoder("use-m3").encode(["一个红色的圆形在左边"])[0].astype(np.float64)
@@ -81,16 +83,9 @@ def test_a_caption_is_ranked_against_captions_by_meaning(fusion_run):
 def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
     chosen = json.loads((fusion_run / layout.fusion("chosen.json")).read_text(encoding="utf-8"))["t2i"]
     weights = {name: w for name, w in chosen["weights"].items() if w}
-    cards = {
-        json.loads(p.read_text(encoding="utf-8"))["tag"]: p
-        for p in fusion_run.glob(layout.model_cards_glob())
-    }
-    tag_of = {}
-    for tag, card in cards.items():
-        model, stage = layout.model_card_parts(str(card))
-        tag_of["clip:" + model + ("" if stage == "finetune" else ":base")] = tag
+    tag_of = {name: channel.tag for name, channel in read_finished(fusion_run).channels.items()}
     tag_of["text:use-m3"] = "text:use-m3"
-    queries = pd.read_parquet(fusion_run / layout.manifest("t2i_queries", layout.TEXTS))
+    queries = pd.read_parquet(fusion_run / layout.manifest("t2i_queries", TEXTS))
     gallery_ids = sorted(pd.read_parquet(fusion_run / layout.assignment("t2i_gallery"))["id"])
     ocr_texts = read_ocr_texts(
         sorted((fusion_run / "results/ocr/t2i_gallery").glob("*.parquet")),
@@ -125,7 +120,7 @@ def test_fused_run_scores_a_new_query_by_the_parts_that_apply(fusion_run):
         # An uploaded image is scored by the image → text choice (its text read by OCR when
         # the choice uses it), ranked by the fused score.
         i2t = json.loads((fusion_run / layout.fusion("chosen.json")).read_text(encoding="utf-8"))["i2t"]
-        images = pd.read_parquet(fusion_run / layout.manifest("i2t_images", layout.IMAGES))
+        images = pd.read_parquet(fusion_run / layout.manifest("i2t_images", IMAGES))
         path = images[images["status"] == "ok"]["path"].iloc[0]
         body = (fusion_run / path).read_bytes()
         status, answer = server.call("POST", "/api/search?k=10", body, {"Content-Type": "image/jpeg"})
@@ -176,9 +171,9 @@ def test_table_server_and_cli_give_a_re_ranked_runs_own_queries_the_same_top_5(f
         assert "by " + "+".join([*weights, "rerank"]) in printed.stderr
         return [line.split("\t") for line in printed.stdout.splitlines()]
 
-    queries = pd.read_parquet(run / layout.manifest("t2i_queries", layout.TEXTS))
+    queries = pd.read_parquet(run / layout.manifest("t2i_queries", TEXTS))
     queries = queries[queries["status"] == "ok"]
-    images = pd.read_parquet(run / layout.manifest("i2t_images", layout.IMAGES))
+    images = pd.read_parquet(run / layout.manifest("i2t_images", IMAGES))
     images = images[images["status"] == "ok"].drop_duplicates("image_id")
     server = Server(run)
     try:
@@ -209,9 +204,9 @@ def test_table_server_and_cli_give_a_re_ranked_runs_own_queries_the_same_top_5(f
     # Through an index (every gallery indexed): its candidates are all 40 items here, scored
     # exactly from the held embeddings, so the answers are still the table's.
     snakemake(run, config={**FUSION_DEMO, "index": {"min_items": 0}})
-    from tuwen.serve.loaded_run import RunIndex
+    from tuwen.serve.loaded_run import LoadedRun
 
-    index = RunIndex(run)
+    index = LoadedRun.open(run)
     assert set(index.approximate) == {"t2i_gallery", "i2t_gallery"}
     for text_id, caption in queries[["text_id", "caption"]].head(2).itertuples(index=False):
         answer = index.search(index.text_query(caption, "t2i_gallery"), "t2i_gallery", 5)
@@ -223,7 +218,7 @@ def test_table_server_and_cli_give_a_re_ranked_runs_own_queries_the_same_top_5(f
 
 def test_the_server_answers_from_shards_an_incremental_run_adds(tmp_path):
     data = tmp_path / "contest"
-    generate_demo(data, train_pairs=20, queries=10)
+    generate_demo(data, train_pairs=20, queries=10, seed=0)
     config = {"data_root": str(data), "shards": {"size": 8, "text_size": 64}, "train": {"enabled": False}}
     run = tmp_path / "run"
     snakemake(run, config=config)
@@ -248,3 +243,60 @@ def test_the_server_answers_from_shards_an_incremental_run_adds(tmp_path):
         assert server.process.poll() is None
     finally:
         server.stop()
+
+
+def test_the_server_answers_8_clients_through_a_rerun_from_complete_states_only(tmp_path):
+    """Photos added and removed, the run rerun while 8 clients query: every answer comes from
+    one complete state of the run (the old one until the rerun has finished, then the new
+    one), none is an error, no removed photo is answered after the reload, and the new ones
+    are found."""
+    import threading
+
+    from tests.test_workflow_own_data import example, make_library
+
+    library = tmp_path / "library"
+    made = make_library(library, 40)
+    config = example("photos", data_root=str(library))
+    run = tmp_path / "run"
+    snakemake(run, config=config)
+    before = {relative for relative, _ in made}
+    removed = sorted(before)[:3]
+    server = Server(run)
+    answers: list[tuple[int, float, frozenset[str]]] = []
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        queries = [{"q": "一个红色的圆形"}, {"q": "蓝色的方形"}, {"like": sorted(before)[-1], "of": "photos"}]
+        turn = number
+        while not stop.is_set():
+            status, answer = server.get("/api/search", gallery="photos", k=60, **queries[turn % len(queries)])
+            turn += 1
+            ids = frozenset(hit["id"] for hit in answer.get("hits", []))
+            answers.append((status, answer.get("loaded_at", 0.0), ids))
+
+    clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    try:
+        for thread in clients:
+            thread.start()
+        time.sleep(3)
+        added = make_library(library, 10, start=100, folder="2025/new")
+        for relative in removed:
+            (library / relative).unlink()
+        after = (before - set(removed)) | {relative for relative, _ in added}
+        snakemake(run, config=config)
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(ids == after for _, _, ids in answers[-20:]):
+            time.sleep(0.5)
+        time.sleep(3)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=120)
+        server.stop()
+    assert len(answers) > 200
+    assert [status for status, _, _ in answers if status != 200] == []
+    # Each answer lists every photo of one state (k covers them all): the old or the new.
+    assert {ids for _, _, ids in answers} == {frozenset(before), frozenset(after)}
+    reloaded = min(loaded_at for _, loaded_at, ids in answers if ids == after)
+    assert all(ids == after for _, loaded_at, ids in answers if loaded_at >= reloaded)
+    assert sum(1 for _, loaded_at, _ in answers if loaded_at >= reloaded) > 20

@@ -20,14 +20,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import FUSION_DEMO, REPO, planned_jobs_with_reasons, snakemake
+from tests.conftest import FUSION_DEMO, planned_jobs_with_reasons, snakemake
 from tuwen.files.parquet import read_metadata
 from tuwen.run.schema import RERUNS_NOTHING, SPEED_ONLY, changes_results, leaf_keys, load_schema
 from tuwen.run.settings import SETTINGS_GROUPS, grouped_keys, read_settings
 
 pytestmark = pytest.mark.slow
 
-SCHEMA = load_schema(REPO / "config.schema.yaml")
+SCHEMA = load_schema()
 SETTINGS = leaf_keys(SCHEMA)
 
 

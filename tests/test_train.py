@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tuwen.clip.models import architecture, build_model
+from tuwen.clip.architectures import architecture
+from tuwen.clip.models import build_model
 from tuwen.data.demo import ALL_SCENES, caption_of, draw_scene
 from tuwen.errors import TuwenError
 from tuwen.files.images import content_digest
@@ -177,7 +178,7 @@ def test_locked_image_tuning_leaves_the_vision_tower_unchanged(pairs, tmp_path):
     from tuwen.clip.encode import encode_images
 
     encoded = encode_images(
-        model, pairs.rename(columns={"path": "source"}), ARCH.resolution, "cpu", num_workers=0, progress=False
+        model, pairs.rename(columns={"path": "source"}), ARCH.resolution, "cpu", 64, 0, None, progress=False
     )
     features = dict(zip(encoded.ids, encoded.embeddings, strict=True))
     before = {k: v.clone() for k, v in model.visual.state_dict().items()}

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import SMALL_DEMO, planned_jobs, snakemake
 from tuwen.data.splits import is_validation
 from tuwen.ranking.exact import TOPK_COLUMNS
+from tuwen.run.declaration import TEXTS
 
 # A whole workflow run with training, OCR and tuning: minutes, so `make test-slow`.
 pytestmark = pytest.mark.slow
@@ -134,7 +135,7 @@ def test_the_text_channel_scores_are_the_sentence_encoders_cosines(fused):
     card = json.loads((fused / layout.sentence_encoder_card("use-m3")).read_text())
     encoder = load_sentence_encoder("use-m3")
     assert card["tag"] == encoder.tag and card["dim"] == 512
-    captions = accepted_captions(fused / layout.manifest("t2i_queries", layout.TEXTS))
+    captions = accepted_captions(fused / layout.manifest("t2i_queries", TEXTS))
     assignment = pd.read_parquet(fused / layout.assignment("t2i_gallery"))
     read = read_ocr_texts(sorted((fused / layout.ocr_folder("t2i_gallery")).glob("*.parquet")), assignment)
     topk = pd.read_parquet(fused / "results/retrieval/t2i/topk.parquet").head(30)

@@ -37,9 +37,9 @@ def test_the_index_is_built_measured_and_served(indexed_run):
     assert index["trained_on_shards"] == 4 and index["retrain_at_shards"] == 16
     assert [s.rsplit("/", 1)[1] for s in index["segments"]] == ["segment-0-4.faiss", "segment-4-1.faiss"]
     assert index["recall_query_source"] == "gallery items" and index["recall@10"] >= 0.9
-    from tuwen.serve.loaded_run import RunIndex
+    from tuwen.serve.loaded_run import LoadedRun
 
-    served = RunIndex(run)
+    served = LoadedRun.open(run)
     assert "photos" in served.approximate
     exact = served.collections["photos"]
     assert "clip:tuwen-tiny-rn" not in exact.embeddings  # the index searches: nothing held
@@ -68,8 +68,8 @@ def test_new_photos_add_one_segment_and_train_nothing(indexed_run):
         "segment-0-4.faiss",
         "segment-4-2.faiss",
     ]
-    from tuwen.serve.loaded_run import RunIndex
+    from tuwen.serve.loaded_run import LoadedRun
 
-    served = RunIndex(run)
+    served = LoadedRun.open(run)
     new = next(i for i in served.collections["photos"].ids if i.startswith("new/"))
     assert served.search(served.item_query("photos", new), "photos", 1)["hits"][0]["id"] == new

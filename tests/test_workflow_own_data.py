@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import REPO, planned_jobs, snakemake
-from tuwen.run.layout import TEXTS
+from tuwen.run.declaration import TEXTS
 
 pytestmark = pytest.mark.slow
 
@@ -91,9 +91,9 @@ def test_a_photo_library_is_ingested_encoded_and_browsable(photo_run, library):
 
 
 def test_the_server_answers_a_chinese_query_and_more_like_this(photo_run):
-    from tuwen.serve.loaded_run import RunIndex
+    from tuwen.serve.loaded_run import LoadedRun
 
-    index = RunIndex(photo_run)
+    index = LoadedRun.open(photo_run)
     assert [g["name"] for g in index.galleries()] == ["photos"] and index.default_gallery(TEXTS) == "photos"
     answer = index.search(index.text_query("一个红色的圆形", "photos"), "photos", 5)
     assert len(answer["hits"]) == 5 and answer["ranked_by"] == "cosine"

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from tuwen.errors import TuwenError
-from tuwen.run import layout
+from tuwen.run.declaration import IMAGES, TEXTS
 
 
-class RunError(TuwenError):
-    """A run folder that cannot answer a query, and what to do about it."""
+class SearchError(TuwenError):
+    """A search the command line cannot run as asked (an unknown gallery, an unreadable image)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -79,37 +79,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def search(args: argparse.Namespace) -> tuple[dict, dict]:
-    """Give the answer to the query, ranked as `tuwen serve` ranks it (tuwen.serve.loaded_run, whose
-    scoring is the result tables': tuwen.ranking.scoring), and what each hit is."""
-    from tuwen.finished.reader import default_gallery
-    from tuwen.run.declaration import read_run
-    from tuwen.serve.loaded_run import RunIndex
+    """Give the answer to the query, ranked as `tuwen serve` ranks it (tuwen.serve.loaded_run,
+    whose scoring is the result tables': tuwen.ranking.scoring), and what each hit is."""
+    from tuwen.finished.reader import read_finished
+    from tuwen.serve.loaded_run import LoadedRun
 
-    kind = layout.TEXTS if args.text is not None else layout.IMAGES
-    try:
-        gallery = args.gallery or default_gallery(read_run(args.run), kind)
-    except TuwenError as error:
-        raise RunError(str(error)) from None
-    index = RunIndex(args.run, only={gallery}, milvus=args.milvus)
-    if gallery not in index.collections:
-        encoded = ", ".join(index.declared.collections) or "none"
-        raise RunError(f"{args.run}: no features of gallery {gallery!r} (collections: {encoded})")
+    kind = TEXTS if args.text is not None else IMAGES
+    finished = read_finished(args.run)
+    gallery = args.gallery or finished.default_gallery(kind)
+    loaded = LoadedRun(finished, only={gallery}, milvus=args.milvus)
+    if gallery not in loaded.collections:
+        encoded = ", ".join(finished.collections) or "none"
+        raise SearchError(f"{args.run}: no features of gallery {gallery!r} (collections: {encoded})")
     if args.text is not None:
-        query = index.text_query(args.text, gallery, args.by)
+        query = loaded.text_query(args.text, gallery, args.by)
     else:
         try:
             data = args.image.read_bytes()
         except OSError as error:
-            raise RunError(
+            raise SearchError(
                 f"{args.image}: {'does not exist' if not args.image.exists() else error}"
             ) from None
-        query = index.image_query(data, gallery, str(args.image), args.by)
-    return index.search(query, gallery, args.top, args.by), describe_hits(index, gallery)
+        query = loaded.image_query(data, gallery, str(args.image), args.by)
+    return loaded.search(query, gallery, args.top, args.by), describe_hits(loaded, gallery)
 
 
-def describe_hits(index, gallery: str) -> dict:
+def describe_hits(loaded, gallery: str) -> dict:
     """Give what each item is: the caption of a text, the file of an image."""
-    collection = index.collections[gallery]
+    collection = loaded.collections[gallery]
     if collection.holds_images:
         return {item: path for item, (path, _) in collection.files.items()}
     return collection.captions
@@ -117,7 +114,8 @@ def describe_hits(index, gallery: str) -> dict:
 
 def export(args: argparse.Namespace) -> int:
     """Export the run's galleries; one line per gallery of what the target now holds."""
-    from tuwen.export.milvus import export_clip_retrieval, export_milvus
+    from tuwen.export.clip_retrieval import export_clip_retrieval
+    from tuwen.export.milvus import export_milvus
 
     try:
         if args.target == "milvus":

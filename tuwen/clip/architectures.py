@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuwen.errors import TuwenError
+
 CONTEXT_LENGTH = 52  # cn_clip's text context for every released model: [CLS] + 50 + [SEP]
 
 
@@ -71,3 +73,17 @@ SMALL_ARCHITECTURES = {
     # The same, embedding in 512 dimensions as ViT-B-16 does: search benchmarks at CLIP's width.
     "tuwen-tiny-512": Architecture("tuwen-tiny-512", "tuwen-tiny-rn-512", "tuwen-tiny-bert", 64),
 }
+
+
+class ModelError(TuwenError):
+    """A model that cannot be built or loaded, with what to do about it."""
+
+
+def architecture(name: str) -> Architecture:
+    """Give the architecture called `name` (a cn_clip model name or a small test architecture)."""
+    if name in SMALL_ARCHITECTURES:
+        return SMALL_ARCHITECTURES[name]
+    if name in RELEASED_MODELS:
+        return RELEASED_MODELS[name].arch
+    known = ", ".join([*RELEASED_MODELS, *SMALL_ARCHITECTURES])
+    raise ModelError(f"unknown model '{name}'; known models: {known}")

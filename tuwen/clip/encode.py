@@ -21,11 +21,11 @@ from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 from tuwen.clip.architectures import CONTEXT_LENGTH
+from tuwen.clip.cards import ModelCard
 from tuwen.clip.device_decoding import decode_jpegs, is_complete_plain_jpeg, normalise
-from tuwen.clip.models import ModelCard, load_model
+from tuwen.clip.models import load_model
 from tuwen.errors import TuwenError
 from tuwen.files.images import (
-    DEFAULT_MAX_PIXELS,
     ImageRejected,
     content_digest,
     decode_image,
@@ -33,6 +33,7 @@ from tuwen.files.images import (
     read_image_bytes,
 )
 from tuwen.files.parquet import l2_normalised, read_table, write_features
+from tuwen.run.declaration import IMAGES, TEXTS
 
 
 @dataclass
@@ -59,7 +60,7 @@ class _ImageItems(Dataset):
     device to decode, or (index, None, (reason code, sentence))."""
 
     def __init__(
-        self, items: pd.DataFrame, resolution: int, max_pixels: int, jpeg_draft: bool, raw_jpeg: bool
+        self, items: pd.DataFrame, resolution: int, max_pixels: int | None, jpeg_draft: bool, raw_jpeg: bool
     ):
         self.paths = items["source"].tolist()
         self.digests = items["digest"].tolist()
@@ -158,16 +159,17 @@ def image_batches(
     items: pd.DataFrame,
     resolution: int,
     device: str,
-    batch_size: int = 64,
-    num_workers: int = 2,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    batch_size: int,
+    num_workers: int,
+    max_pixels: int | None,
     jpeg_draft: bool = False,
     jpeg_decode_device: str | None = None,
 ) -> Iterator[ImageBatch]:
     """Read, decode and preprocess the images of `items` (columns digest, source = path) into
     model input on `device`, batch by batch.
 
-    Workers read files and decode them with PIL; with `jpeg_decode_device` (cuda: nvjpeg),
+    Workers read files and decode them with PIL, refusing those of more than `max_pixels`
+    pixels (None: images ingest accepted under the run's limit); with `jpeg_decode_device` (cuda: nvjpeg),
     plain JPEGs are instead decoded, resized and normalised there in batches, and only
     other files go through PIL. A file whose bytes no longer match its digest is refused
     as stale (digest None: no check).
@@ -206,9 +208,9 @@ def encode_images(
     items: pd.DataFrame,
     resolution: int,
     device: str,
-    batch_size: int = 64,
-    num_workers: int = 2,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    batch_size: int,
+    num_workers: int,
+    max_pixels: int | None,
     jpeg_draft: bool = False,
     progress: bool = True,
     jpeg_decode_device: str | None = None,
@@ -299,16 +301,19 @@ def encode_shard(
     model_card: str | os.PathLike,
     output: str | os.PathLike,
     kind: str,
-    device: str = "auto",
-    batch_size: int = 64,
-    num_workers: int = 2,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    device: str,
+    batch_size: int,
+    num_workers: int = 0,
+    max_pixels: int | None = None,
     jpeg_draft: bool = False,
     gpu_jpeg_decode: bool = True,
 ) -> EncodedItems:
-    """Encode one shard's item list (`kind` image or text) and write its feature shard.
+    """Encode one shard's item list (`kind` IMAGES or TEXTS) and write its feature shard.
 
-    On CUDA with `gpu_jpeg_decode`, plain JPEGs are decoded and resized on the GPU.
+    Images are read with `num_workers` decode workers under the run's pixel limit
+    (`max_pixels`, which images need); on CUDA with `gpu_jpeg_decode`, plain JPEGs are
+    decoded and resized on the GPU.
     """
     card = ModelCard.read(model_card)
     device = pick_device(device)
@@ -316,7 +321,9 @@ def encode_shard(
     model = load_model(card.arch, card.checkpoint, device)
     items = read_table(shard_list).to_pandas()
     try:
-        if kind == "image":
+        if kind == IMAGES:
+            if max_pixels is None:
+                raise ValueError("encoding images needs the run's pixel limit (max_pixels)")
             encoded = encode_images(
                 model,
                 items,
@@ -328,10 +335,10 @@ def encode_shard(
                 jpeg_draft,
                 jpeg_decode_device="cuda" if device == "cuda" and gpu_jpeg_decode else None,
             )
-        elif kind == "text":
+        elif kind == TEXTS:
             encoded = encode_texts(model, items, device, batch_size)
         else:
-            raise ValueError(f"kind must be image or text, got {kind}")
+            raise ValueError(f"kind must be {IMAGES} or {TEXTS}, got {kind}")
     except torch.OutOfMemoryError:
         raise TuwenError(
             f"out of GPU memory encoding {shard_list} at encode.batch_size {batch_size}: lower it "
@@ -339,7 +346,7 @@ def encode_shard(
         ) from None
     metadata = feature_metadata(card, model, kind)
     metadata["precision"] = inference_precision(device)
-    if kind == "image":
+    if kind == IMAGES:
         # How the pixels were read: what else, besides the model, these embeddings depend on.
         metadata["image_decoding"] = {
             "max_pixels": max_pixels,

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import socket
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -25,28 +24,8 @@ import cn_clip.clip as cn_clip
 import torch
 from cn_clip.clip.model import CLIP, convert_weights
 
-from tuwen.clip.architectures import RELEASED_MODELS, SMALL_ARCHITECTURES, Architecture
-from tuwen.errors import TuwenError
+from tuwen.clip.architectures import RELEASED_MODELS, Architecture, ModelError, architecture
 from tuwen.files.atomic import atomic_path
-
-
-class ModelError(TuwenError):
-    """A model that cannot be built or loaded, with what to do about it."""
-
-
-def pretrained_names() -> list[str]:
-    """Give the names of cn_clip's released models."""
-    return list(RELEASED_MODELS)
-
-
-def architecture(name: str) -> Architecture:
-    """Give the architecture called `name` (a cn_clip model name or a small test architecture)."""
-    if name in SMALL_ARCHITECTURES:
-        return SMALL_ARCHITECTURES[name]
-    if name in RELEASED_MODELS:
-        return RELEASED_MODELS[name].arch
-    known = ", ".join(pretrained_names() + list(SMALL_ARCHITECTURES))
-    raise ModelError(f"unknown model '{name}'; known models: {known}")
 
 
 def _config_file(part: str):
@@ -212,45 +191,3 @@ def checkpoint_digest(path: str | os.PathLike, arch: Architecture | None = None)
     if arch is not None:
         _check_fits(arch, checkpoint["state_dict"], Path(path))
     return weights_digest(checkpoint["state_dict"])
-
-
-def model_tag(name: str, digest: str) -> str:
-    """Give the tag that names a model's features on disk: its name plus its weights digest."""
-    return f"{name}-{digest[:12]}"
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What `describe_model` writes: which weights a model tag stands for."""
-
-    tag: str
-    name: str
-    checkpoint: str
-    weights_sha256: str
-
-    @property
-    def arch(self) -> Architecture:
-        """Give the card's architecture."""
-        return architecture(self.name)
-
-    def checkpoint_in(self, run: str | os.PathLike) -> Path:
-        """Give the card's checkpoint as seen from the folder of the run it belongs to."""
-        return Path(run) / self.checkpoint  # an absolute checkpoint stays as it is
-
-    @classmethod
-    def read(cls, path: str | os.PathLike) -> ModelCard:
-        """Read a model card JSON file."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["tag"], data["name"], data["checkpoint"], data["weights_sha256"])
-
-    def as_dict(self) -> dict:
-        """Give the card as a JSON-ready dict."""
-        arch = self.arch
-        return {
-            "tag": self.tag,
-            "name": self.name,
-            "checkpoint": self.checkpoint,
-            "weights_sha256": self.weights_sha256,
-            "struct": arch.struct,
-            "resolution": arch.resolution,
-        }

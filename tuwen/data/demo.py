@@ -124,9 +124,7 @@ def text_id(number: int) -> str:
     return f"Word-{1000000000 + number}"
 
 
-def generate_demo(
-    root: str | os.PathLike, train_pairs: int = 500, queries: int = 100, seed: int = 0
-) -> dict[str, int]:
+def generate_demo(root: str | os.PathLike, train_pairs: int, queries: int, seed: int) -> dict[str, int]:
     """Write the demo dataset under `root` (附件1, 附件2, 附件3, ground_truth.csv); give its counts.
 
     Each direction has `queries` queries (at most 100) over a gallery of twice as many

@@ -18,7 +18,7 @@ import pyarrow as pa
 from tuwen.clip.tokens import is_truncated
 from tuwen.files.atomic import atomic_path
 from tuwen.files.folders import folder_entries, is_image_name, is_system_file
-from tuwen.files.images import DEFAULT_MAX_PIXELS, ImageRejected, probe_image
+from tuwen.files.images import ImageRejected, probe_image
 from tuwen.files.parquet import read_metadata, read_table, write_table
 from tuwen.files.records import InputError, read_records
 
@@ -51,7 +51,7 @@ __all__ = ["InputError", "is_system_file"]  # re-exported: ingest's errors and i
 
 def scan_image_folder(
     folder: str | os.PathLike,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int,
     workers: int = 1,
     previous: pd.DataFrame | None = None,
     verify_decode: bool = True,
@@ -188,10 +188,7 @@ TEXT_MANIFEST_COLUMNS = [
 
 
 def read_text_set(
-    path: str | os.PathLike,
-    id_column: str,
-    images: pd.DataFrame | None = None,
-    caption_column: str = "caption",
+    path: str | os.PathLike, id_column: str, caption_column: str, images: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """Give the text manifest of a caption table (CSV, TSV, JSON Lines or Parquet), in file order.
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from tuwen.files.images import content_digest
 from tuwen.files.parquet import read_table, write_table
-from tuwen.run.layout import IMAGES
+from tuwen.run.declaration import IMAGES
 
 LIST_SCHEMA = pa.schema([("id", pa.string()), ("digest", pa.string()), ("source", pa.string())])
 

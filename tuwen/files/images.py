@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# We enforce our own, configurable pixel limit (see `ImageRejected`), so PIL's global
-# warning/error threshold is switched off rather than raised per call.
+# We enforce our own, configurable pixel limit (`ingest.max_image_pixels`, see `open_image`),
+# so PIL's global warning/error threshold is switched off rather than raised per call.
 Image.MAX_IMAGE_PIXELS = None
-
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default bomb threshold (~ 9459 x 9459)
 
 
 class ImageRejected(Exception):
@@ -60,8 +58,9 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
-def open_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open image bytes lazily (header only), rejecting non-images and decompression bombs."""
+def open_image(data: bytes, source: str, max_pixels: int | None) -> Image.Image:
+    """Open image bytes lazily (header only), rejecting non-images and decompression bombs
+    (more than `max_pixels` pixels; None: an image ingest accepted under the run's limit)."""
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -69,7 +68,7 @@ def open_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
     except Exception as error:  # noqa: BLE001 - PIL raises many types for bad headers
         raise ImageRejected("undecodable", f"{source}: cannot read image header ({error})") from None
     width, height = image.size
-    if width * height > max_pixels:
+    if max_pixels is not None and width * height > max_pixels:
         raise ImageRejected(
             "too_many_pixels",
             f"{source}: {width}x{height} = {width * height} pixels exceeds the limit of "
@@ -81,7 +80,7 @@ def open_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -
 def decode_image(
     data: bytes,
     source: str,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None,
     draft_size: int | None = None,
 ) -> Image.Image:
     """Decode image bytes to an upright RGB image, as a viewer shows it.
@@ -126,9 +125,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def probe_image(
-    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, verify_decode: bool = True
-) -> ImageProbe:
+def probe_image(path: str | os.PathLike, max_pixels: int | None, verify_decode: bool = True) -> ImageProbe:
     """Check that an image file reads (and with `verify_decode` decodes); give its digest, size, format.
 
     Without `verify_decode` only the header is read: truncated or corrupt pixel data is then
@@ -152,7 +149,7 @@ def probe_image(
 
 def load_image(
     path: str | os.PathLike,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None,
     draft_size: int | None = None,
 ) -> tuple[Image.Image, str]:
     """Give the upright RGB image at `path` and the digest of its bytes."""

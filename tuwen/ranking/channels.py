@@ -1,9 +1,10 @@
-"""Reading a fusion task's files into arrays: the reader in front of tuwen.ranking.fusion's scoring.
+"""Reading a task's channels from their files: the reader in front of tuwen.ranking.fusion.
 
-A fusion job gets a plan from the workflow (rules/common.smk `fusion_plan`): for one task,
-the file that orders its queries, the shard assignments of both sides, and for each CLIP
-channel its model card and feature shards, and for the OCR channel the text read in the
-images and the captions. Nothing here guesses what a file holds: the plan says it.
+A fusion job gets a plan from the workflow (tuwen.run.plans `fusion_task_plan`): for one
+task, the file that orders its queries, the shard assignments of both sides, for each
+embedded channel (clip:..., text:...) its card and feature shards, and for the OCR channel
+the text read in the images and the captions. Nothing here guesses what a file holds: the
+plan says it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def ordered_query_ids(path: str, id_column: str | None) -> list[str]:
     return read_features(path).ids
 
 
-def model_tags(plan: dict) -> dict[str, str]:
-    """Give each CLIP channel's model tag, from the model card the plan names."""
+def channel_tags(plan: dict) -> dict[str, str]:
+    """Give each embedded channel's tag (its model's or sentence encoder's), from its card."""
     tags = {}
     for channel, files in plan["channels"].items():
         with open(files["card"], encoding="utf-8") as handle:
@@ -49,16 +50,16 @@ def model_tags(plan: dict) -> dict[str, str]:
 
 
 def read_task(plan: dict) -> TaskChannels:
-    """Give the channels of one task from the files its plan names; the first CLIP channel
-    is the ranking model's, whose cosine is the tables' `cosine`."""
+    """Give the channels of one task from the files its plan names; the first channel is the
+    ranking model's, whose cosine is the tables' `cosine`."""
     from tuwen.data.ingest import accepted_captions
     from tuwen.text.ocr import read_ocr_texts
 
-    clip, logit_scale = {}, None
+    embedded, logit_scale = {}, None
     for channel, files in plan["channels"].items():
         by_query, scale = embeddings_by_id(files["queries"], plan["query_assignment"])
         by_gallery, _ = embeddings_by_id(files["gallery"], plan["gallery_assignment"])
-        clip[channel] = (by_query, by_gallery)
+        embedded[channel] = (by_query, by_gallery)
         logit_scale = logit_scale if logit_scale is not None else scale
     texts = None
     if plan["ocr"]:
@@ -68,4 +69,4 @@ def read_task(plan: dict) -> TaskChannels:
         read = read_ocr_texts(ocr["read"], pd.read_parquet(image_assignment, columns=["id", "digest"]))
         texts = (read, captions) if ocr["images_are_queries"] else (captions, read)
     query_ids = ordered_query_ids(plan["query_order"], plan["query_id_column"])
-    return build_channels(query_ids, clip, texts, logit_scale or 100.0)
+    return build_channels(query_ids, embedded, texts, logit_scale or 100.0)

@@ -1,7 +1,9 @@
-"""Similarity search: exact top-k over gallery shards, merged into one ranking per query.
+"""Exact search by one channel's cosine: each gallery shard's top-k, merged into one ranking
+per query, and the partial top-k of each shard kept for the next run.
 
 Ranking order everywhere: cosine descending, ties broken by target id ascending, so a
-result never depends on shard layout, block size or thread timing.
+result never depends on shard layout, block size or thread timing (tuwen.ranking.scoring
+ranks each block).
 
 Numpy only: the search job must not pay torch's import (seconds) for a second of BLAS.
 """
@@ -21,10 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tuwen.files.parquet import FeatureShard, read_features, read_metadata, write_table
+from tuwen.ranking.scoring import Ranking, rank_block
+from tuwen.ranking.topk import merged_logsumexp, row_logsumexp, softmax
 
 LOG = logging.getLogger(__name__)
 PARTIAL_COLUMNS = ["query_index", "target_id", "cosine", "shard_logsumexp"]
 TOPK_COLUMNS = ["query_id", "rank", "target_id", "cosine", "probability"]
+# The one channel a search by cosine alone ranks by.
+COSINE = "cosine"
 
 
 def shard_topk(
@@ -51,70 +57,24 @@ def shard_topk(
     gallery_t = np.ascontiguousarray(np.asarray(gallery, dtype=np.float32)[order].T)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     keep = min(k, len(gallery))
+    by_cosine = Ranking(COSINE)
 
     def block(start: int) -> pd.DataFrame:
         sims = queries[start : start + block_rows] @ gallery_t
-        rows, cols, values, _ = ranked_top(sims, keep)
-        logsumexp = _row_logsumexp(sims, logit_scale)  # last: it overwrites sims
+        ranked, _ = rank_block({COSINE: sims}, by_cosine, keep)
+        logsumexp = row_logsumexp(sims, logit_scale)
         return pd.DataFrame(
             {
-                "query_index": rows + start,
-                "target_id": ids_by_order[cols],
-                "cosine": values.astype(np.float32),
-                "shard_logsumexp": logsumexp[rows],
+                "query_index": ranked.rows + start,
+                "target_id": ids_by_order[ranked.columns],
+                "cosine": ranked.scores.astype(np.float32),
+                "shard_logsumexp": logsumexp[ranked.rows],
             }
         )
 
     starts = range(0, len(queries), block_rows)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return pd.concat(list(pool.map(block, starts)), ignore_index=True)
-
-
-def ranked_top(scores: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Give (row, column, score, rank from 0) of each row's `keep` best scores, rows in order,
-    each row's best first and ties broken by column (the columns are in id order)."""
-    rows, cols = top_candidates(scores, keep)
-    values = scores[rows, cols]
-    by_rank = np.lexsort((cols, -values, rows))
-    rows, cols, values = rows[by_rank], cols[by_rank], values[by_rank]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
-    chosen = rank < keep
-    return rows[chosen], cols[chosen], values[chosen], rank[chosen]
-
-
-def top_candidates(sims: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """Give (row, column) of each row's `keep` highest scores and of everything tied with the
-    `keep`-th, sorted by row: the exact top-k once ties are broken by id."""
-    count = sims.shape[1]
-    if count <= keep:
-        rows, cols = np.indices(sims.shape)
-        return rows.ravel(), cols.ravel()
-    # The top keep + 1 per row: column 0 holds the (keep + 1)-th score, the rest the top keep.
-    top = np.argpartition(sims, count - keep - 1, axis=1)[:, count - keep - 1 :]
-    values = np.take_along_axis(sims, top, axis=1)
-    kth = values[:, 1:].min(axis=1)
-    rows = np.repeat(np.arange(len(sims)), keep)
-    cols = top[:, 1:].ravel()
-    tied = np.flatnonzero(values[:, 0] >= kth)
-    if len(tied):
-        # Rare: more scores equal the k-th than fit; take every one of them for those rows.
-        tie_rows, tie_cols = np.nonzero(sims[tied] >= kth[tied, None])
-        keep_rows = ~np.isin(rows, tied)
-        rows = np.concatenate([rows[keep_rows], tied[tie_rows]])
-        cols = np.concatenate([cols[keep_rows], tie_cols])
-    order = np.argsort(rows, kind="stable")
-    return rows[order], cols[order]
-
-
-def _row_logsumexp(sims: np.ndarray, logit_scale: float) -> np.ndarray:
-    """Give each row's log-sum-exp of `logit_scale * sims`, using `sims` as scratch space."""
-    # exp in float32 (logits are at most 2 * logit_scale apart after the shift), sums in
-    # float64: much faster than float64 throughout, error ~1e-7 in the log.
-    peak = sims.max(axis=1, keepdims=True)
-    np.subtract(sims, peak, out=sims)
-    np.multiply(sims, np.float32(logit_scale), out=sims)
-    np.exp(sims, out=sims)
-    return peak[:, 0].astype(np.float64) * logit_scale + np.log(sims.sum(axis=1, dtype=np.float64))
 
 
 def merge_topk(
@@ -131,11 +91,10 @@ def merge_topk(
         return pd.DataFrame(columns=columns)
     merged = pd.concat(candidates, ignore_index=True)
     per_shard = merged.drop_duplicates(["query_index", "shard"])
-    by_query = per_shard["query_index"]
-    shard_sums = per_shard["shard_logsumexp"].astype(np.float64)
-    peak = shard_sums.groupby(by_query).transform("max")
-    # log-sum-exp over shards, per query, without a Python call per query.
-    total = np.log(np.exp(shard_sums - peak).groupby(by_query).sum()) + peak.groupby(by_query).max()
+    with np.errstate(divide="ignore", invalid="ignore"):  # query numbers with no rows are never read
+        total = merged_logsumexp(
+            per_shard["shard_logsumexp"].to_numpy(np.float64), per_shard["query_index"].to_numpy(np.int64)
+        )
     query_index = merged["query_index"].to_numpy()
     cosine = merged["cosine"].to_numpy()
     target = merged["target_id"].to_numpy(dtype=str)
@@ -143,15 +102,14 @@ def merge_topk(
     merged = merged.iloc[order].reset_index(drop=True)
     merged["rank"] = merged.groupby("query_index").cumcount() + 1
     merged = merged[merged["rank"] <= k]
-    logits = logit_scale * merged["cosine"].to_numpy(dtype=np.float64)
-    probability = np.exp(logits - total.loc[merged["query_index"]].to_numpy())
+    rows = merged["query_index"].to_numpy(np.int64)
     return pd.DataFrame(
         {
-            "query_id": np.asarray(query_ids, dtype=object)[merged["query_index"].to_numpy()],
+            "query_id": np.asarray(query_ids, dtype=object)[rows],
             "rank": merged["rank"].to_numpy(dtype=np.int32),
             "target_id": merged["target_id"].to_numpy(),
             "cosine": merged["cosine"].to_numpy(dtype=np.float32),
-            "probability": probability,
+            "probability": softmax(merged["cosine"].to_numpy(), total[rows], logit_scale),
         },
         columns=columns,
     )

@@ -6,18 +6,19 @@ grown by segments so that new shards are added without rebuilding what is there.
   largest power of `retrain_growth` not above the shard count: as a collection grows the
   index is retrained when it has grown that many times since its training (its centroids
   then describe a quarter or less of it), and never otherwise.
-- **Segments.** The shards are covered by segments whose sizes are powers of `base`
-  shards, the shard count written in base `base` (biggest first): 61 shards in base 4 are
-  3 x 16 + 3 x 4 + 1. A new shard adds a segment of one; `base` segments of one size are
-  merged into one of the next. Each segment is its own file, one workflow job; adding 1%
-  of the items rewrites at most what the carries of that addition touch.
+- **Segments.** The shards are covered by segments whose sizes are powers of
+  `segment_base` shards, the shard count written in that base (biggest first): 61 shards
+  in base 4 are 3 x 16 + 3 x 4 + 1. A new shard adds a segment of one; `segment_base`
+  segments of one size are merged into one of the next. Each segment is its own file, one
+  workflow job; adding 1% of the items rewrites at most what the carries of that addition
+  touch.
 - **Search.** The query's nearest `nprobe` centroids are found once, then each segment's
   lists are scanned (memory-mapped: the server's memory holds what queries touch, not the
   index) and the best `n` of all segments kept. A row's id in the index is
   `shard ordinal << 32 | row in the shard`; rows a later shard superseded (an image whose
   content changed) are dropped by the caller, which knows the collection's current items.
 
-Ties break by row id, and results are approximate: `measure` gives recall@10 against
+Ties break by row id, and results are approximate: `describe` measures recall@10 against
 exact search of the same shards.
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from tuwen.files.parquet import read_features, row_count
+from tuwen.ranking.recall import neighbour_recall
 
 ROW_BITS = 32
 MAX_LISTS = 4096  # beyond, training k-means on 2 cores takes longer than the encoding
@@ -40,26 +42,35 @@ POINTS_PER_LIST = 40  # training sample per centroid (faiss warns below 39)
 
 @dataclass(frozen=True)
 class IndexOptions:
-    """The index settings (config `index`)."""
+    """The index settings (config `index`; their defaults are the schema's)."""
 
-    lists: int | None = None  # None: auto, from the items trained on
-    nprobe: int = 32
-    candidates: int = 100
-    retrain_growth: int = 4
-    base: int = 4
-    retrain_drift: float = 0.05
+    lists: int | None  # None: auto, from the items trained on
+    nprobe: int
+    candidates: int
+    retrain_growth: int
+    segment_base: int
+    retrain_drift: float
 
     @classmethod
     def from_config(cls, index: dict) -> IndexOptions:
-        lists = index.get("lists", "auto")
+        """Read the options from a config's (or a settings file's) `index` section."""
         return cls(
-            lists=None if lists == "auto" else int(lists),
-            nprobe=int(index.get("nprobe", 32)),
-            candidates=int(index.get("candidates", 100)),
-            retrain_growth=int(index.get("retrain_growth", 4)),
-            base=int(index.get("segment_base", 4)),
-            retrain_drift=float(index.get("retrain_drift", 0.05)),
+            lists=None if index["lists"] == "auto" else int(index["lists"]),
+            nprobe=int(index["nprobe"]),
+            candidates=int(index["candidates"]),
+            retrain_growth=int(index["retrain_growth"]),
+            segment_base=int(index["segment_base"]),
+            retrain_drift=float(index["retrain_drift"]),
         )
+
+    @classmethod
+    def defaults(cls, **changes) -> IndexOptions:
+        """Give the schema's default options, with `changes` (for benchmarks and tests)."""
+        from dataclasses import replace
+
+        from tuwen.run.schema import schema_default
+
+        return replace(cls.from_config(schema_default("index")), **changes)
 
 
 def trained_shards(shard_count: int, growth: int) -> int:
@@ -85,16 +96,16 @@ def planned_training(shard_count: int, growth: int, previous: dict | None) -> in
     return trained
 
 
-def segment_plan(shard_count: int, base: int) -> list[tuple[int, int]]:
-    """Give each segment as (first shard, shard count): `shard_count` written in base `base`,
+def segment_plan(shard_count: int, segment_base: int) -> list[tuple[int, int]]:
+    """Give each segment as (first shard, shard count): `shard_count` written in base `segment_base`,
     biggest segments first."""
     segments, start = [], 0
     size = 1
-    while size * base <= shard_count:
-        size *= base
+    while size * segment_base <= shard_count:
+        size *= segment_base
     while start < shard_count:
         while size > shard_count - start:
-            size //= base
+            size //= segment_base
         segments.append((start, size))
         start += size
     return segments
@@ -233,13 +244,6 @@ def exact_top(queries: np.ndarray, shards: Iterable[tuple[int, str | Path]], k: 
     return best_ids
 
 
-def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
-    """Give the share of the exact top-k ids (rows of `exact`) among those found (rows of `found`:
-    its top-k for recall@k, or all its candidates)."""
-    hits = sum(len(set(f) & set(e)) for f, e in zip(found, exact, strict=True))
-    return hits / exact.size if exact.size else 1.0
-
-
 def latencies(index: SegmentedIndex, queries: np.ndarray, n: int) -> tuple[float, float]:
     """Give the p50 and p99 of one query's search, in milliseconds, one query at a time."""
     times = []
@@ -281,15 +285,15 @@ def describe(
     options: IndexOptions,
     run: Path,
     queries: int = 200,
-    seed: int = 0,
+    sample_seed: int = 0,
 ) -> dict:
     """Give the index's description as the server reads it, with what was measured: recall@10
     of the index's own top 10 and of the exact top 10 among its `candidates`, and the p50 /
     p99 of one query's search, on `queries` queries."""
     index = SegmentedIndex(trained, segments, options.nprobe)
     trained_on = int(Path(trained).stem.removeprefix("trained-"))
-    fit = centroid_fit(index, gallery_shards, trained_on, seed)
-    sample, source = recall_queries(query_shards, gallery_shards, queries, seed)
+    fit = centroid_fit(index, gallery_shards, trained_on, sample_seed)
+    sample, source = recall_queries(query_shards, gallery_shards, queries, sample_seed)
     exact = exact_top(sample, gallery_shards, 10)
     _, found = index.search(sample, max(10, options.candidates))
     p50, p99 = latencies(index, sample[:100], max(10, options.candidates))
@@ -312,8 +316,8 @@ def describe(
         "shards_indexed": [[number, _relative(path, run)] for number, path in gallery_shards],
         "recall_queries": len(sample),
         "recall_query_source": source,
-        "recall@10": round(recall_at(found[:, :10], exact), 4),
-        "candidates_recall@10": round(recall_at(found, exact), 4),
+        "recall@10": round(neighbour_recall(found[:, :10], exact), 4),
+        "candidates_recall@10": round(neighbour_recall(found, exact), 4),
         "search_ms": {"p50": round(p50, 3), "p99": round(p99, 3)},
     }
 

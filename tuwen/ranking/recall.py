@@ -1,9 +1,13 @@
-"""Recall@K of ranked results against ground-truth pairs, as cn_clip's evaluation defines it."""
+"""Recall, the one place it is computed: R@K of ranked results against ground-truth pairs as
+cn_clip's evaluation defines it (the tables, fusion's tuning, fine-tuning's validation), and
+an approximate index's recall of the exact top-k (the index stage and its benchmark)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from tuwen.ranking.topk import ranked_top
 from tuwen.run.declaration import GroundTruth
 
 RECALL_KS = (1, 5, 10)
@@ -44,6 +48,30 @@ def recall_at_k(
         metrics[f"R@{k}"] = hits / len(scored) if scored else float("nan")
     metrics["mean_recall"] = sum(metrics[f"R@{k}"] for k in RECALL_KS) / len(RECALL_KS)
     return metrics
+
+
+def paired_recall(similarity: np.ndarray, ids: list[str]) -> dict:
+    """Give R@1/5/10 both ways and their mean when query row i and gallery column i are the
+    same pair (`similarity`: texts x images); each direction ranked by `ranked_top`."""
+    positives = {item: {item} for item in ids}
+    keep = min(max(RECALL_KS), len(ids))
+    labels = np.asarray(ids, dtype=object)
+    result: dict = {}
+    for task, scores in (("t2i", similarity), ("i2t", similarity.T)):
+        rows, columns, _, _ = ranked_top(np.ascontiguousarray(scores), keep)
+        rankings: dict[str, list[str]] = {}
+        for row, column in zip(rows, columns, strict=True):
+            rankings.setdefault(ids[row], []).append(labels[column])
+        result[task] = recall_at_k(rankings, positives, set(ids))
+    result["mean_recall"] = float(np.mean([result[t][f"R@{k}"] for t in ("t2i", "i2t") for k in RECALL_KS]))
+    return result
+
+
+def neighbour_recall(found: np.ndarray, exact: np.ndarray) -> float:
+    """Give the share of the exact top-k ids (rows of `exact`) among those found (rows of `found`:
+    an approximate index's top-k for its recall@k, or all its candidates)."""
+    hits = sum(len(set(f) & set(e)) for f, e in zip(found, exact, strict=True))
+    return hits / exact.size if exact.size else 1.0
 
 
 def summarise(per_task: dict[str, dict]) -> dict:

@@ -1,10 +1,13 @@
-"""One ranking for every place that ranks: the result tables (`tuwen.ranking.fusion.fused_topk`,
-`tuwen.ranking.exact`), `tuwen serve` and `tuwen search`.
+"""One ranking for every place that ranks: the result tables (`tuwen.ranking.exact` for one
+channel, `tuwen.ranking.fusion` for a recipe), `tuwen serve` and `tuwen search`.
 
 A `Ranking` says how a gallery is ranked for a kind of query:
-- by one channel's cosine alone (float32, exactly as `tuwen.ranking.exact` scores a shard), or
+- by one channel's cosine alone (float32, exactly as a shard's search scores it), or
 - by a fusion recipe: the float64 weighted sum of channel scores (`fused`), and, when the
   recipe re-ranks, the query-set shift `final = fused - T * log sum_q exp(fused[q, g] / T)`.
+
+`rank_block` ranks a block of queries by a `Ranking`, and every ranking goes through it:
+a shard's search, a fused table's block of queries, and the server's single query.
 
 The shift's sum runs over a set of queries for each gallery item. For a result table that is
 the task's queries; for a single query it is the run's `QueryBank`, the table's own per-item
@@ -18,14 +21,15 @@ Numpy only: the search job must not pay torch's import.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from tuwen.ranking.exact import ranked_top
+from tuwen.ranking.topk import ranked_top
+from tuwen.run.channels import score_column
 
-OCR = "ocr"
 RERANK = "rerank"
 
 
@@ -47,18 +51,13 @@ class FusionRecipe:
         return "+".join(self.used + ([RERANK] if self.temperature else []))
 
     def describe(self) -> dict:
-        """Give the setting as JSON-ready data."""
+        """Give the recipe as JSON-ready data."""
         return {"weights": dict(self.weights), "temperature": self.temperature}
 
     @classmethod
     def from_dict(cls, data: dict) -> FusionRecipe:
-        """Read a setting written by `describe`."""
+        """Read a recipe written by `describe`."""
         return cls(tuple((k, float(v)) for k, v in data["weights"].items()), data["temperature"])
-
-
-def score_column(channel: str) -> str:
-    """Give the topk.parquet column of a channel's raw score, e.g. score_clip, score_ocr."""
-    return "score_" + channel.replace(":", "_")
 
 
 def weighted_sum(blocks: dict[str, np.ndarray], recipe: FusionRecipe) -> np.ndarray:
@@ -68,6 +67,7 @@ def weighted_sum(blocks: dict[str, np.ndarray], recipe: FusionRecipe) -> np.ndar
         if weight:
             part = weight * blocks[name]
             total = part if total is None else total + part
+    assert total is not None, "a recipe uses at least one channel"
     return total
 
 
@@ -151,7 +151,65 @@ class Ranking:
 
 
 @dataclass(frozen=True)
+class RankedBlock:
+    """A block of queries ranked: (row, column, score, rank from 0) of each hit, rows in order and
+    each row's best first, with the fused score of every pair (None: one channel ranked)."""
+
+    rows: np.ndarray
+    columns: np.ndarray
+    scores: np.ndarray
+    ranks: np.ndarray
+    fused: np.ndarray | None
+    reranked: bool = False  # the final score is the fused one shifted by the re-ranking
+
+    def parts(
+        self, blocks: dict[str, np.ndarray], ranking: Ranking, hit: int
+    ) -> tuple[tuple[str, float], ...]:
+        """Give a hit's parts: each used channel's weighted score, then the re-ranking's shift."""
+        if ranking.recipe is None or self.fused is None:
+            return ()
+        row, column = self.rows[hit], self.columns[hit]
+        parts = tuple(
+            (name, float(weight * blocks[name][row, column]))
+            for name, weight in ranking.recipe.weights
+            if weight
+        )
+        if self.reranked:
+            parts += ((RERANK, float(self.scores[hit] - self.fused[row, column])),)
+        return parts
+
+
+def rank_block(
+    blocks: dict[str, np.ndarray],
+    ranking: Ranking,
+    keep: int,
+    rerank: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> tuple[RankedBlock, np.ndarray]:
+    """Give a block of queries' top-`keep` by `ranking`, and the final score of every pair.
+
+    `blocks`: each of `ranking.channels`' scores of the block's queries (rows) at the gallery
+    columns scored (in id order). `rerank(fused)` gives the re-ranking's log-sum-exp of each
+    pair (a task's query groups, or the query bank), when the recipe re-ranks.
+    """
+    recipe = ranking.recipe
+    fused = None
+    shifted = False
+    if recipe is None:
+        final = blocks[ranking.channel]
+    else:
+        fused = np.asarray(weighted_sum(blocks, recipe), dtype=np.float64)
+        final = fused
+        if recipe.temperature and rerank is not None:
+            final = reranked(fused, rerank(fused), recipe.temperature)
+            shifted = True
+    rows, columns, scores, ranks = ranked_top(final, keep)
+    return RankedBlock(rows, columns, scores, ranks, fused, shifted), final
+
+
+@dataclass(frozen=True)
 class Hit:
+    """One query's ranked item: its rank, gallery column, score, ranking channel's cosine, parts."""
+
     rank: int  # from 1
     column: int  # the gallery row
     score: float
@@ -174,7 +232,7 @@ def rank_query(
     columns: np.ndarray | None = None,
     member: bool = False,
 ) -> list[Hit]:
-    """Give one query's top-`k` by `ranking`.
+    """Give one query's top-`k` by `ranking` (`rank_block` over a block of one row).
 
     `blocks`: each of `ranking.channels`' scores of the query at `columns` (the gallery rows
     scored, in increasing order; None: every row). `member`: the query is one of the bank's
@@ -185,23 +243,21 @@ def rank_query(
     keep = min(k, len(columns))
     if keep == 0:
         return []
-    recipe = ranking.recipe
-    if recipe is None:
-        final, fused = first, None
-    else:
-        fused = np.asarray(weighted_sum(blocks, recipe), dtype=np.float64)
-        final = fused
-        if recipe.temperature and ranking.bank is not None:
-            final = reranked(fused, ranking.bank.for_query(fused, columns, member), recipe.temperature)
-    _, cols, values, ranks = ranked_top(final[None, :], keep)
-    hits = []
-    for col, value, rank in zip(cols, values, ranks, strict=True):
-        parts: tuple[tuple[str, float], ...] = ()
-        if recipe is not None:
-            parts = tuple(
-                (name, float(weight * blocks[name][col])) for name, weight in recipe.weights if weight
-            )
-            if final is not fused:
-                parts += ((RERANK, float(value - fused[col])),)
-        hits.append(Hit(int(rank) + 1, int(columns[col]), float(value), float(first[col]), parts))
-    return hits
+    rows = {name: np.asarray(block)[None, :] for name, block in blocks.items()}
+    bank = ranking.bank
+
+    def rerank(fused: np.ndarray) -> np.ndarray:
+        assert bank is not None
+        return bank.for_query(fused[0], columns, member)[None, :]
+
+    ranked, _ = rank_block(rows, ranking, keep, rerank if bank is not None else None)
+    return [
+        Hit(
+            int(ranked.ranks[hit]) + 1,
+            int(columns[ranked.columns[hit]]),
+            float(ranked.scores[hit]),
+            float(first[ranked.columns[hit]]),
+            ranked.parts(rows, ranking, hit),
+        )
+        for hit in range(len(ranked.rows))
+    ]

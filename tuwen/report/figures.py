@@ -36,16 +36,26 @@ def use_cjk_font() -> None:
     matplotlib.rcParams["axes.unicode_minus"] = False
 
 
+# What a figure calls the score that ranked: a model's cosine, or a fusion recipe's score.
+SCORE_NAMES = {"cosine": "余弦", "score": "融合得分"}
+
+
 @dataclass(frozen=True)
-class Hit:
-    """One ranked result as a figure shows it."""
+class ShownHit:
+    """One ranked result as a figure shows it: the score that ranked it, and its probability."""
 
     rank: int
     target_id: str
-    cosine: float
+    score: float
     probability: float
     caption: str = ""
     image_path: str = ""
+
+
+def ranking_score(columns: list[str]) -> str:
+    """Give a top-k table's column of the score that ranked it: a fused table's `score`, else
+    the one model's `cosine`."""
+    return "score" if "score" in columns else "cosine"
 
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> list[str]:
@@ -62,7 +72,7 @@ def _show_image(axis, image_path: str, title: str) -> None:
     axis.axis("off")
     axis.set_title(title, fontsize=9)
     try:
-        image, _ = load_image(image_path)
+        image, _ = load_image(image_path, None)  # accepted at ingest, under the run's limit
     except ImageRejected:
         axis.text(0.5, 0.5, "（图像无法读取）", ha="center", va="center", fontsize=9)
         return
@@ -70,8 +80,9 @@ def _show_image(axis, image_path: str, title: str) -> None:
     axis.imshow(image)
 
 
-def text_to_image_figure(caption: str, query_id: str, hits: list[Hit]) -> Figure:
-    """Give the t2i figure: the query caption over its ranked images, each with rank and scores."""
+def text_to_image_figure(caption: str, query_id: str, hits: list[ShownHit], score_name: str) -> Figure:
+    """Give the t2i figure: the query caption over its ranked images, each with its rank, the
+    score that ranked it (called `score_name`) and its probability."""
     use_cjk_font()
     figure, axes = plt.subplots(1, max(len(hits), 1), figsize=(2.4 * max(len(hits), 1), 3.2))
     axes = list(axes) if len(hits) > 1 else [axes]
@@ -80,14 +91,15 @@ def text_to_image_figure(caption: str, query_id: str, hits: list[Hit]) -> Figure
         _show_image(
             axis,
             hit.image_path,
-            f"第{hit.rank}名 {hit.target_id}\n余弦 {hit.cosine:.3f}  概率 {hit.probability:.3f}",
+            f"第{hit.rank}名 {hit.target_id}\n{score_name} {hit.score:.3f}  概率 {hit.probability:.3f}",
         )
     figure.tight_layout()
     return figure
 
 
-def image_to_text_figure(image_path: str, query_id: str, hits: list[Hit]) -> Figure:
-    """Give the i2t figure: the query image beside its ranked captions, each with rank and scores."""
+def image_to_text_figure(image_path: str, query_id: str, hits: list[ShownHit], score_name: str) -> Figure:
+    """Give the i2t figure: the query image beside its ranked captions, each with its rank, the
+    score that ranked it (called `score_name`) and its probability."""
     use_cjk_font()
     figure, (image_axis, text_axis) = plt.subplots(
         1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 2.2]}
@@ -97,7 +109,9 @@ def image_to_text_figure(image_path: str, query_id: str, hits: list[Hit]) -> Fig
     lines = []
     for hit in hits:
         wrapped = textwrap.wrap(hit.caption, 30) or [""]
-        lines.append(f"第{hit.rank}名  {hit.target_id}  余弦 {hit.cosine:.3f}  概率 {hit.probability:.3f}")
+        lines.append(
+            f"第{hit.rank}名  {hit.target_id}  {score_name} {hit.score:.3f}  概率 {hit.probability:.3f}"
+        )
         lines.extend(f"    {part}" for part in wrapped[:2])
     text_axis.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=10, linespacing=1.5)
     figure.tight_layout()
@@ -113,14 +127,14 @@ def placeholder_figure(message: str) -> Figure:
     return figure
 
 
-def score_histogram_figure(scores: dict[str, list[float]], title: str) -> Figure:
-    """Give a histogram of cosine scores, one series per label (e.g. rank 1 vs ranks 2-5)."""
+def score_histogram_figure(scores: dict[str, list[float]], title: str, score_name: str) -> Figure:
+    """Give a histogram of the scores that ranked, one series per label (e.g. rank 1 vs ranks 2-5)."""
     use_cjk_font()
     figure, axis = plt.subplots(figsize=(6, 3.6))
     for label, values in scores.items():
         if values:
             axis.hist(values, bins=30, alpha=0.6, label=label)
-    axis.set_xlabel("余弦相似度")
+    axis.set_xlabel(score_name)
     axis.set_ylabel("数量")
     axis.set_title(title)
     axis.legend()

@@ -9,16 +9,15 @@ from pathlib import Path
 import pandas as pd
 
 from tuwen.run import layout
-from tuwen.run.declaration import Run, read_run
+from tuwen.run.declaration import Run
 
 DIRECTIONS = {"t2i": "text → image", "i2t": "image → text"}
 
 
-def run_summary(run: Path = Path("."), declared: Run | None = None) -> str:
-    """Give the closing summary of the run in folder `run` (from the files it has written);
-    `declared` is the run the workflow declared (else the folder's record of it)."""
+def run_summary(declared: Run, run: Path = Path(".")) -> str:
+    """Give the closing summary of the run `declared` in folder `run`, from the files it wrote."""
     lines = ["", "tuwen: the run is complete."]
-    tasks = (declared or read_run(run)).tasks
+    tasks = declared.tasks
     titles = {
         name: DIRECTIONS[t.direction] + ("" if name == t.direction else f", {name}")
         for name, t in tasks.items()

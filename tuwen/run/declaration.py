@@ -1,11 +1,12 @@
-"""The run a user declares: its collections, tasks, training pairs and ground truth.
+"""The run a user declares: its collections, tasks, training pairs, models and channel
+switches, checked and resolved into one `Run`, the workflow's one source for them.
 
 Torch-free and cheap: the Snakefile builds the run at parse time (it re-runs inside every
 cluster job), so the checks here are a few stat calls and header reads. A run is data,
 as a sample sheet is in a bioinformatics workflow: `declare_run(config)` reads the
-config's `preset`, `collections`, `tasks` and `training`, checks them, and gives the
-`Run` every rule, script, the CLI and the server read. The 2024 contest layout
-(附件1, 附件2, 附件3) and the embedded demo are the preset `contest`; `preset: none`
+config's `preset`, `collections`, `tasks`, `training`, `models` and the fusion and index
+switches, checks them, and gives the `Run` every rule, script, the CLI and the server
+read. The 2024 contest layout is the preset `contest` (tuwen.run.contest); `preset: none`
 leaves only what the config declares.
 
 Paths in a declaration are relative to `data_root` unless absolute. An image
@@ -16,15 +17,21 @@ with an id column and a caption column.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tuwen.errors import TuwenError
-from tuwen.run.layout import IMAGES, TEXTS, demo_data
+from tuwen.run import contest
+from tuwen.run.channels import CLIP, OCR, TEXT, channel_name
+from tuwen.run.layout import demo_data
+from tuwen.run.schema import item_default
 
-CONTEST, NONE = "contest", "none"
+# A collection's kind, everywhere: in the run, the manifests' names, feature shards' metadata.
+IMAGES, TEXTS = "images", "texts"
+# A model's stages: its base weights, and the fine-tuned ones when it trains.
+BASE, FINETUNE = "base", "finetune"
 # The collections training and fusion's validation make; no declared collection takes these names.
 TRAIN_IMAGES, TRAIN_TEXTS = "train_images", "train_texts"
 VAL_IMAGES, VAL_TEXTS = "val_images", "val_texts"
@@ -36,7 +43,7 @@ DIRECTION_OF = {TEXTS: "t2i", IMAGES: "i2t"}
 DEFAULT_TABLE_COLUMNS = ("query_id", "similarity_ranking", "result_id")
 
 
-class RunError(TuwenError):
+class DeclarationError(TuwenError):
     """A declaration the workflow cannot run, with the key and the fix in one line."""
 
 
@@ -47,8 +54,8 @@ class Collection:
     name: str
     kind: str  # IMAGES or TEXTS
     source: str | None  # the folder or file; None: made by the run (validation)
-    id_column: str = "text_id"  # texts: the column that names an item
-    caption_column: str = "caption"  # texts: the column of the caption
+    id_column: str = ""  # texts: the column that names an item
+    caption_column: str = ""  # texts: the column of the caption
     # Texts whose ids name images of this image collection (the training pairs).
     pairs_with: str | None = None
 
@@ -87,7 +94,7 @@ class Task:
     queries: str
     gallery: str
     query_kind: str
-    k: int = 5  # rows per query in the result table
+    k: int  # rows per query in the result table
     table: str = ""  # the result table's file name under results/ ("" = none)
     columns: tuple[str, str, str] = DEFAULT_TABLE_COLUMNS
     query_list: QueryList | None = None
@@ -108,6 +115,34 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Model:
+    """One CN-CLIP model of the run: its architecture name (also its name in paths and
+    channels), its weights, and its training settings (the run's, with its own overrides)."""
+
+    name: str
+    checkpoint: str = ""  # "" = released weights by name, or seeded for the small architectures
+    train: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def trains(self) -> bool:
+        return bool(self.train.get("enabled"))
+
+    @property
+    def stages(self) -> list[str]:
+        """Give the model's stages: its base weights and, when it trains, the fine-tuned ones."""
+        return [BASE, FINETUNE] if self.trains else [BASE]
+
+    @property
+    def ranking_stage(self) -> str:
+        """Give the stage that ranks: the fine-tuned one when the model trains."""
+        return self.stages[-1]
+
+    def channel(self, stage: str) -> str:
+        """Give a stage's channel: `clip:<name>` (the ranking stage) or `clip:<name>:<stage>`."""
+        return channel_name(CLIP, self.name, None if stage == self.ranking_stage else stage)
+
+
+@dataclass(frozen=True)
 class Run:
     """Everything the run reads and asks, resolved: the workflow's one source for it."""
 
@@ -115,8 +150,50 @@ class Run:
     demo: bool
     collections: dict[str, Collection]
     tasks: dict[str, Task]
+    models: tuple[Model, ...] = ()
     trains: bool = False  # training pairs declared (train_images and train_texts exist)
     validation_tasks: dict[str, Task] = field(default_factory=dict)
+    fusion: bool = False  # fusion.enabled: the base models, OCR, sentence encoders, re-ranking
+    ocr: bool = False  # OCR's channel (fusion.enabled and fusion.ocr)
+    text_encoders: tuple[str, ...] = ()  # text:<encoder> channels (with OCR: they read its text)
+    index: bool = False  # index.enabled: large galleries get an approximate index
+
+    # ---- models and channels -------------------------------------------------------------
+
+    @property
+    def fuse(self) -> bool:
+        """Whether the tables rank by a combination chosen on validation: with fusion on, or when
+        several models rank (one model with fusion off ranks by its cosine alone)."""
+        return self.fusion or len(self.models) > 1
+
+    @property
+    def ranking_model(self) -> Model:
+        """Give the first model: its ranking stage ranks wherever no fusion recipe does."""
+        return self.models[0]
+
+    @property
+    def trained_models(self) -> list[Model]:
+        return [model for model in self.models if model.trains]
+
+    def model(self, name: str) -> Model:
+        return next(model for model in self.models if model.name == name)
+
+    def clip_channels(self) -> list[tuple[Model, str]]:
+        """Give (model, stage) of each CLIP channel, the ranking model's first: every model's
+        ranking stage, and with fusion on every other stage of every model."""
+        ranking = [(model, model.ranking_stage) for model in self.models]
+        if not self.fusion:
+            return ranking
+        return ranking + [(m, s) for m in self.models for s in m.stages if s != m.ranking_stage]
+
+    def channels(self) -> list[str]:
+        """Give the name of every channel a fused task is scored by: the CLIP channels, each
+        sentence encoder's, then OCR's."""
+        names = [model.channel(stage) for model, stage in self.clip_channels()]
+        names += [channel_name(TEXT, encoder) for encoder in self.text_encoders]
+        return names + ([channel_name(OCR)] if self.ocr else [])
+
+    # ---- collections and tasks ---------------------------------------------------------
 
     def of_kind(self, kind: str, declared: bool | None = None) -> list[str]:
         """Give the collections of a kind (optionally only those read from files, or made)."""
@@ -125,11 +202,6 @@ class Run:
             for c in self.collections.values()
             if c.kind == kind and (declared is None or (c.source is not None) == declared)
         ]
-
-    def galleries(self) -> list[str]:
-        """Give the collections queries are ranked against: the tasks' galleries, or every
-        searchable collection of a run with no task (a photo library searched by the server)."""
-        return list(dict.fromkeys(t.gallery for t in self.tasks.values())) or self.searchable()
 
     def searchable(self) -> list[str]:
         """Give the collections the run encodes and serves: every declared one (not the
@@ -140,11 +212,60 @@ class Run:
             if c.source is not None and n not in (TRAIN_IMAGES, TRAIN_TEXTS)
         ]
 
+    def galleries(self) -> list[str]:
+        """Give the collections queries are ranked against: the tasks' galleries, or every
+        searchable collection of a run with no task (a photo library searched by the server)."""
+        return list(dict.fromkeys(t.gallery for t in self.tasks.values())) or self.searchable()
+
+    def indexed_galleries(self) -> list[str]:
+        """Give the galleries an approximate index may serve (index.enabled); each is indexed
+        once it holds index.min_items items."""
+        return self.galleries() if self.index else []
+
+    def judged_tasks(self) -> dict[str, Task]:
+        """Give the tasks with ground truth: evaluation and fusion's test rows score them."""
+        return {name: task for name, task in self.tasks.items() if task.ground_truth}
+
+    def used_collections(self) -> list[str]:
+        """Give the collections whose shard registry the run reads: every searchable one, the
+        training images where locked-image training reads their features, and fusion's
+        validation collections."""
+        used = self.searchable()
+        if any(model.train["lock_image"] for model in self.trained_models):
+            used.append(TRAIN_IMAGES)
+        if self.fuse:
+            used += [name for task in self.validation_tasks.values() for name in (task.queries, task.gallery)]
+        return list(dict.fromkeys(used))
+
+    def ocr_collections(self) -> list[str]:
+        """Give the image collections whose text OCR reads: the image side of every task."""
+        sides = [t.image_side for t in [*self.tasks.values(), *self.validation_tasks.values()]]
+        return list(dict.fromkeys(sides))
+
+    def default_gallery(self, query_kind: str) -> str | None:
+        """Give the collection a query of `query_kind` searches by default: its task's gallery,
+        or the first searchable collection of the other kind (of its own kind where none)."""
+        task = next((t for t in self.tasks.values() if t.query_kind == query_kind), None)
+        if task is not None:
+            return task.gallery
+        other = TEXTS if query_kind == IMAGES else IMAGES
+        searchable = self.searchable()
+        of_other = [n for n in searchable if self.collections[n].kind == other]
+        return (of_other or searchable or [None])[0]
+
+    # ---- as data ---------------------------------------------------------------------------
+
     def to_dict(self) -> dict:
-        """Give the run as plain data; collections and tasks as lists, which keep their order."""
+        """Give the run as plain data; collections, tasks and models as lists, which keep their order."""
         data = asdict(self)
         for key in ("collections", "tasks", "validation_tasks"):
             data[key] = list(data[key].values())
+        # A model as its readers need it: its weights and whether it trains (its training
+        # settings are its own settings files', and speed-only ones belong to no file).
+        data["models"] = [
+            {"name": m.name, "checkpoint": m.checkpoint, "trains": m.trains} for m in self.models
+        ]
+        data["text_encoders"] = list(self.text_encoders)
         return data
 
     @classmethod
@@ -161,59 +282,14 @@ class Run:
             data["demo"],
             {spec["name"]: Collection(**spec) for spec in data["collections"]},
             {spec["name"]: task(spec) for spec in data["tasks"]},
+            tuple(Model(m["name"], m["checkpoint"], {"enabled": m["trains"]}) for m in data["models"]),
             data["trains"],
             {spec["name"]: task(spec) for spec in data["validation_tasks"]},
+            data["fusion"],
+            data["ocr"],
+            tuple(data["text_encoders"]),
+            data["index"],
         )
-
-
-def read_run(run_folder: str | os.PathLike) -> Run:
-    """Give the run a finished run folder declared (results/settings/run.json)."""
-    from tuwen.run.layout import settings
-
-    path = Path(run_folder) / settings("run")
-    if not path.is_file():
-        raise RunError(
-            f"{run_folder} holds no finished run ({settings('run')} is missing); "
-            f"run the workflow there first (make run, or snakemake --directory {run_folder})"
-        )
-    return Run.from_dict(json.loads(path.read_text(encoding="utf-8"))["run"])
-
-
-# ---- the contest preset -----------------------------------------------------------------
-
-CONTEST_COLLECTIONS = {
-    "t2i_gallery": {"images": "附件2/ImageData"},
-    "t2i_queries": {"texts": "附件2/word_test.csv", "id_column": "text_id"},
-    "i2t_images": {"images": "附件3/ImageData"},
-    "i2t_gallery": {"texts": "附件3/word_data.csv", "id_column": "text_id"},
-}
-CONTEST_TASKS = {
-    "t2i": {
-        "queries": "t2i_queries",
-        "gallery": "t2i_gallery",
-        "table": "result1.csv",
-        "columns": ["text_id", "similarity_ranking", "result_image_id"],
-    },
-    "i2t": {
-        "queries": "i2t_images",
-        "gallery": "i2t_gallery",
-        "table": "result2.csv",
-        "columns": ["image_id", "similarity_ranking", "result_text_id"],
-        "query_list": {"file": "附件3/image_test.csv", "id_column": "image_id"},
-    },
-}
-CONTEST_TRAINING = {"pairs": "附件1/ImageWordData.csv", "images": "附件1/ImageData"}
-CONTEST_GROUND_TRUTH = "ground_truth.csv"  # text_id,image_id, beside the three folders
-
-
-def contest_files() -> dict[str, str]:
-    """Give every file and folder of the contest layout, by what it is (relative to data_root)."""
-    files = {name: next(iter(spec.values())) for name, spec in CONTEST_COLLECTIONS.items()}
-    files["i2t_query_list"] = CONTEST_TASKS["i2t"]["query_list"]["file"]
-    files["train_pairs"] = CONTEST_TRAINING["pairs"]
-    files["train_images"] = CONTEST_TRAINING["images"]
-    files["ground_truth"] = CONTEST_GROUND_TRUTH
-    return files
 
 
 # ---- declaring the run ------------------------------------------------------------------
@@ -225,37 +301,37 @@ def data_folder(data_root: str) -> str:
 
 
 def declare_run(config: dict, check_files: bool = True) -> Run:
-    """Give the run the config declares, checked; a `RunError` names the key and the fix.
+    """Give the run the config declares, checked; a `DeclarationError` names the key and the fix.
 
     With `check_files`, every folder, file and column is looked at now (a stat and a
     header), so that a typo stops the run before any job; the demo's files are made by
     the run and are not checked.
     """
     demo = config["data_root"] == "demo"
-    preset = config.get("preset", CONTEST)
+    preset = config["preset"]
     root = data_folder(config["data_root"])
-    if preset == NONE and demo:
-        raise RunError(
+    if preset == contest.NONE and demo:
+        raise DeclarationError(
             "data_root: demo is the contest preset's demo; with preset: none set data_root to your "
             "folder (--config data_root=/path/to/folder)"
         )
     declared_collections = dict(config.get("collections") or {})
     declared_tasks = dict(config.get("tasks") or {})
     training = dict(config.get("training") or {})
-    if preset == CONTEST:
-        for key, preset_items in (("collections", CONTEST_COLLECTIONS), ("tasks", CONTEST_TASKS)):
+    if preset == contest.CONTEST:
+        for key, preset_items in (("collections", contest.COLLECTIONS), ("tasks", contest.TASKS)):
             given = declared_collections if key == "collections" else declared_tasks
             taken = sorted(set(given) & set(preset_items))
             if taken:
-                raise RunError(
+                raise DeclarationError(
                     f"{key}.{taken[0]} is a name of the contest preset; choose another name, "
                     "or set preset: none and declare the whole run"
                 )
         if check_files and not demo:
             _check_contest_layout(root)
-        declared_collections = {**CONTEST_COLLECTIONS, **declared_collections}
-        declared_tasks = {**CONTEST_TASKS, **declared_tasks}
-        training = {**CONTEST_TRAINING, **{k: v for k, v in training.items() if v}}
+        declared_collections = {**contest.COLLECTIONS, **declared_collections}
+        declared_tasks = {**contest.TASKS, **declared_tasks}
+        training = {**contest.TRAINING, **{k: v for k, v in training.items() if v}}
     check = check_files and not demo
 
     collections = {name: _collection(name, spec, root, check) for name, spec in declared_collections.items()}
@@ -263,30 +339,70 @@ def declare_run(config: dict, check_files: bool = True) -> Run:
     if trains:
         collections.update(_training_collections(training, root, check))
     elif training.get("images"):
-        raise RunError("training.images is set but training.pairs is not; name the pairs table, or drop both")
+        raise DeclarationError(
+            "training.images is set but training.pairs is not; name the pairs table, or drop both"
+        )
 
-    ground_truth = config.get("ground_truth", "auto")
     tasks = {
-        name: _task(name, spec, collections, root, check, preset, ground_truth)
+        name: _task(name, spec, collections, root, check, preset, config["ground_truth"])
         for name, spec in declared_tasks.items()
     }
     if not any(c.source for c in collections.values()):
-        raise RunError(
+        raise DeclarationError(
             "the run declares no collection: add one under collections (e.g. "
             "collections: {photos: {images: .}}), or use preset: contest"
         )
     validation = _validation_tasks() if trains else {}
     if trains:
         collections[VAL_IMAGES] = Collection(VAL_IMAGES, IMAGES, None)
-        collections[VAL_TEXTS] = Collection(VAL_TEXTS, TEXTS, None)
-    return Run(root, demo, collections, tasks, trains, validation)
+        collections[VAL_TEXTS] = Collection(VAL_TEXTS, TEXTS, None, "text_id", "caption")
+    fusion = config["fusion"]
+    use_ocr = bool(fusion["enabled"] and fusion["ocr"])
+    run = Run(
+        root,
+        demo,
+        collections,
+        tasks,
+        declared_models(config, trains),
+        trains,
+        validation,
+        fusion=bool(fusion["enabled"]),
+        ocr=use_ocr,
+        # Sentence encoders match captions with the text OCR reads in the images: only with OCR.
+        text_encoders=tuple(fusion["text_encoders"]) if use_ocr else (),
+        index=bool(config["index"]["enabled"]),
+    )
+    if run.fuse and not trains:
+        raise DeclarationError(
+            "fusion (fusion.enabled, or several models) is chosen on held-out training pairs, and "
+            "this run declares none: add training (pairs and images), or use one model with fusion off"
+        )
+    return run
+
+
+def declared_models(config: dict, has_training_pairs: bool = True) -> tuple[Model, ...]:
+    """Give the run's models from its config (`models`, each a name or a mapping); none
+    trains where the run declares no training pairs."""
+    models = []
+    for item in config["models"]:
+        spec: dict[str, Any] = {"name": item} if isinstance(item, str) else item
+        train = {**config["train"], **spec.get("train", {})}
+        if not has_training_pairs:
+            train["enabled"] = False
+        models.append(Model(spec["name"], spec.get("checkpoint", ""), train))
+    names = [m.name for m in models]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DeclarationError(
+            f"models: {', '.join(repeated)} given twice; each model is named by its architecture"
+        )
+    return tuple(models)
 
 
 def _check_contest_layout(root: str) -> None:
-    wanted = [path for what, path in contest_files().items() if what != "ground_truth"]
-    missing = [path for path in wanted if not os.path.exists(os.path.join(root, path))]
+    missing = contest.missing_contest_files(root)
     if missing:
-        raise RunError(
+        raise DeclarationError(
             f"data_root {root!r} does not hold the contest layout (preset: contest); missing: "
             + ", ".join(missing)
             + ". Point data_root at the folder that contains 附件1, 附件2 and 附件3, or set "
@@ -301,21 +417,23 @@ def _resolve(root: str, path: str) -> str:
 
 def _check_name(key: str, name: str) -> None:
     if not name or set(name) - NAME_CHARACTERS:
-        raise RunError(f"{key}: the name {name!r} may use only letters, digits, '_' and '-'")
+        raise DeclarationError(f"{key}: the name {name!r} may use only letters, digits, '_' and '-'")
 
 
 def _collection(name: str, spec: dict, root: str, check: bool) -> Collection:
     key = f"collections.{name}"
     _check_name(key, name)
     if name in RESERVED:
-        raise RunError(f"{key}: {name} is made by the run itself (training, validation); choose another name")
+        raise DeclarationError(
+            f"{key}: {name} is made by the run itself (training, validation); choose another name"
+        )
     if not isinstance(spec, dict) or ("images" in spec) == ("texts" in spec):
-        raise RunError(
+        raise DeclarationError(
             f"{key}: give either images: FOLDER or texts: FILE (with id_column and caption_column)"
         )
     unknown = sorted(set(spec) - {"images", "texts", "id_column", "caption_column"})
     if unknown:
-        raise RunError(
+        raise DeclarationError(
             f"{key}.{unknown[0]}: not a key of a collection (images, texts, id_column, caption_column)"
         )
     if "images" in spec:
@@ -324,7 +442,8 @@ def _collection(name: str, spec: dict, root: str, check: bool) -> Collection:
             _check_image_folder(f"{key}.images", folder)
         return Collection(name, IMAGES, folder)
     path = _resolve(root, spec["texts"])
-    id_column, caption_column = spec.get("id_column", "text_id"), spec.get("caption_column", "caption")
+    id_column = spec.get("id_column", item_default("collections", "id_column"))
+    caption_column = spec.get("caption_column", item_default("collections", "caption_column"))
     if check:
         check_table(f"{key}.texts", path, [id_column, caption_column])
     return Collection(name, TEXTS, path, id_column, caption_column)
@@ -332,11 +451,13 @@ def _collection(name: str, spec: dict, root: str, check: bool) -> Collection:
 
 def _training_collections(training: dict, root: str, check: bool) -> dict[str, Collection]:
     if not training.get("images"):
-        raise RunError("training.images: name the folder that the pairs' image column is resolved against")
+        raise DeclarationError(
+            "training.images: name the folder that the pairs' image column is resolved against"
+        )
     folder = _resolve(root, training["images"])
     pairs = _resolve(root, training["pairs"])
-    image_column = training.get("image_column") or "image_id"
-    caption_column = training.get("caption_column") or "caption"
+    image_column = training["image_column"]
+    caption_column = training["caption_column"]
     if check:
         _check_image_folder("training.images", folder)
         check_table("training.pairs", pairs, [image_column, caption_column])
@@ -361,33 +482,33 @@ def _task(
         set(spec) - {"queries", "gallery", "k", "table", "columns", "query_list", "ground_truth"}
     )
     if unknown:
-        raise RunError(
+        raise DeclarationError(
             f"{key}.{unknown[0]}: not a key of a task "
             "(queries, gallery, k, table, columns, query_list, ground_truth)"
         )
     for side in ("queries", "gallery"):
         if spec.get(side) not in collections or spec.get(side) in RESERVED:
             known = ", ".join(n for n in collections if n not in RESERVED) or "(none)"
-            raise RunError(
+            raise DeclarationError(
                 f"{key}.{side}: {spec.get(side)!r} is not a declared collection (collections: {known})"
             )
     queries, gallery = collections[spec["queries"]], collections[spec["gallery"]]
     if queries.kind == gallery.kind:
-        raise RunError(
+        raise DeclarationError(
             f"{key}: queries {queries.name} and gallery {gallery.name} both hold {queries.kind}; a task "
             "ranks one kind against the other (captions against images, or images against captions)"
         )
-    k = int(spec.get("k", 5))
+    k = int(spec.get("k", item_default("tasks", "k")))
     if k < 1:
-        raise RunError(f"{key}.k: {k} hits per query; give at least 1")
+        raise DeclarationError(f"{key}.k: {k} hits per query; give at least 1")
     columns = tuple(spec.get("columns") or DEFAULT_TABLE_COLUMNS)
     if len(columns) != 3 or len(set(columns)) != 3:
-        raise RunError(
+        raise DeclarationError(
             f"{key}.columns: give three different names (query id, rank, result id), not {list(columns)}"
         )
-    table = str(spec.get("table") or "")
+    table = str(spec.get("table", item_default("tasks", "table")) or "")
     if table and (os.path.basename(table) != table or not table.endswith(".csv")):
-        raise RunError(
+        raise DeclarationError(
             f"{key}.table: {table!r} should be a file name ending in .csv (it is written under results/)"
         )
     query_list = None
@@ -398,7 +519,7 @@ def _task(
         if check:
             check_table(f"{key}.query_list.file", query_list.file, [id_column])
     truth = _ground_truth(key, spec, queries, root, check, preset, ground_truth)
-    return Task(name, queries.name, gallery.name, queries.kind, k, table, columns, query_list, truth)
+    return Task(name, queries.name, gallery.name, queries.kind, k, table, columns, query_list, truth)  # type: ignore[arg-type]
 
 
 def _ground_truth(
@@ -408,15 +529,15 @@ def _ground_truth(
     if given:
         truth = GroundTruth(
             _resolve(root, given["file"]),
-            given.get("query_column", "query_id"),
-            given.get("gallery_column", "gallery_id"),
+            given.get("query_column", item_default("tasks", "ground_truth.query_column")),
+            given.get("gallery_column", item_default("tasks", "ground_truth.gallery_column")),
         )
         if check:
             check_table(f"{key}.ground_truth.file", truth.file, [truth.query_column, truth.gallery_column])
         return truth
-    if preset != CONTEST or not setting:
+    if preset != contest.CONTEST or not setting:
         return None
-    file = _resolve(root, CONTEST_GROUND_TRUTH) if setting == "auto" else os.path.expanduser(setting)
+    file = _resolve(root, contest.GROUND_TRUTH) if setting == "auto" else os.path.expanduser(setting)
     if setting == "auto" and check and not os.path.isfile(file):
         return None
     return contest_ground_truth(file, queries.kind)
@@ -425,15 +546,15 @@ def _ground_truth(
 def contest_ground_truth(file: str, query_kind: str) -> GroundTruth:
     """Give the contest's ground truth (`text_id,image_id` pairs) for a task whose queries
     are of `query_kind`: the columns follow the queries."""
-    columns = ("text_id", "image_id") if query_kind == TEXTS else ("image_id", "text_id")
-    return GroundTruth(file, *columns)
+    return GroundTruth(file, *contest.TRUTH_COLUMNS[query_kind])
 
 
 def _validation_tasks() -> dict[str, Task]:
-    """Fusion's validation task: the training pairs held out, both directions."""
+    """Fusion's validation task: the training pairs held out, both directions (no table)."""
+    k = item_default("tasks", "k")
     return {
-        "t2i": Task("t2i", VAL_TEXTS, VAL_IMAGES, TEXTS),
-        "i2t": Task("i2t", VAL_IMAGES, VAL_TEXTS, IMAGES),
+        "t2i": Task("t2i", VAL_TEXTS, VAL_IMAGES, TEXTS, k),
+        "i2t": Task("i2t", VAL_IMAGES, VAL_TEXTS, IMAGES, k),
     }
 
 
@@ -441,9 +562,11 @@ def _check_image_folder(key: str, folder: str) -> None:
     from tuwen.files.folders import has_image_file
 
     if not os.path.isdir(folder):
-        raise RunError(f"{key}: {folder} is not a folder; point it at a folder of images")
+        raise DeclarationError(f"{key}: {folder} is not a folder; point it at a folder of images")
     if not has_image_file(folder):
-        raise RunError(f"{key}: {folder} holds no image file (searched recursively); nothing to search")
+        raise DeclarationError(
+            f"{key}: {folder} holds no image file (searched recursively); nothing to search"
+        )
 
 
 def check_table(key: str, path: str, columns: list[str]) -> None:
@@ -451,15 +574,17 @@ def check_table(key: str, path: str, columns: list[str]) -> None:
     from tuwen.files.records import TABLE_SUFFIXES, table_header
 
     if Path(path).suffix.lower() not in TABLE_SUFFIXES:
-        raise RunError(f"{key}: {path} is not a CSV, TSV, JSON Lines or Parquet file (by its name's ending)")
+        raise DeclarationError(
+            f"{key}: {path} is not a CSV, TSV, JSON Lines or Parquet file (by its name's ending)"
+        )
     if not os.path.isfile(path):
-        raise RunError(f"{key}: {path} does not exist")
+        raise DeclarationError(f"{key}: {path} does not exist")
     found, has_rows = table_header(path)
     missing = [c for c in columns if c not in found]
     if missing:
-        raise RunError(
+        raise DeclarationError(
             f"{key}: {path} has no column {missing[0]!r} (columns: {', '.join(found) or '(none)'}); "
             "name its columns in the config"
         )
     if not has_rows:
-        raise RunError(f"{key}: {path} has a header but no rows; nothing to read")
+        raise DeclarationError(f"{key}: {path} has a header but no rows; nothing to read")

@@ -1,71 +1,14 @@
-"""Every path under results/, said once, and the run's models.
+"""Every path under results/, said once: nothing else builds a path there.
 
-Torch-free and cheap (the Snakefile imports it at parse time). What the run reads and
-asks (its collections and tasks) is declared in the config and resolved by `tuwen.run.declaration`;
-rules, scripts, the CLI, the browse page and fusion ask this module for the path of any
-file, and nothing else builds a path under results/.
-
+Torch-free and cheap (the Snakefile imports it at parse time). Rules, scripts, the reader
+of a finished run, the browse page and fusion ask this module for the path of any file.
 Paths are relative to a run folder (Snakemake's working directory). Every path function
 also takes Snakemake wildcard patterns, e.g. `features("{tag}", "{name}", "{shard}")`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-IMAGES, TEXTS = "images", "texts"
 RESULTS = "results"
-BASE, FINETUNE = "base", "finetune"
-
-
-# ---- models ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Model:
-    """One CN-CLIP model of the run: its architecture name (also its name in paths and
-    channels), its weights, and its training settings (the run's, with its own overrides)."""
-
-    name: str
-    checkpoint: str = ""  # "" = released weights by name, or seeded for the small architectures
-    train: dict = field(default_factory=dict, hash=False, compare=False)
-
-    @property
-    def trains(self) -> bool:
-        return bool(self.train.get("enabled"))
-
-    @property
-    def stages(self) -> list[str]:
-        """Give the model's stages: its base weights and, when it trains, the fine-tuned ones."""
-        return [BASE, FINETUNE] if self.trains else [BASE]
-
-    @property
-    def retrieval_stage(self) -> str:
-        """Give the stage that ranks: the fine-tuned one when the model trains."""
-        return self.stages[-1]
-
-    def channel(self, stage: str) -> str:
-        """Give a stage's fusion channel: `clip:<name>` (the ranking stage) or `clip:<name>:base`."""
-        return f"clip:{self.name}" if stage == self.retrieval_stage else f"clip:{self.name}:{stage}"
-
-
-def run_models(config: dict, has_training_pairs: bool = True) -> list[Model]:
-    """Give the run's models from its config (`models`, each a name or a mapping); none
-    trains where the run declares no training pairs."""
-    models = []
-    for item in config["models"]:
-        spec = {"name": item} if isinstance(item, str) else item
-        train = {**config["train"], **spec.get("train", {})}
-        if not has_training_pairs:
-            train["enabled"] = False
-        models.append(Model(spec["name"], spec.get("checkpoint", ""), train))
-    names = [m.name for m in models]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(
-            f"models: {', '.join(repeated)} given twice; each model is named by its architecture"
-        )
-    return models
 
 
 # ---- paths ---------------------------------------------------------------------------
@@ -137,10 +80,6 @@ def sentence_encoder_card(encoder: str) -> str:
     return _path("sentences", encoder, "encoder.json")
 
 
-def sentence_encoder_cards_glob() -> str:
-    return _path("sentences", "*", "encoder.json")
-
-
 def ocr(name: str, shard: str) -> str:
     return _path("ocr", name, f"{shard}.parquet")
 
@@ -159,17 +98,6 @@ def init_checkpoint(arch: str, seed: str | int) -> str:
 
 def model_card(model: str, stage: str) -> str:
     return _path("models", model, stage, "model.json")
-
-
-def model_card_parts(path: str) -> tuple[str, str]:
-    """Give the (model, stage) a model card's path names: `model_card`'s inverse."""
-    *_, model, stage, _ = path.replace("\\", "/").split("/")
-    return model, stage
-
-
-def model_cards_glob() -> str:
-    """Every model card of a run, as a glob relative to the run folder."""
-    return _path("models", "*", "*", "model.json")
 
 
 def fine_tuned(model: str, name: str) -> str:
@@ -248,3 +176,9 @@ def benchmark(*parts: str) -> str:
 def demo_data() -> str:
     """Where the embedded demo writes its contest-layout folder."""
     return _path("demo", "data")
+
+
+def finished() -> str:
+    """The record of a finished run (tuwen.finished): every file its readers read, with the size
+    and modification time each had when the run finished."""
+    return _path("finished.json")

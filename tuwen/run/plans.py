@@ -1,12 +1,14 @@
-"""Plans of paths: which file is what, for the jobs that read many (torch-free, no Snakemake).
+"""Plans of paths: which file is what, for the jobs that read many, and the run's targets
+(torch-free, no Snakemake).
 
 A fusion job reads, per task, the query order, every channel's model card and feature
 shards and the OCR texts; the accounting job reads every collection's manifest and
-features and every task's tables. The rules build these plans from the declared run
-(tuwen.run.declaration) and a `FileLookup` that knows the current shards and model tags (through
-Snakemake's checkpoints there; a test passes its own), hand the plan to the script as a
-param, and declare its files as named inputs (`plan_inputs`), so every file a job reads is
-an input under a name that says what it is.
+features and every task's tables; the run's last job records every file a reader of the
+finished run reads. The rules build these plans from the declared run
+(tuwen.run.declaration) and a `FileLookup` that knows the current shards and model tags
+(through Snakemake's checkpoints there; a test passes its own), hand the plan to the
+script as a param, and declare its files as named inputs (`plan_inputs`), so every file a
+job reads is an input under a name that says what it is.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import re
 from typing import Protocol
 
 from tuwen.run import layout
-from tuwen.run.declaration import Run, Task
-from tuwen.run.layout import Model
+from tuwen.run.channels import TEXT, channel_name
+from tuwen.run.declaration import Model, Run, Task
 
 # Plan keys whose values are not files: settings the scripts read beside the files.
-NOT_FILES = frozenset({"query_id_column", "images_are_queries", "ranking_channels", "id_column", "direction"})
+NOT_FILES = frozenset(
+    {"query_id_column", "images_are_queries", "ranking_channels", "id_column", "direction", "kind"}
+)
 
 
 class FileLookup(Protocol):
@@ -30,21 +34,6 @@ class FileLookup(Protocol):
     def ocr(self, collection: str) -> list[str]: ...
 
     def sentences(self, collection: str, encoder: str) -> list[str]: ...
-
-
-def channels_of(models: list[Model], fuse_stages: bool) -> list[tuple[Model, str]]:
-    """Give (model, stage) of each CLIP channel, the tables' ranking model first: every stage
-    of every model with `fuse_stages` (fusion on), each model's ranking stage otherwise."""
-    ranking = [(model, model.retrieval_stage) for model in models]
-    if not fuse_stages:
-        return ranking
-    return ranking + [(m, s) for m in models for s in m.stages if s != m.retrieval_stage]
-
-
-def ocr_collections(run: Run) -> list[str]:
-    """Give the image collections whose text OCR reads: the image side of every task."""
-    sides = [t.image_side for t in [*run.tasks.values(), *run.validation_tasks.values()]]
-    return list(dict.fromkeys(sides))
 
 
 def query_order(run: Run, task: Task) -> str:
@@ -59,21 +48,10 @@ def query_id_column(run: Run, task: Task) -> str:
     return "image_id" if task.query_list else run.collections[task.queries].manifest_id
 
 
-def fusion_task_plan(
-    run: Run,
-    task: Task,
-    models: list[Model],
-    files: FileLookup,
-    fuse_stages: bool,
-    use_ocr: bool,
-    validation: bool = False,
-    text_encoders: tuple[str, ...] | list[str] = (),
-) -> dict:
+def fusion_task_plan(run: Run, task: Task, files: FileLookup, validation: bool = False) -> dict:
     """Give what a fusion job reads for one task (tuwen.ranking.channels reads the plan): the CLIP
     channels, then each sentence encoder's `text:<encoder>` channel (captions against the
     text read in the images), then the OCR texts."""
-    from tuwen.text.sentences import channel_of
-
     kind_of = {name: c.kind for name, c in run.collections.items()}
     channels = {
         model.channel(stage): {
@@ -81,10 +59,10 @@ def fusion_task_plan(
             "queries": files.features(task.queries, model, stage),
             "gallery": files.features(task.gallery, model, stage),
         }
-        for model, stage in channels_of(models, fuse_stages)
+        for model, stage in run.clip_channels()
     }
-    for encoder in text_encoders:
-        channels[channel_of(encoder)] = {
+    for encoder in run.text_encoders:
+        channels[channel_name(TEXT, encoder)] = {
             "card": layout.sentence_encoder_card(encoder),
             "queries": files.sentences(task.queries, encoder),
             "gallery": files.sentences(task.gallery, encoder),
@@ -103,29 +81,30 @@ def fusion_task_plan(
         "gallery_assignment": layout.assignment(task.gallery),
         "channels": channels,
         # The models' ranking channels, always also tried together.
-        "ranking_channels": [m.channel(m.retrieval_stage) for m in models],
+        "ranking_channels": [m.channel(m.ranking_stage) for m in run.models],
         "ocr": (
             {
                 "images_are_queries": task.image_side == task.queries,
                 "read": files.ocr(task.image_side),
                 "captions": layout.manifest(task.text_side, kind_of[task.text_side]),
             }
-            if use_ocr
+            if run.ocr
             else None
         ),
     }
 
 
-def accounting_plan(run: Run, ranking_model: Model, files: FileLookup) -> dict:
+def accounting_plan(run: Run, files: FileLookup) -> dict:
     """Give what account_inputs reads, collection by collection and task by task."""
     encoded = run.searchable()
+    ranking_model = run.ranking_model
     return {
         "collections": {
             name: {
                 "manifest": layout.manifest(name, collection.kind),
                 "id_column": collection.manifest_id,
                 "features": (
-                    files.features(name, ranking_model, ranking_model.retrieval_stage)
+                    files.features(name, ranking_model, ranking_model.ranking_stage)
                     if name in encoded
                     else None
                 ),
@@ -143,6 +122,100 @@ def accounting_plan(run: Run, ranking_model: Model, files: FileLookup) -> dict:
             for name, task in run.tasks.items()
         },
     }
+
+
+def finished_plan(run: Run, files: FileLookup) -> dict:
+    """Give every file a reader of the finished run reads (tuwen.finished), by what it is: the
+    declaration, each channel's card, each searchable collection's manifest, assignment,
+    feature shards per channel and OCR shards, each task's ranking, the fusion chosen, the
+    indexes' descriptions and the settings a query is read with."""
+    ranking = run.ranking_model
+    cards = {
+        model.channel(stage): layout.model_card(model.name, stage)
+        for model in run.models
+        for stage in model.stages
+    }
+    cards |= {channel_name(TEXT, e): layout.sentence_encoder_card(e) for e in run.text_encoders}
+    features: dict[str, dict[str, list[str]]] = {
+        name: {ranking.channel(ranking.ranking_stage): files.features(name, ranking, ranking.ranking_stage)}
+        for name in run.searchable()
+    }
+    if run.fuse:
+        for task in run.tasks.values():
+            for name in (task.queries, task.gallery):
+                for model, stage in run.clip_channels():
+                    features[name][model.channel(stage)] = files.features(name, model, stage)
+                for encoder in run.text_encoders:
+                    features[name][channel_name(TEXT, encoder)] = files.sentences(name, encoder)
+    ocr = run.ocr_collections() if run.ocr else []
+    collections = {
+        name: {
+            "kind": run.collections[name].kind,
+            "manifest": layout.manifest(name, run.collections[name].kind),
+            "assignment": layout.assignment(name),
+            "features": features[name],
+            "ocr": files.ocr(name) if name in ocr else [],
+        }
+        for name in run.searchable()
+    }
+    tasks = {
+        name: {"topk": layout.topk(name), **({"query_bank": layout.query_bank(name)} if run.fuse else {})}
+        for name in run.tasks
+    }
+    settings = {"ingest": layout.settings("ingest")}
+    settings |= {"ocr": layout.settings("ocr")} if run.ocr else {}
+    settings |= {"index_search": layout.settings("index_search")} if run.indexed_galleries() else {}
+    return {
+        "run": layout.settings("run"),
+        "cards": cards,
+        "collections": collections,
+        "tasks": tasks,
+        "chosen": layout.fusion("chosen.json") if run.fuse else [],
+        "indexes": {name: layout.served_index(name) for name in run.indexed_galleries()},
+        "settings": settings,
+    }
+
+
+def model_cards(run: Run) -> list[str]:
+    """Give the card of every stage of every model of the run."""
+    return [layout.model_card(model.name, stage) for model in run.models for stage in model.stages]
+
+
+def run_targets(run: Run, config: dict) -> list[str]:
+    """Give the files the target `all` asks for: every decision file first (see
+    `decision_files`), then each stage's outputs, then the finished run's record."""
+    from tuwen.run.settings import used_groups
+
+    decisions = [layout.settings(group) for group in used_groups(run, config["browse"]["enabled"])]
+    decisions += [layout.assignment(name) for name in run.used_collections()] + model_cards(run)
+    outputs = [layout.manifest(name, run.collections[name].kind) for name in run.searchable()]
+    outputs += [layout.result_table(task.table) for task in run.tasks.values() if task.table]
+    for task in run.tasks:
+        outputs.append(layout.topk(task))
+        if config["retrieval"]["dense_matrix"]:
+            outputs.append(layout.retrieval(task, "similarity.npy"))
+    outputs += [layout.served_index(name) for name in run.indexed_galleries()]
+    outputs += [
+        layout.fine_tuned(model.name, name)
+        for model in run.trained_models
+        for name in ("curves.png", "val_metrics.csv")
+    ]
+    outputs += [layout.evaluation("fusion.csv")] if run.fuse else []
+    outputs += [layout.summary("ocr.csv")] if run.ocr else []
+    outputs.append(layout.summary("accounting.csv"))
+    for task in run.tasks:
+        outputs += figure_files(task, config["figures"]["queries_per_task"])
+        outputs.append(layout.figure(task, "score_histogram.png"))
+    if run.judged_tasks():
+        outputs.append(layout.evaluation("metrics.json"))
+    if config["browse"]["enabled"]:
+        outputs.append(layout.browse("index.html"))
+    return decisions + outputs + [layout.finished()]
+
+
+def figure_files(task: str, count: int) -> list[str]:
+    """Give the figures of a task's sampled queries."""
+    return [layout.figure(task, f"query_{i}.png") for i in range(count)]
 
 
 def plan_inputs(plan: dict | list | str | None, name: str = "") -> dict[str, list[str]]:

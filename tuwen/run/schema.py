@@ -1,4 +1,10 @@
-"""The workflow's config, typed by its schema (torch-free: the Snakefile imports it at parse time).
+"""The workflow's config schema: the one place every setting's default is written, the
+config typed by it, and its keys as the settings groups and tests enumerate them
+(torch-free: the Snakefile imports it at parse time).
+
+`config.schema.yaml` beside this module is the schema: the workflow validates its config
+against it (and so fills in every default), and library code that needs a default outside
+a run reads it from here (`schema_default`), never writes it again.
 
 Snakemake parses a nested `--config` value such as `train={enabled: true, epochs: 5}`
 with YAML's base loader, so every scalar inside arrives as a string ("true", "5"), and
@@ -9,10 +15,13 @@ from the command line. Values that do not fit are left alone for the validator t
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 # Schema annotation of a key that changes only how fast results come, never what they
 # are: such keys reach no job as a setting, so changing one reruns nothing.
@@ -24,10 +33,37 @@ RERUNS_NOTHING = "x-reruns-nothing"
 _BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
-def load_schema(path: str | Path) -> dict:
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     """Read the config schema."""
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
+
+
+@cache
+def _defaults() -> dict:
+    return schema_defaults(load_schema_once())
+
+
+def schema_default(dotted: str) -> Any:
+    """Give a setting's default as the schema writes it (`index.nprobe`, `weights_dir`)."""
+    value: Any = _defaults()
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def item_default(section: str, dotted: str) -> Any:
+    """Give the default of a key of an item the user names in `section` (a collection's
+    `caption_column`, a task's `k` or `ground_truth.query_column`), as the schema writes it."""
+    spec = load_schema_once()["properties"][section]["additionalProperties"]
+    for part in dotted.split("."):
+        spec = spec["properties"][part]
+    return spec["default"]
+
+
+@cache
+def load_schema_once() -> dict:
+    return load_schema()
 
 
 def coerce_by_schema(value: Any, schema: dict) -> Any:

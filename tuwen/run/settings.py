@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from typing import Any
+
+from tuwen.run.declaration import Run
 
 TRAINING_KEYS = ("training.pairs", "training.images", "training.image_column", "training.caption_column")
 # The result settings of each group, as dotted config keys; a key may feed several groups.
@@ -37,7 +40,20 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     # Each task's ground truth, read by evaluation and the page.
     "ground_truth": ("data_root", "preset", "tasks", "ground_truth"),
     # The whole declared run, for the readers of a finished run; no job reads it.
-    "run": ("data_root", "preset", "collections", "tasks", "ground_truth", *TRAINING_KEYS),
+    "run": (
+        "data_root",
+        "preset",
+        "collections",
+        "tasks",
+        "ground_truth",
+        *TRAINING_KEYS,
+        "models",
+        "train.enabled",
+        "fusion.enabled",
+        "fusion.ocr",
+        "fusion.text_encoders",
+        "index.enabled",
+    ),
     # One file per model (model.<name>.json, train.<name>.json): see MODEL_GROUPS.
     "model": ("models",),
     "encode_images": ("encode.jpeg_draft", "encode.gpu_jpeg_decode", "ingest.max_image_pixels"),
@@ -109,13 +125,13 @@ def config_value(config: dict, dotted: str) -> Any:
     return value
 
 
-def group_settings(config: dict, name: str, run=None) -> dict:
+def group_settings(config: dict, name: str, run: Run) -> dict:
     """Give the settings of a group file (`retrieval`, or `train.<model>` for a model's group),
-    nested as in the config (`{"train": {"epochs": 20}}`); `run` is the declared run
-    (tuwen.run.declaration.Run) for the groups made from it."""
-    group, _, model_name = name.partition(".")
+    nested as in the config (`{"train": {"epochs": 20}}`); `run` is the declared run, which
+    the groups of a model, a collection, a task and the run itself are made from."""
+    group, _, item = name.partition(".")
     if group in RUN_GROUPS:
-        return _run_group(config, group, model_name, run)
+        return _run_group(group, item, run)
     settings: dict = {}
     for dotted in SETTINGS_GROUPS[group]:
         *sections, key = dotted.split(".")
@@ -124,9 +140,7 @@ def group_settings(config: dict, name: str, run=None) -> dict:
             place = place.setdefault(section, {})
         place[key] = config_value(config, dotted)
     if group in MODEL_GROUPS:
-        from tuwen.run.layout import run_models
-
-        model = next(m for m in run_models(config, _run(config, run).trains) if m.name == model_name)
+        model = run.model(item)
         del settings["models"]
         settings["model"] = {"name": model.name, "checkpoint": model.checkpoint}
         if group == "train":
@@ -134,18 +148,9 @@ def group_settings(config: dict, name: str, run=None) -> dict:
     return settings
 
 
-def _run(config: dict, run):
-    from tuwen.run.declaration import declare_run
-
-    return run if run is not None else declare_run(config, check_files=False)
-
-
-def _run_group(config: dict, group: str, item: str, run) -> dict:
-    from dataclasses import asdict
-
+def _run_group(group: str, item: str, run: Run) -> dict:
     from tuwen.files.folders import folder_stamp
 
-    run = _run(config, run)
     if group == "collection":
         collection = run.collections[item]
         described = asdict(collection)
@@ -161,6 +166,30 @@ def _run_group(config: dict, group: str, item: str, run) -> dict:
     if group == "ground_truth":
         return {"ground_truth": {n: asdict(t.ground_truth) for n, t in run.tasks.items() if t.ground_truth}}
     return {"run": run.to_dict()}
+
+
+def used_groups(run: Run, browse: bool) -> list[str]:
+    """Give the settings files the run's stages read (`browse`: the browse page is made)."""
+    groups = ["run", "ingest", "encode_images", "retrieval", "figures"]
+    groups += [group_name("collection", n) for n, c in run.collections.items() if c.source]
+    groups += [group_name("task", name) for name in run.tasks]
+    groups += [group_name("model", model.name) for model in run.models]
+    groups += [group_name("train", model.name) for model in run.trained_models]
+    groups += ["demo"] if run.demo else []
+    groups += ["validation", "fusion"] if run.fuse else []
+    groups += ["ocr"] if run.ocr else []
+    groups += ["sentences"] if run.text_encoders else []
+    groups += ["browse"] if browse else []
+    groups += ["ground_truth"] if run.judged_tasks() else []
+    groups += ["index_search"] if run.indexed_galleries() else []
+    return list(dict.fromkeys(groups))
+
+
+def group_pattern() -> str:
+    """Give the regular expression of every settings file's name (`record_settings`' wildcard)."""
+    shared = [g for g in SETTINGS_GROUPS if g not in PER_ITEM_GROUPS]
+    per_item = "|".join(PER_ITEM_GROUPS)
+    return "|".join(shared) + rf"|(?:{per_item})\.[A-Za-z0-9_-]+"
 
 
 def settings_text(settings: dict) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuwen.finished.reader import Channel
 from tuwen.ranking.scoring import Hit, Ranking
-from tuwen.run import layout
-from tuwen.serve.loading import Channel, Collection
+from tuwen.run.declaration import TEXTS
+from tuwen.serve.loading import LoadedCollection
 
 
 @dataclass
@@ -31,7 +32,7 @@ def ranked_by(ranking: Ranking, channels: dict[str, Channel]) -> str:
 
 def answer(
     query: Query,
-    gallery: Collection,
+    gallery: LoadedCollection,
     ids,
     ranking: Ranking,
     channels: dict[str, Channel],
@@ -44,7 +45,7 @@ def answer(
     gallery was searched (exact, or which index and what it measured)."""
     sentence = channels[ranking.channel].sentence
     result = {
-        "query": {"kind": query.kind, "text" if query.kind == layout.TEXTS else "image": query.label},
+        "query": {"kind": query.kind, "text" if query.kind == TEXTS else "image": query.label},
         "gallery": gallery.name,
         "model": channels[ranking.channel].tag,
         "ranked_by": ranked_by(ranking, channels),

@@ -26,12 +26,13 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tuwen.files.images import ImageRejected, load_image
-from tuwen.run import layout
+from tuwen.run.declaration import IMAGES, TEXTS
 from tuwen.serve.loaded_run import LiveRun, QueryError, UnknownGallery
 
 LOG = logging.getLogger(__name__)
@@ -120,109 +121,128 @@ async def _uploaded_image(request: Request, limit: int) -> tuple[bytes, str]:
     )
 
 
+def _live(request: Request) -> LiveRun:
+    return request.app.state.live
+
+
+async def page(request: Request) -> Response:
+    return Response(_page_file("index.html"), media_type="text/html; charset=utf-8")
+
+
+async def static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in PAGE_FILES:
+        return error(404, f"no page file {name!r}")
+    return Response(_page_file(name), media_type=f"{PAGE_FILES[name]}; charset=utf-8")
+
+
+async def galleries(request: Request) -> Response:
+    live = _live(request)
+    loaded = live.current()
+    return JSONResponse(
+        {
+            "run": str(live.run),
+            "galleries": loaded.galleries(),
+            "defaults": {kind: loaded.default_gallery(kind) for kind in (TEXTS, IMAGES)},
+            "models": sorted({c.tag for c in loaded.channels.values()}),
+            "max_body": request.app.state.max_body,
+            "loaded_at": loaded.loaded_at,
+            "reload_error": live.reload_error,
+        }
+    )
+
+
+async def search(request: Request) -> Response:
+    live = _live(request)
+    loaded = live.current()
+    params = request.query_params
+    k = _top(request)
+    by = params.get("by") or None  # one channel alone, e.g. text:use-m3 (by meaning)
+    if request.method == "POST":
+        data, source = await _uploaded_image(request, request.app.state.max_body)
+        if not data:
+            raise QueryError("the uploaded image is empty")
+        gallery = params.get("gallery") or loaded.default_gallery(IMAGES)
+        loaded.gallery(gallery)
+        query = await run_in_threadpool(loaded.image_query, data, gallery, source, by)
+    elif "like" in params:
+        collection = params.get("of") or params.get("gallery")
+        if not collection:
+            raise QueryError("like=ID needs of=COLLECTION, the collection that holds the item")
+        query = loaded.item_query(collection, params["like"])
+        gallery = params.get("gallery") or collection
+        loaded.gallery(gallery)
+    else:
+        text = params.get("q")
+        if text is None:
+            raise QueryError("give q=TEXT, like=ID&of=COLLECTION, or POST an image")
+        gallery = params.get("gallery") or loaded.default_gallery(TEXTS)
+        loaded.gallery(gallery)
+        query = await run_in_threadpool(loaded.text_query, text, gallery, by)
+    answer = await run_in_threadpool(loaded.search, query, gallery, k, by)
+    answer["reload_error"] = live.reload_error
+    return JSONResponse(answer)
+
+
+async def image(request: Request) -> Response:
+    loaded = _live(request).current()
+    collection = loaded.gallery(request.path_params["collection"])
+    item = collection.files.get(request.path_params["item"])
+    if item is None:
+        return error(404, f"{collection.name} has no image {request.path_params['item']!r}")
+    raw = request.query_params.get("size", "256")
+    if not raw.isdigit() or not 16 <= int(raw) <= 1024:
+        raise QueryError(f"size must be a whole number from 16 to 1024, got {raw!r}")
+    path, digest = item
+    data = await run_in_threadpool(_thumbnail, path, digest, int(raw), loaded.max_image_pixels)
+    if data is None:
+        return error(404, f"{path}: the image can no longer be read")
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+async def on_query_error(request: Request, exc: Exception) -> Response:
+    return error(400, str(exc))
+
+
+async def on_unknown(request: Request, exc: Exception) -> Response:
+    return error(404, str(exc))
+
+
+async def on_too_large(request: Request, exc: Exception) -> Response:
+    return error(413, f"the body is larger than the limit of {request.app.state.max_body} bytes")
+
+
+async def on_type(request: Request, exc: Exception) -> Response:
+    return error(415, str(exc))
+
+
+async def on_http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, exc.detail)
+
+
+async def on_multipart(request: Request, exc: Exception) -> Response:
+    return error(400, f"bad multipart body: {exc}")
+
+
+async def on_other(request: Request, exc: Exception) -> Response:
+    LOG.exception("request %s failed", request.url.path)
+    return error(500, f"internal error: {type(exc).__name__}")
+
+
+ROUTES = [
+    Route("/", page),
+    Route("/static/{name}", static),
+    Route("/api/galleries", galleries),
+    Route("/api/search", search, methods=["GET", "POST"]),
+    Route("/image/{collection}/{item}", image),
+]
+
+
 def create_app(live: LiveRun, max_body: int = 20 * 1024 * 1024) -> Starlette:
-    """Give the service's app over a run that `live` holds (and reloads when it changes)."""
-
-    async def page(request: Request) -> Response:
-        return Response(_page_file("index.html"), media_type="text/html; charset=utf-8")
-
-    async def static(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in PAGE_FILES:
-            return error(404, f"no page file {name!r}")
-        return Response(_page_file(name), media_type=f"{PAGE_FILES[name]}; charset=utf-8")
-
-    async def galleries(request: Request) -> Response:
-        index = live.current()
-        return JSONResponse(
-            {
-                "run": str(live.run),
-                "galleries": index.galleries(),
-                "defaults": {kind: index.default_gallery(kind) for kind in (layout.TEXTS, layout.IMAGES)},
-                "models": sorted({c.tag for c in index.channels.values()}),
-                "max_body": max_body,
-                "loaded_at": index.loaded_at,
-                "reload_error": live.reload_error,
-            }
-        )
-
-    async def search(request: Request) -> Response:
-        index = live.current()
-        params = request.query_params
-        k = _top(request)
-        by = params.get("by") or None  # one channel alone, e.g. text:use-m3 (by meaning)
-        if request.method == "POST":
-            data, source = await _uploaded_image(request, max_body)
-            if not data:
-                raise QueryError("the uploaded image is empty")
-            gallery = params.get("gallery") or index.default_gallery(layout.IMAGES)
-            index.gallery(gallery)
-            query = await run_in_threadpool(index.image_query, data, gallery, source, by)
-        elif "like" in params:
-            collection = params.get("of") or params.get("gallery")
-            if not collection:
-                raise QueryError("like=ID needs of=COLLECTION, the collection that holds the item")
-            query = index.item_query(collection, params["like"])
-            gallery = params.get("gallery") or collection
-            index.gallery(gallery)
-        else:
-            text = params.get("q")
-            if text is None:
-                raise QueryError("give q=TEXT, like=ID&of=COLLECTION, or POST an image")
-            gallery = params.get("gallery") or index.default_gallery(layout.TEXTS)
-            index.gallery(gallery)
-            query = await run_in_threadpool(index.text_query, text, gallery, by)
-        answer = await run_in_threadpool(index.search, query, gallery, k, by)
-        answer["reload_error"] = live.reload_error
-        return JSONResponse(answer)
-
-    async def image(request: Request) -> Response:
-        index = live.current()
-        collection = index.gallery(request.path_params["collection"])
-        item = collection.files.get(request.path_params["item"])
-        if item is None:
-            return error(404, f"{collection.name} has no image {request.path_params['item']!r}")
-        raw = request.query_params.get("size", "256")
-        if not raw.isdigit() or not 16 <= int(raw) <= 1024:
-            raise QueryError(f"size must be a whole number from 16 to 1024, got {raw!r}")
-        path, digest = item
-        data = await run_in_threadpool(_thumbnail, path, digest, int(raw), index.max_image_pixels)
-        if data is None:
-            return error(404, f"{path}: the image can no longer be read")
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-    async def on_query_error(request: Request, exc: Exception) -> Response:
-        return error(400, str(exc))
-
-    async def on_unknown(request: Request, exc: Exception) -> Response:
-        return error(404, str(exc))
-
-    async def on_too_large(request: Request, exc: Exception) -> Response:
-        return error(413, f"the body is larger than the limit of {max_body} bytes")
-
-    async def on_type(request: Request, exc: Exception) -> Response:
-        return error(415, str(exc))
-
-    async def on_http(request: Request, exc: HTTPException) -> Response:
-        return error(exc.status_code, exc.detail)
-
-    async def on_other(request: Request, exc: Exception) -> Response:
-        LOG.exception("request %s failed", request.url.path)
-        return error(500, f"internal error: {type(exc).__name__}")
-
-    from starlette.formparsers import MultiPartException
-
-    async def on_multipart(request: Request, exc: Exception) -> Response:
-        return error(400, f"bad multipart body: {exc}")
-
-    return Starlette(
-        routes=[
-            Route("/", page),
-            Route("/static/{name}", static),
-            Route("/api/galleries", galleries),
-            Route("/api/search", search, methods=["GET", "POST"]),
-            Route("/image/{collection}/{item}", image),
-        ],
+    """Give the service's app over a run that `live` holds (and reloads when a rerun finishes)."""
+    app = Starlette(
+        routes=ROUTES,
         exception_handlers={
             QueryError: on_query_error,
             UnknownGallery: on_unknown,
@@ -233,6 +253,9 @@ def create_app(live: LiveRun, max_body: int = 20 * 1024 * 1024) -> Starlette:
             Exception: on_other,
         },
     )
+    app.state.live = live
+    app.state.max_body = max_body
+    return app
 
 
 @lru_cache(maxsize=2048)
@@ -255,14 +278,14 @@ def serve(
     import uvicorn
 
     live = LiveRun(run, ground_truth=ground_truth, milvus=milvus)
-    index = live.current()
+    loaded = live.current()
     # Load the models now, not on the first query: the first answer is as fast as the rest.
-    for kind in (layout.TEXTS, layout.IMAGES):
-        for channel in index.channels_for(kind, index.default_gallery(kind)):
-            index.model(channel)
+    for kind in (TEXTS, IMAGES):
+        for channel in loaded.channels_for(kind, loaded.default_gallery(kind)):
+            loaded.model(channel)
     sizes = ", ".join(
         f"{g['name']} ({g['items']}{'' if g['search']['exact'] else ', ' + g['search']['index']})"
-        for g in index.galleries()
+        for g in loaded.galleries()
     )
     print(f"tuwen serve: {run.resolve()} — galleries {sizes}", flush=True)
     print(f"tuwen serve: open http://{host}:{port}/", flush=True)

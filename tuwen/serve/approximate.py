@@ -1,13 +1,15 @@
 """A gallery searched through its approximate index (tuwen.ranking.index) by the server: the index's
 candidates for a query, as the gallery's columns, and the index's scores of them.
 
-The server reads `results/index/<gallery>/index.json`; a gallery whose description has no
-index (fewer than index.min_items items) is searched exactly. Rows that are no longer the
+The server reads each indexed gallery's description (`results/index/<gallery>/index.json`,
+as the run's record names it); a gallery whose description has no index (fewer than
+index.min_items items) is searched exactly. Rows that are no longer the
 collection's current items (superseded by a later shard) are never candidates.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from tuwen.finished.reader import FinishedRun
 from tuwen.ranking.index import SegmentedIndex, split_ids
-from tuwen.run import layout
-from tuwen.serve.loading import read_json
 
 
 @dataclass
@@ -63,22 +64,27 @@ class GalleryIndex:
         }
 
 
+def read_description(path: Path) -> dict:
+    """Give an index description (index.json) as describe_index wrote it."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def read_gallery_index(
-    run: Path, gallery: str, channel: str, tag: str, ids: np.ndarray
+    finished: FinishedRun, gallery: str, channel: str, tag: str, ids: np.ndarray
 ) -> GalleryIndex | None:
     """Give a gallery's index when the run has one for `channel` (model `tag`), else None.
     `ids`: the gallery's current items, sorted (the server's columns)."""
-    path = run / layout.served_index(gallery)
-    if not path.is_file():
+    if gallery not in finished.indexes:
         return None
-    described = read_json(path)
+    run = finished.folder
+    described = read_description(finished.indexes[gallery])
     measured = described.get("index")
     if not measured or described.get("model_tag") != tag:
         return None
     index = SegmentedIndex(
         run / measured["trained"], [run / s for s in measured["segments"]], measured["nprobe"]
     )
-    current = pd.read_parquet(run / layout.assignment(gallery), columns=["id", "digest"])
+    current = pd.read_parquet(finished.collections[gallery].assignment, columns=["id", "digest"])
     current = current.drop_duplicates("id", keep="last").set_index("id")["digest"]
     position = pd.Index(ids)
     digests = current.reindex(ids).to_numpy(dtype=object)
@@ -101,7 +107,7 @@ class MilvusGallery:
     name: str
     uri: str
     ids: np.ndarray  # the gallery's current items, sorted (the server's columns)
-    candidates: int = 100
+    candidates: int  # hits taken from Milvus per query (the run's index.candidates)
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Give the candidate columns in increasing order (current items only) and Milvus's scores."""
@@ -122,10 +128,12 @@ class MilvusGallery:
         return {"exact": False, "index": f"{where} collection {self.name}", "candidates": self.candidates}
 
 
-def read_milvus_gallery(uri: str, prefix: str, gallery: str, channel: str, tag: str, ids: np.ndarray, client):
-    """Give the gallery's Milvus collection (one the server found holding model `tag`'s embeddings)."""
+def read_milvus_gallery(
+    uri: str, prefix: str, gallery: str, channel: str, ids: np.ndarray, client, candidates: int
+) -> MilvusGallery:
+    """Give the gallery's Milvus collection (one the server found holding its channel's embeddings)."""
     from tuwen.export.milvus import milvus_name
 
     name = milvus_name(prefix, gallery)
     client.load_collection(name)
-    return MilvusGallery(channel, client, name, uri, ids)
+    return MilvusGallery(channel, client, name, uri, ids, candidates)

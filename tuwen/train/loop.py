@@ -26,7 +26,7 @@ from cn_clip.training.scheduler import cosine_lr
 from tuwen.clip.architectures import Architecture
 from tuwen.clip.encode import encode_texts
 from tuwen.errors import TuwenError
-from tuwen.ranking.recall import RECALL_KS, recall_at_k
+from tuwen.ranking.recall import paired_recall
 from tuwen.train.data import LockedImages, PixelImages, split_pairs
 from tuwen.train.options import TrainOptions
 from tuwen.train.state import StateFile, TrainState, set_rng_state
@@ -46,16 +46,8 @@ def contrastive_loss(
 
 def pair_recall(image_embeddings: np.ndarray, text_embeddings: np.ndarray, ids: list[str]) -> dict:
     """Give R@1/5/10 and mean recall both ways when row i of each matrix is the same pair."""
-    similarity = torch.from_numpy(text_embeddings) @ torch.from_numpy(image_embeddings).t()
-    k = min(max(RECALL_KS), len(ids))
-    positives = {item: {item} for item in ids}
-    result = {}
-    for task, scores in (("t2i", similarity), ("i2t", similarity.t())):
-        top = torch.topk(scores, k, dim=1).indices.numpy()
-        rankings = {ids[q]: [ids[t] for t in row] for q, row in enumerate(top)}
-        result[task] = recall_at_k(rankings, positives, set(ids))
-    result["mean_recall"] = float(np.mean([result[t][f"R@{k}"] for t in ("t2i", "i2t") for k in RECALL_KS]))
-    return result
+    similarity = (torch.from_numpy(text_embeddings) @ torch.from_numpy(image_embeddings).t()).numpy()
+    return paired_recall(similarity, ids)
 
 
 def _parameter_groups(model: CLIP, weight_decay: float) -> list[dict]:

@@ -20,7 +20,7 @@ import pandas as pd
 from tuwen.files.atomic import write_text_atomic
 from tuwen.files.images import ImageRejected, load_image
 from tuwen.ranking.scoring import FusionRecipe, table_row_parts
-from tuwen.run.layout import IMAGES, TEXTS
+from tuwen.run.declaration import IMAGES, TEXTS
 
 PAGE_FILES = ("index.html", "browse.js", "browse.css", "parts.js")
 DIRECTION_TITLES = {TEXTS: "文本 → 图像", IMAGES: "图像 → 文本"}
@@ -45,7 +45,7 @@ def thumbnail_name(digest: str, size: int) -> str:
 def _make_thumbnail(job: tuple[str, str, int]) -> str | None:
     source, target, size = job
     try:
-        image, _ = load_image(source, draft_size=size)
+        image, _ = load_image(source, None, draft_size=size)  # accepted at ingest
     except ImageRejected as rejected:
         return rejected.message
     image.thumbnail((size, size))
