@@ -57,7 +57,7 @@ test-cluster: $(CLONE_READY)
 	.venv/bin/python -m pytest -m cluster $(PYTEST_ARGS)
 
 lint: $(CLONE_READY)
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakefmt --check Snakefile rules && .venv/bin/snakemake --lint
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/snakefmt --check Snakefile rules && .venv/bin/snakemake --lint && .venv/bin/mypy
 
 bench: $(CLONE_READY)
 	.venv/bin/python -m bench.train_lock_image

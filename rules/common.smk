@@ -234,7 +234,8 @@ def collection_kind(wildcards):
 
 def model_checkpoint(wildcards):
     """The weights file a model stage's card names: a local checkpoint, the seeded weights of
-    a small architecture, the fine-tuned checkpoint; [] when cn_clip fetches released weights."""
+    a small architecture, the fine-tuned checkpoint; [] when cn_clip fetches released weights.
+    """
     model = RUN.model(wildcards.model)
     if wildcards.stage == FINETUNE:
         return layout.fine_tuned(model.name, "checkpoint.pt")

@@ -1,7 +1,6 @@
 # The embedded demo dataset, generated when data_root is "demo": the contest layout.
 
 
-
 rule generate_demo:
     input:
         settings=settings_file("demo"),

@@ -2,7 +2,6 @@
 # A shard is large (shards.size), so a job's ~5 s start-up is a small share of it.
 
 
-
 rule encode_image_shard:
     input:
         shard_list=shard_list,

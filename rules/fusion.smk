@@ -3,7 +3,6 @@
 # re-ranking made on validation, per direction (t2i, i2t).
 
 
-
 rule validation_split:
     input:
         images=layout.manifest(TRAIN_IMAGES, IMAGES),

@@ -4,7 +4,6 @@
 # The result tables stay exact; the server searches through the index.
 
 
-
 rule train_index:
     input:
         features=training_features,

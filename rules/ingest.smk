@@ -1,7 +1,6 @@
 # Stage 1, ingest: image folders and caption tables to validated manifests and rejects reports.
 
 
-
 wildcard_constraints:
     col="|".join(RUN.of_kind(IMAGES)) or "(?!)",
     tset="|".join(RUN.of_kind(TEXTS)) or "(?!)",

@@ -2,7 +2,6 @@
 # because feature paths carry the model tag (name + weights digest).
 
 
-
 rule init_model:
     output:
         layout.init_checkpoint("{arch}", "{seed}"),

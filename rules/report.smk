@@ -1,7 +1,6 @@
 # Stages 7-8, figures and evaluation, plus the run's accounting of every input id.
 
 
-
 rule query_figures:
     input:
         unpack(figure_inputs),

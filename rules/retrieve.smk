@@ -1,7 +1,6 @@
 # Stages 5-6, similarity and tables: queries x the whole gallery, exact top-K, result CSVs.
 
 
-
 rule gather_queries:
     input:
         order=query_order,

@@ -3,7 +3,6 @@
 # one job per shard, cached and incremental like the features.
 
 
-
 rule describe_sentence_encoder:
     input:
         settings=settings_file("sentences"),

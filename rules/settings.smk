@@ -3,7 +3,6 @@
 # not a Python job: a file of a few lines is not worth a job's start-up.
 
 
-
 rule record_settings:
     output:
         layout.settings("{group}"),

@@ -2,7 +2,6 @@
 # because the shards to encode are known only once the manifest is.
 
 
-
 checkpoint assign_shards:
     input:
         manifest=manifest_of,

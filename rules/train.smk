@@ -3,7 +3,6 @@
 # declared outputs, so a killed job continues where it stopped when the workflow is run again.
 
 
-
 rule train_model:
     input:
         unpack(train_inputs),

@@ -7,6 +7,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tuwen.errors import TuwenError
 
@@ -16,7 +17,7 @@ PEAK_RSS_LINE = "job peak RSS: %.1f MB (largest child process %.1f MB)"
 WALL_LINE = "job wall: %.3f s from process start"
 
 
-def run_logged(main: Callable[[object], None], snakemake: object) -> None:
+def run_logged(main: Callable[[Any], None], snakemake: Any) -> None:
     """Call `main(snakemake)` with stdout, stderr and logging going to the rule's log file.
 
     A `TuwenError` ends the job with its message in the log and on the console, where
@@ -51,7 +52,7 @@ def _process_start() -> float:
 
 def peak_rss_mb() -> tuple[float, float]:
     """Give the peak resident memory of this process and of its largest child so far, in MB."""
-    kilobytes = (
+    own, child = (
         resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
-    return tuple(k / 1024 for k in kilobytes)
+    return own / 1024, child / 1024

@@ -189,6 +189,7 @@ def image_batches(
             parts.append(pixels.to(device, non_blocking=True))
             positions += pixel_indices
         if jpegs:
+            assert jpeg_decode_device is not None  # raw JPEGs come only for a device to decode
             decoded, kept, unreadable = decode_jpegs(
                 jpegs,
                 [dataset.paths[i] for i in jpeg_indices],
@@ -358,5 +359,6 @@ def encode_shard(
     metadata["not_encoded"] = [
         {"id": item_id, "reason_code": code, "reason": reason} for item_id, code, reason in encoded.skipped
     ]
+    assert encoded.embeddings is not None
     write_features(output, encoded.ids, encoded.embeddings, encoded.digests, metadata)
     return encoded

@@ -24,6 +24,8 @@ def cn_clip_tokenizer():
         raise TuwenError("cn_clip is not installed; install the pinned requirements (make env)")
     path = Path(next(iter(package.submodule_search_locations))) / "clip" / "bert_tokenizer.py"
     spec = importlib.util.spec_from_file_location("tuwen._cn_clip_bert_tokenizer", path)
+    if spec is None or spec.loader is None:
+        raise TuwenError(f"{path}: cn_clip's tokenizer cannot be loaded; reinstall the pinned requirements")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.FullTokenizer()

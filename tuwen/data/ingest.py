@@ -94,7 +94,8 @@ def _manifest_rows(chunk: tuple[str, list[str], int, bool]) -> list[dict]:
 
 def _manifest_row(folder: Path, image_id: str, max_pixels: int, verify_decode: bool) -> dict:
     path = folder / image_id
-    row = {"image_id": image_id, "path": str(path), "bytes": None, "mtime_ns": None, "digest": None}
+    row: dict[str, object] = {"image_id": image_id, "path": str(path), "bytes": None, "mtime_ns": None}
+    row["digest"] = None
     row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
     if path.is_dir():  # only hidden folders are listed, not entered
         return {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from tuwen.export.galleries import ExportError, Gallery, run_galleries
 
@@ -28,7 +29,7 @@ def milvus_name(prefix: str, gallery: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", prefix + gallery)
 
 
-def milvus_client(uri: str, token: str = ""):
+def milvus_client(uri: str, token: str = "") -> Any:
     from pymilvus import MilvusClient
 
     try:
@@ -92,7 +93,7 @@ def export_milvus(
     return summary
 
 
-def _create_collection(client, name: str, gallery: Gallery, dim: int, index_type: str) -> None:
+def _create_collection(client: Any, name: str, gallery: Gallery, dim: int, index_type: str) -> None:
     from pymilvus import DataType
 
     schema = client.create_schema(auto_id=False, description=f"tuwen gallery {gallery.name} ({gallery.kind})")

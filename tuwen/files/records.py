@@ -104,7 +104,10 @@ def _encoding_of(data: bytes) -> str:
     return ""
 
 
-def _delimited_rows(path: Path, delimiter: str, required: list[str]):
+Rows = tuple[list[str], list[tuple[int, dict[str, str]]], str]  # columns, numbered rows, encoding
+
+
+def _delimited_rows(path: Path, delimiter: str, required: list[str]) -> Rows:
     data = path.read_bytes()
     text = _decode(path, data)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -133,7 +136,7 @@ def _json_object(path: Path, line: str, number: int) -> dict:
     return value
 
 
-def _json_rows(path: Path):
+def _json_rows(path: Path) -> Rows:
     text = _decode(path, path.read_bytes())
     columns: dict[str, None] = {}
     rows = []
@@ -146,7 +149,7 @@ def _json_rows(path: Path):
     return list(columns), [(n, {c: r.get(c, "") for c in columns}) for n, r in rows], "utf-8"
 
 
-def _parquet_rows(path: Path):
+def _parquet_rows(path: Path) -> Rows:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)

@@ -196,7 +196,9 @@ def _shard_rows(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     return table.column("id").to_pylist(), table.column("digest").to_pylist()
 
 
-def _partial_key(query_key: str, path, ids: list[str], digests: list[str], current_digest: pd.Series) -> str:
+def _partial_key(
+    query_key: str, path: str | os.PathLike, ids: list[str], digests: list[str], current_digest: pd.Series
+) -> str:
     """Give what a shard's partial top-k depends on: the queries, k, the shard file (size and
     time) and which of its rows are current (`current_digest`: each current id's digest; an
     item re-encoded elsewhere drops out)."""

@@ -127,10 +127,11 @@ def fused_topk(
     """
     if groups is None:
         groups = np.zeros(len(channels.query_ids), dtype=np.int64)
+    lse: np.ndarray | None = None
     if bank is not None:
         lse = bank.logsumexp[None, :]
-    else:
-        lse = column_logsumexp(channels, recipe, groups, block_rows) if recipe.temperature else None
+    elif recipe.temperature:
+        lse = column_logsumexp(channels, recipe, groups, block_rows)
     gallery_ids = np.asarray(channels.gallery_ids, dtype=object)
     query_ids = np.asarray(channels.query_ids, dtype=object)
     keep = min(k, len(gallery_ids))

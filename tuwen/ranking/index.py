@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class IndexOptions:
         )
 
     @classmethod
-    def defaults(cls, **changes) -> IndexOptions:
+    def defaults(cls, **changes: Any) -> IndexOptions:
         """Give the schema's default options, with `changes` (for benchmarks and tests)."""
         from dataclasses import replace
 
@@ -154,7 +155,7 @@ def training_sample(shards: Sequence[str | Path], lists: int | None, seed: int) 
     return np.ascontiguousarray(sample, dtype=np.float32), max(1, min(lists, len(sample)))
 
 
-def train(sample: np.ndarray, lists: int, threads: int = 1):
+def train(sample: np.ndarray, lists: int, threads: int = 1) -> Any:
     """Give an empty index trained on `sample` (its coarse centroids and code ranges)."""
     import faiss
 
@@ -164,7 +165,9 @@ def train(sample: np.ndarray, lists: int, threads: int = 1):
     return index
 
 
-def build_segment(trained_path: str | Path, shards: Iterable[tuple[int, str | Path]], threads: int = 1):
+def build_segment(
+    trained_path: str | Path, shards: Iterable[tuple[int, str | Path]], threads: int = 1
+) -> Any:
     """Give the trained index with every row of `shards` ((ordinal, feature shard) pairs) added,
     one shard in memory at a time."""
     import faiss
@@ -177,7 +180,7 @@ def build_segment(trained_path: str | Path, shards: Iterable[tuple[int, str | Pa
     return index
 
 
-def write_index(index, path: str | Path) -> None:
+def write_index(index: Any, path: str | Path) -> None:
     import faiss
 
     from tuwen.files.atomic import atomic_path
@@ -212,13 +215,9 @@ class SegmentedIndex:
         """Give each query's best `n` (scores, ids), best first, ties by id; -1 ids pad a short row."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         centroid_scores, lists = self.quantizer.search(queries, self.nprobe)
-        scores, ids = [], []
-        for segment in self.segments:
-            found_scores, found_ids = segment.search_preassigned(queries, n, lists, centroid_scores)
-            scores.append(found_scores)
-            ids.append(found_ids)
-        scores = np.concatenate(scores, axis=1)
-        ids = np.concatenate(ids, axis=1)
+        found = [segment.search_preassigned(queries, n, lists, centroid_scores) for segment in self.segments]
+        scores = np.concatenate([segment_scores for segment_scores, _ in found], axis=1)
+        ids = np.concatenate([segment_ids for _, segment_ids in found], axis=1)
         scores = np.where(ids < 0, -np.inf, scores)
         # Best first, then by id: a deterministic merge of the segments' lists.
         order = np.lexsort((ids, -scores), axis=1)[:, :n]
@@ -297,7 +296,8 @@ def describe(
     exact = exact_top(sample, gallery_shards, 10)
     _, found = index.search(sample, max(10, options.candidates))
     p50, p99 = latencies(index, sample[:100], max(10, options.candidates))
-    drift = fit["trained"] - fit["since"] if fit["since"] is not None else 0.0
+    trained_fit, since_fit = fit["trained"], fit["since"]
+    drift = trained_fit - since_fit if trained_fit is not None and since_fit is not None else 0.0
     return {
         "factory": factory(faiss_lists(index)),
         "lists": faiss_lists(index),

@@ -21,6 +21,7 @@ Numpy only: the search job must not pay torch's import.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -119,7 +120,7 @@ def bank_table(bank: QueryBank | None) -> pd.DataFrame:
     )
 
 
-def read_bank(path, temperature: float) -> QueryBank:
+def read_bank(path: str | os.PathLike, temperature: float) -> QueryBank:
     """Read a bank written from `bank_table`."""
     return QueryBank.from_table(pd.read_parquet(path), temperature)
 

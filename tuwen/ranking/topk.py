@@ -27,8 +27,8 @@ def top_candidates(scores: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarra
     `keep`-th, sorted by row: the exact top-k once ties are broken by id."""
     count = scores.shape[1]
     if count <= keep:
-        rows, cols = np.indices(scores.shape)
-        return rows.ravel(), cols.ravel()
+        every_row, every_column = np.indices(scores.shape)
+        return every_row.ravel(), every_column.ravel()
     # The top keep + 1 per row: column 0 holds the (keep + 1)-th score, the rest the top keep.
     top = np.argpartition(scores, count - keep - 1, axis=1)[:, count - keep - 1 :]
     values = np.take_along_axis(scores, top, axis=1)

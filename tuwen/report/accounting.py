@@ -55,7 +55,7 @@ def not_encoded_report(
 def encode_failures(shards: list[FeatureShard]) -> defaultdict[str, tuple[str, str]]:
     """Give id -> (reason code, sentence) of items the shards' encode jobs could not encode."""
     fallback = ("not_encoded", "accepted at ingest but no feature shard holds it; see the encode logs")
-    reasons = defaultdict(lambda: fallback)
+    reasons: defaultdict[str, tuple[str, str]] = defaultdict(lambda: fallback)
     for shard in shards:
         for row in shard.metadata.get("not_encoded", []):
             reasons[row["id"]] = (row["reason_code"], row["reason"])

@@ -6,6 +6,7 @@ a run's collections, tasks, training pairs and ground truth (`preset: contest`, 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 CONTEST, NONE = "contest", "none"
 COLLECTIONS = {
@@ -14,7 +15,7 @@ COLLECTIONS = {
     "i2t_images": {"images": "附件3/ImageData"},
     "i2t_gallery": {"texts": "附件3/word_data.csv", "id_column": "text_id"},
 }
-TASKS = {
+TASKS: dict[str, dict[str, Any]] = {
     "t2i": {
         "queries": "t2i_queries",
         "gallery": "t2i_gallery",

@@ -251,7 +251,7 @@ class Run:
         other = TEXTS if query_kind == IMAGES else IMAGES
         searchable = self.searchable()
         of_other = [n for n in searchable if self.collections[n].kind == other]
-        return (of_other or searchable or [None])[0]
+        return next(iter(of_other or searchable), None)
 
     # ---- as data ---------------------------------------------------------------------------
 
@@ -519,7 +519,8 @@ def _task(
         if check:
             check_table(f"{key}.query_list.file", query_list.file, [id_column])
     truth = _ground_truth(key, spec, queries, root, check, preset, ground_truth)
-    return Task(name, queries.name, gallery.name, queries.kind, k, table, columns, query_list, truth)  # type: ignore[arg-type]
+    three = (columns[0], columns[1], columns[2])
+    return Task(name, queries.name, gallery.name, queries.kind, k, table, three, query_list, truth)
 
 
 def _ground_truth(

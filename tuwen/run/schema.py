@@ -133,7 +133,7 @@ def _fits(value: Any, schema: dict) -> bool:
         "string": isinstance(value, str),
         "object": isinstance(value, dict),
         "array": isinstance(value, list),
-    }.get(schema.get("type"), True)
+    }.get(str(schema.get("type")), True)
 
 
 def coerce_config(config: dict, schema: dict) -> None:

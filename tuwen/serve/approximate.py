@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,7 @@ class MilvusGallery:
     """A gallery searched in a Milvus collection that `tuwen export milvus` filled."""
 
     channel: str
-    client: object
+    client: Any  # a pymilvus MilvusClient
     name: str
     uri: str
     ids: np.ndarray  # the gallery's current items, sorted (the server's columns)

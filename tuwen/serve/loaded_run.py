@@ -358,7 +358,9 @@ class LoadedRun:
             if name not in blocks:
                 blocks[name] = self._scores(name, query, gallery, ranking, columns)
         hits = rank_query(blocks, ranking, k, columns, member)
-        truth = self.positives.get(task, {}).get(query.known_id) if member else None
+        truth = (
+            self.positives.get(task, {}).get(query.known_id) if member and task and query.known_id else None
+        )
         return answer(
             query, gallery, gallery.ids, ranking, self.channels, hits, search, truth, self.loaded_at
         )

@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,7 +218,7 @@ def read_in_ocr_worker(path: str) -> ReadText:
     return read_image_text(_WORKER["engine"], path, _WORKER["max_pixels"])
 
 
-def read_ocr_texts(paths: list[str | os.PathLike], current: pd.DataFrame) -> dict[str, str]:
+def read_ocr_texts(paths: Sequence[str | os.PathLike], current: pd.DataFrame) -> dict[str, str]:
     """Give each current image's OCR text (by id) from OCR shards; only rows whose digest is current."""
     digest_of = dict(zip(current["id"], current["digest"], strict=True))
     texts: dict[str, str] = {}

@@ -90,14 +90,14 @@ class FineTuner:
         self.model, self.arch, self.settings = model, arch, settings
         self.device = settings.device
         self.train_pairs, self.val_pairs = split_pairs(pairs, settings.val_fraction)
+        self.images: LockedImages | PixelImages
         if settings.lock_image:
             self.images = LockedImages(self.train_pairs, locked_image_features or {}, pairs["id"].tolist())
         else:
-            self.images = PixelImages(
-                self.train_pairs, arch.resolution, settings.num_workers, settings.preload_mb
-            )
-            if self.images.preloaded:
+            pixels = PixelImages(self.train_pairs, arch.resolution, settings.num_workers, settings.preload_mb)
+            if pixels.preloaded:
                 LOG.info("decoded %d training images once into memory", len(self.train_pairs))
+            self.images = pixels
         self.images.prepare(model)
         if settings.grad_checkpointing:
             model.set_grad_checkpointing(True)
