@@ -25,7 +25,7 @@ from tuwen.files.parquet import FeatureShard, l2_normalised
 from tuwen.logs import PEAK_RSS_LINE, peak_rss_mb
 from tuwen.ranking.exact import merge_topk, shard_topk
 from tuwen.report.tables import result_table, write_result_table
-from tuwen.run.declaration import CONTEST_TASKS
+from tuwen.run import contest
 
 
 def _image_items(folder: Path) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def run(data_root: Path, out_dir: Path, model: str, seed: int, batch_size: int, 
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     for task, topk in (("t2i", t2i), ("i2t", i2t)):
-        spec = CONTEST_TASKS[task]
+        spec = contest.TASKS[task]
         write_result_table(result_table(topk, spec["columns"]), out_dir / spec["table"])
 
 
