@@ -16,6 +16,7 @@ from snakemake.utils import validate
 
 from tuwen.clip.architectures import SMALL_ARCHITECTURES
 from tuwen.clip.cards import read_card
+from tuwen.report.notices import untrained_notice
 from tuwen.run import layout, plans  # torch-free, cheap
 from tuwen.run.contest import contest_files
 from tuwen.run.declaration import (

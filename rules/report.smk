@@ -107,5 +107,6 @@ rule browse_page:
             for name, task in TASKS.items()
         },
         collections={name: COLLECTIONS[name].kind for name in RUN.searchable()},
+        notice=untrained_notice(RUN),
     script:
         "../scripts/browse_page.py"

@@ -72,6 +72,8 @@ def main(snakemake) -> None:
     data = page_data(
         topk, captions, digests, thumbnails, positives, shown, fusions, query_kinds, collection_items
     )
+    if snakemake.params.notice:
+        data["notice"] = snakemake.params.notice
     write_page(data, folder)
     logging.info(
         "page of %s queries, %s collection items; %d thumbnails",

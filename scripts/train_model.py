@@ -66,7 +66,7 @@ def main(snakemake) -> None:
     save_figure(training_curves_figure(state.log_rows, summary), snakemake.output.curves)
     # Finished: a later run of this rule (forced, or with new inputs) trains afresh.
     state_path.unlink(missing_ok=True)
-    logging.info("kept epoch %d: %s", state.best_epoch, json.dumps(summary["after"]))
+    logging.info("kept %s: %s", summary["kept"], json.dumps(summary["after"]))
 
 
 run_logged(main, snakemake)

@@ -148,3 +148,19 @@ def test_models_are_names_or_mappings_with_their_own_training():
     config["models"] = ["RN50", {"name": "RN50"}]
     with pytest.raises(DeclarationError, match="RN50 given twice"):
         declared_models(config)
+
+
+def test_a_run_ranking_with_random_weights_says_so_and_what_to_set(photos, tmp_path):
+    from tuwen.report.notices import untrained_notice
+    from tuwen.report.summary import run_summary
+
+    library = config(data_root=str(photos), preset="none", collections={"photos": {"images": "."}})
+    notice = untrained_notice(declare_run(library))
+    assert "tuwen-tiny-rn has random weights" in notice and "models: [ViT-B-16]" in notice
+    assert f"WARNING: {notice}" in run_summary(declare_run(library), tmp_path)
+    # Fine-tuned by the run (the demo), pretrained by name, or a checkpoint: nothing to say.
+    assert untrained_notice(declare_run(config())) == ""
+    assert untrained_notice(declare_run({**library, "models": ["ViT-B-16"]})) == ""
+    own = {**library, "models": [{"name": "tuwen-tiny-rn", "checkpoint": "my.pt"}]}
+    assert untrained_notice(declare_run(own)) == ""
+    assert "WARNING" not in run_summary(declare_run(config()), tmp_path)

@@ -87,6 +87,8 @@ def test_a_photo_library_is_ingested_encoded_and_browsable(photo_run, library):
     assert accounting.loc["photos", "accepted"] == 25 == accounting.loc["photos", "encoded"]
     page = (photo_run / "results/browse/data.js").read_text(encoding="utf-8")
     assert "collection-photos" in page and "2023/00/p0.jpg" in page
+    # The default model is random-initialised and nothing fine-tunes it: the page says so.
+    assert '"notice":"the ranking model tuwen-tiny-rn has random weights' in page
     assert not (photo_run / "results/result1.csv").exists()
 
 
@@ -97,6 +99,7 @@ def test_the_server_answers_a_chinese_query_and_more_like_this(photo_run):
     assert [g["name"] for g in index.galleries()] == ["photos"] and index.default_gallery(TEXTS) == "photos"
     answer = index.search(index.text_query("一个红色的圆形", "photos"), "photos", 5)
     assert len(answer["hits"]) == 5 and answer["ranked_by"] == "cosine"
+    assert "random weights" in answer["warning"] and "models: [ViT-B-16]" in answer["warning"]
     like = index.search(index.item_query("photos", "2024/00/p3.gif"), "photos", 3)
     # The photo itself is its own nearest neighbour, at cosine 1.
     assert like["hits"][0]["id"] == "2024/00/p3.gif" and like["hits"][0]["cosine"] == pytest.approx(

@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     except TuwenError as error:
         print(f"tuwen search: {error}", file=sys.stderr)
         return 2
+    if answer.get("warning"):
+        print(f"tuwen search: WARNING: {answer['warning']}", file=sys.stderr)
     for hit in answer["hits"]:
         print(
             f"{hit['rank']}\t{hit['score']:.6f}\t{hit['cosine']:.6f}\t{hit['id']}\t{what.get(hit['id'], '')}"

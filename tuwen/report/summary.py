@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tuwen.report.notices import untrained_notice
 from tuwen.run import layout
 from tuwen.run.declaration import Run
 
@@ -17,6 +18,9 @@ DIRECTIONS = {"t2i": "text → image", "i2t": "image → text"}
 def run_summary(declared: Run, run: Path = Path(".")) -> str:
     """Give the closing summary of the run `declared` in folder `run`, from the files it wrote."""
     lines = ["", "tuwen: the run is complete."]
+    notice = untrained_notice(declared)
+    if notice:
+        lines.append(f"  WARNING: {notice}")
     tasks = declared.tasks
     titles = {
         name: DIRECTIONS[t.direction] + ("" if name == t.direction else f", {name}")

@@ -148,6 +148,7 @@ async def galleries(request: Request) -> Response:
             "max_body": request.app.state.max_body,
             "loaded_at": loaded.loaded_at,
             "reload_error": live.reload_error,
+            "warning": loaded.notice,
         }
     )
 

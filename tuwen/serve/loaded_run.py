@@ -34,6 +34,7 @@ from tuwen.finished.reader import FinishedRun, read_finished
 from tuwen.finished.record import RunNotFinished, record_stamp
 from tuwen.ranking.recall import read_positives
 from tuwen.ranking.scoring import Ranking, cosines, rank_query
+from tuwen.report.notices import untrained_notice
 from tuwen.run import layout
 from tuwen.run.channels import OCR
 from tuwen.run.declaration import IMAGES, TEXTS
@@ -72,6 +73,7 @@ class LoadedRun:
         self._milvus_client = None
         self.loaded_at = time.time()
         self.declared = finished.declared
+        self.notice = untrained_notice(self.declared)  # "" unless it ranks with random weights
         self.channels = finished.channels
         if only is not None:
             only = set(only) | {t.queries for t in self.declared.tasks.values() if t.gallery in only}
@@ -361,9 +363,12 @@ class LoadedRun:
         truth = (
             self.positives.get(task, {}).get(query.known_id) if member and task and query.known_id else None
         )
-        return answer(
+        result = answer(
             query, gallery, gallery.ids, ranking, self.channels, hits, search, truth, self.loaded_at
         )
+        if self.notice:
+            result["warning"] = self.notice
+        return result
 
     def _scores(
         self,

@@ -248,6 +248,9 @@ class FineTuner:
             torch.manual_seed(settings.seed)
             self.state.before = self.validate()
             LOG.info("before training: %s", json.dumps(self.state.before))
+            # The model before training is a candidate like any epoch: a fine-tuning that
+            # only hurts (too high a learning rate, too few pairs) keeps the zero-shot weights.
+            self._keep_if_best(0, self.state.before)
             self.save_state()
         self.images.train_mode(self.model)
         while self.state.epoch < settings.epochs:
@@ -286,10 +289,7 @@ class FineTuner:
                 self.state.log_rows[-1]["loss"],
                 metrics["mean_recall"],
             )
-            if metrics["mean_recall"] > self.state.best_mean_recall:
-                self.state.best_mean_recall = metrics["mean_recall"]
-                self.state.best_epoch = self.state.epoch
-                self.best_weights = copy.deepcopy({k: v.cpu() for k, v in self.model.state_dict().items()})
+            self._keep_if_best(self.state.epoch, metrics)
             self.save_state()
             if on_epoch:
                 on_epoch(self.state)
@@ -297,8 +297,16 @@ class FineTuner:
             LOG.info("peak GPU memory: %.2f GiB", torch.cuda.max_memory_allocated() / 2**30)
         return self.state
 
+    def _keep_if_best(self, epoch: int, metrics: dict) -> None:
+        # Strictly better only: a tie keeps the earlier weights (the zero-shot model first).
+        if metrics["mean_recall"] > self.state.best_mean_recall:
+            self.state.best_mean_recall = metrics["mean_recall"]
+            self.state.best_epoch = epoch
+            self.best_weights = copy.deepcopy({k: v.cpu() for k, v in self.model.state_dict().items()})
+
     def best_model(self) -> CLIP:
-        """Give the model with the weights of the best epoch by validation mean recall."""
+        """Give the model with the best weights by validation mean recall: the model before
+        training (epoch 0) or one of its epochs."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         return self.model

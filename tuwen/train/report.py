@@ -27,16 +27,26 @@ def write_train_log(rows: list[dict], path: str | os.PathLike) -> None:
 
 
 def validation_summary(state: TrainState, n_train: int, n_val: int) -> dict:
-    """Give val_metrics.json: recall before training, after each epoch, and of the kept epoch."""
-    best = next((e for e in state.epochs if e["epoch"] == state.best_epoch), None)
+    """Give val_metrics.json: recall before training, after each epoch, and of the kept
+    weights (`best_epoch` 0 and `kept` "zero-shot" where no epoch beat the model before training)."""
+    if state.best_epoch == 0:
+        best = {"epoch": 0, **state.before}
+    else:
+        best = next(e for e in state.epochs if e["epoch"] == state.best_epoch)
     return {
         "train_pairs": n_train,
         "validation_pairs": n_val,
         "before": state.before,
         "epochs": state.epochs,
         "best_epoch": state.best_epoch,
+        "kept": kept_label(state.best_epoch),
         "after": best,
     }
+
+
+def kept_label(best_epoch: int) -> str:
+    """Say which weights a fine-tuning kept: "zero-shot" (the model before training) or "epoch N"."""
+    return "zero-shot" if best_epoch == 0 else f"epoch {best_epoch}"
 
 
 def validation_rows(summary: dict) -> list[dict]:

@@ -5,6 +5,12 @@
   const data = window.TUWEN_BROWSE;
   const PER_PAGE = 50;
   const state = { task: Object.keys(data.tasks)[0], filter: "", page: 1 };
+  // A run that ranks with random weights says so above every result.
+  if (data.notice) {
+    const notice = document.getElementById("notice");
+    notice.textContent = "注意 (warning): " + data.notice;
+    notice.hidden = false;
+  }
 
   function element(tag, className, text) {
     const node = document.createElement(tag);

@@ -45,6 +45,9 @@
       bySelect.append(option);
     }
     if (data.max_body) maxBody = data.max_body;
+    const notice = document.getElementById("notice");
+    notice.textContent = data.warning ? "注意 (warning): " + data.warning : "";
+    notice.hidden = !data.warning;
     if (data.reload_error) say("结果可能已过时 (stale): " + data.reload_error, true);
   }
 
