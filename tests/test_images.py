@@ -55,6 +55,29 @@ def test_exif_rotated_jpeg_is_upright(tmp_path):
     assert image.size == (20, 60)
 
 
+@pytest.mark.parametrize(("image_format", "suffix"), [("HEIF", ".heic"), ("AVIF", ".avif")])
+def test_phone_photos_heic_and_avif_are_listed_decoded_and_upright(tmp_path, image_format, suffix):
+    from tuwen.files.folders import is_image_name
+
+    # A wide picture, left half red, that EXIF says to show turned 90° clockwise.
+    wide = np.zeros((20, 60, 3), np.uint8)
+    wide[:, :30] = (220, 20, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo, jpeg = tmp_path / f"IMG_0001{suffix}", tmp_path / "IMG_0001.jpg"
+    for path, kind in ((photo, image_format), (jpeg, "JPEG")):
+        save(Image.fromarray(wide), path, kind, exif=exif.tobytes(), quality=95)
+    assert is_image_name(photo.name)
+    assert probe_image(photo, None).format == image_format
+    image, _ = load_image(photo, None)
+    upright, _ = load_image(jpeg, None)
+    assert image.size == upright.size == (20, 60)
+    # Turned clockwise, the red half is on top, as in the JPEG.
+    top, bottom = np.asarray(image)[:25].mean(axis=(0, 1)), np.asarray(image)[35:].mean(axis=(0, 1))
+    assert top[0] > 150 > bottom[0]
+    assert np.abs(np.asarray(image, np.int16) - np.asarray(upright, np.int16)).mean() < 12
+
+
 @pytest.mark.parametrize(
     ("content", "code"),
     [(b"", "empty_file"), (b"this is not an image\n", "not_an_image")],

@@ -42,7 +42,8 @@ def draw(path: Path, colour: str, shape: str, seed: int) -> None:
     pen = ImageDraw.Draw(image)
     (pen.ellipse if shape == "圆形" else pen.rectangle)(box, fill=COLOURS[colour])
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF"}[path.suffix])
+    formats = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF", ".heic": "HEIF", ".avif": "AVIF"}
+    image.save(path, formats[path.suffix])
 
 
 def make_library(root: Path, count: int, start: int = 0, folder: str = "") -> list[tuple[str, str]]:
@@ -64,6 +65,9 @@ def library(tmp_path_factory) -> Path:
     draw(root / "2024/02/p0.jpg", "红色", "圆形", 99)
     (root / "2024/readme.txt").write_text("not a photo", encoding="utf-8")
     (root / "2024/01/broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    # Phone photos.
+    draw(root / "2024/phone/IMG_0001.heic", "绿色", "方形", 7)
+    draw(root / "2024/phone/IMG_0002.avif", "蓝色", "圆形", 8)
     return root
 
 
@@ -84,7 +88,10 @@ def test_a_photo_library_is_ingested_encoded_and_browsable(photo_run, library):
     reasons = dict(zip(rejects["id"], rejects["reason_code"], strict=True))
     assert reasons == {"2024/readme.txt": "not_image_file", "2024/01/broken.jpg": "not_an_image"}
     accounting = pd.read_csv(photo_run / "results/summary/accounting.csv").set_index("collection")
-    assert accounting.loc["photos", "accepted"] == 25 == accounting.loc["photos", "encoded"]
+    assert accounting.loc["photos", "accepted"] == 27 == accounting.loc["photos", "encoded"]
+    assert {"2024/phone/IMG_0001.heic", "2024/phone/IMG_0002.avif"} <= set(
+        manifest.loc[manifest["status"] == "ok", "image_id"]
+    )
     page = (photo_run / "results/browse/data.js").read_text(encoding="utf-8")
     assert "collection-photos" in page and "2023/00/p0.jpg" in page
     # The default model is random-initialised and nothing fine-tunes it: the page says so.

@@ -18,8 +18,10 @@ SYSTEM_FILE_NAMES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
 
 @cache
 def image_extensions() -> frozenset[str]:
-    """Give the file-name endings of every format PIL reads (`.jpg`, `.png`, `.webp`, ...)."""
+    """Give the file-name endings of every format PIL reads (`.jpg`, `.png`, `.webp`, `.heic`, ...)."""
     from PIL import Image
+
+    import tuwen.files.images  # noqa: F401 - registers the HEIF opener
 
     return frozenset(ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN)
 

@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # We enforce our own, configurable pixel limit (`ingest.max_image_pixels`, see `open_image`),
 # so PIL's global warning/error threshold is switched off rather than raised per call.
 Image.MAX_IMAGE_PIXELS = None
+# Phones save HEIC: pillow-heif gives PIL its opener (AVIF is Pillow's own). It applies the
+# EXIF orientation while decoding and resets the tag, so exif_transpose below is a no-op for
+# it and every format ends upright the same way.
+pillow_heif.register_heif_opener()
 
 
 class ImageRejected(Exception):
