@@ -42,7 +42,8 @@ def draw(path: Path, colour: str, shape: str, seed: int) -> None:
     pen = ImageDraw.Draw(image)
     (pen.ellipse if shape == "圆形" else pen.rectangle)(box, fill=COLOURS[colour])
     path.parent.mkdir(parents=True, exist_ok=True)
-    formats = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF", ".heic": "HEIF", ".avif": "AVIF"}
+    formats = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF"}
+    formats.update({".heic": "HEIF", ".avif": "AVIF"})
     image.save(path, formats[path.suffix])
 
 
