@@ -41,6 +41,7 @@ rule evaluate:
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
+        cn_clip=plans.cn_clip_evaluation_files(RUN),
     log:
         layout.log("evaluate"),
     localrule: True
@@ -50,7 +51,7 @@ rule evaluate:
         mem_mb=2000,
         runtime=10,
     params:
-        tasks=list(RUN.judged_tasks()),
+        tasks={name: task.query_kind for name, task in RUN.judged_tasks().items()},
     script:
         "../scripts/evaluate.py"
 

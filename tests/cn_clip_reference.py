@@ -53,3 +53,15 @@ def cn_clip_recall(topk: pd.DataFrame, positives: dict[str, set[str]], task: str
         "R@10": figures["r10"] / 100,
         "mean_recall": figures["mean_recall"] / 100,
     }
+
+
+def run_cn_clip_evaluation(reference: Path, predictions: Path, task_direction: str, out: Path) -> dict:
+    """Run cn_clip's own script (evaluation.py for t2i, evaluation_tr.py for i2t) on the files
+    given; give the output JSON it writes."""
+    module = "cn_clip.eval.evaluation" if task_direction == "t2i" else "cn_clip.eval.evaluation_tr"
+    subprocess.run(
+        [sys.executable, "-m", module, str(reference), str(predictions), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return json.loads(out.read_text())

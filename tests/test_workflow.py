@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.cn_clip_reference import cn_clip_recall
+from tests.cn_clip_reference import cn_clip_recall, run_cn_clip_evaluation
 from tests.conftest import SMALL_DEMO, contest_positives, planned_jobs, snakemake
 from tuwen.clip.architectures import architecture
 from tuwen.clip.cards import weights_tag
@@ -97,6 +97,30 @@ def test_recall_equals_cn_clip_own_evaluation(demo_run, tmp_path):
         reference = cn_clip_recall(topk, contest_positives(truth, task, tmp_path), task, tmp_path)
         for key, value in reference.items():
             assert metrics[task][key] == pytest.approx(value, abs=1e-9)
+
+
+def test_the_run_writes_cn_clip_evaluation_files_that_cn_clip_scores_as_tuwen_does(demo_run, tmp_path):
+    metrics = json.loads((demo_run / "results/eval/metrics.json").read_text())
+    for task in ("t2i", "i2t"):
+        folder = demo_run / "results/eval/cn_clip" / task
+        written = json.loads((folder / "output.json").read_text())
+        printed = run_cn_clip_evaluation(
+            folder / "reference.jsonl", folder / "predictions.jsonl", task, tmp_path / f"{task}.json"
+        )
+        assert printed["success"] and printed["scoreJson"] == pytest.approx(written["scoreJson"], abs=1e-9)
+        for k in (1, 5, 10):
+            assert printed["scoreJson"][f"r{k}"] == pytest.approx(100 * metrics[task][f"R@{k}"], abs=1e-9)
+        # The demo's ids are file names and word ids: numbered, and each number's id given.
+        ids = pd.read_csv(folder / "ids.csv", dtype={"id": str})
+        lines = (folder / "predictions.jsonl").read_text().splitlines()
+        assert len(lines) == metrics[task]["queries_scored"] and written["ids"].startswith("numbered")
+        first = json.loads(lines[0])
+        query_field = "text_id" if task == "t2i" else "image_id"
+        numbered = ids[ids["side"] == "query"].set_index("cn_clip_id")["id"]
+        topk = pd.read_parquet(demo_run / "results/retrieval" / task / "topk.parquet")
+        best = topk[(topk["query_id"] == numbered[first[query_field]]) & (topk["rank"] == 1)]["target_id"]
+        gallery = ids[ids["side"] == "gallery"].set_index("cn_clip_id")["id"]
+        assert gallery[next(v for key, v in first.items() if key != query_field)[0]] == best.item()
 
 
 def test_every_input_id_is_encoded_rejected_or_ignored(demo_run):

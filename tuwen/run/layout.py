@@ -153,6 +153,15 @@ def evaluation(name: str) -> str:
     return _path("eval", name)
 
 
+# Each judged task's files in cn_clip's evaluation format (tuwen.report.cn_clip_format).
+CN_CLIP_FILES = ("reference.jsonl", "predictions.jsonl", "ids.csv", "output.json")
+
+
+def cn_clip_evaluation(task: str, name: str) -> str:
+    """A judged task's files in cn_clip's evaluation format (tuwen.report.cn_clip_format)."""
+    return _path("eval", "cn_clip", task, name)
+
+
 def summary(name: str) -> str:
     return _path("summary", name)
 

@@ -208,9 +208,17 @@ def run_targets(run: Run, config: dict) -> list[str]:
         outputs.append(layout.figure(task, "score_histogram.png"))
     if run.judged_tasks():
         outputs.append(layout.evaluation("metrics.json"))
+        outputs += cn_clip_evaluation_files(run)
     if config["browse"]["enabled"]:
         outputs.append(layout.browse("index.html"))
     return decisions + outputs + [layout.finished()]
+
+
+def cn_clip_evaluation_files(run: Run) -> list[str]:
+    """Give each judged task's files in cn_clip's evaluation format, beside metrics.json."""
+    return [
+        layout.cn_clip_evaluation(task, name) for task in run.judged_tasks() for name in layout.CN_CLIP_FILES
+    ]
 
 
 def figure_files(task: str, count: int) -> list[str]:
