@@ -6,7 +6,7 @@ from tuwen.data.ingest import (
     IMAGE_MANIFEST_SCHEMA,
     read_scan_cache,
     rejects_of,
-    scan_image_folder,
+    scan_image_source,
     status_counts,
     write_manifest,
     write_rejects,
@@ -23,8 +23,17 @@ def main(snakemake) -> None:
         "max_pixels": ingest["max_image_pixels"],
         "verify_decode": ingest["verify_decode"] or snakemake.params.always_verify_decode,
     }
+    collection = read_settings(snakemake.input.collection)["collection"]
     previous = read_scan_cache(snakemake.params.scan_cache, settings)
-    manifest = scan_image_folder(folder, workers=snakemake.threads, previous=previous, **settings)
+    manifest = scan_image_source(
+        folder,
+        collection["format"],
+        workers=snakemake.threads,
+        previous=previous,
+        image_column=collection["image_column"],
+        id_column=collection["image_id_column"],
+        **settings,
+    )
     write_manifest(manifest, snakemake.output.manifest, IMAGE_MANIFEST_SCHEMA)
     write_rejects(rejects_of(manifest, "image_id", folder), snakemake.output.rejects)
     write_scan_cache(manifest, snakemake.params.scan_cache, settings)

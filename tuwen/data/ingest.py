@@ -17,10 +17,19 @@ import pyarrow as pa
 
 from tuwen.clip.tokens import is_truncated
 from tuwen.files.atomic import atomic_path
+from tuwen.files.containers import (
+    CONTAINER_SUFFIXES,
+    FOLDER,
+    ContainerError,
+    Member,
+    container_files,
+    image_members,
+    locator,
+)
 from tuwen.files.folders import folder_entries, is_image_name, is_system_file
-from tuwen.files.images import ImageRejected, probe_image
+from tuwen.files.images import ImageRejected, probe_image, probe_image_data
 from tuwen.files.parquet import read_metadata, read_table, write_table
-from tuwen.files.records import InputError, read_records
+from tuwen.files.records import InputError, Records, read_records, single, values
 
 OK, REJECTED, IGNORED = "ok", "rejected", "ignored"
 REJECTS_COLUMNS = ["id", "source_file", "row", "reason_code", "reason"]
@@ -85,6 +94,118 @@ def scan_image_folder(
     position = {name: i for i, name in enumerate(names)}
     order = np.argsort([position[name] for name in manifest["image_id"]], kind="stable")
     return manifest.iloc[order].reset_index(drop=True).infer_objects()
+
+
+def scan_image_source(
+    source: str | os.PathLike,
+    image_format: str,
+    max_pixels: int,
+    workers: int = 1,
+    previous: pd.DataFrame | None = None,
+    verify_decode: bool = True,
+    image_column: str = "image",
+    id_column: str = "id",
+) -> pd.DataFrame:
+    """Give the image manifest of a collection's source: a folder (`scan_image_folder`) or
+    container files read in place (`scan_containers`)."""
+    if image_format == FOLDER:
+        return scan_image_folder(source, max_pixels, workers, previous, verify_decode)
+    return scan_containers(source, image_format, max_pixels, previous, verify_decode, image_column, id_column)
+
+
+def scan_containers(
+    source: str | os.PathLike,
+    image_format: str,
+    max_pixels: int,
+    previous: pd.DataFrame | None = None,
+    verify_decode: bool = True,
+    image_column: str = "image",
+    id_column: str = "id",
+) -> pd.DataFrame:
+    """Give the image manifest of images inside container files (tuwen.files.containers): one
+    row per record, in container then record order, its `path` the image's locator and its id
+    as the format gives it (a TSV's image_id, a tar sample's key, a parquet's id column).
+
+    A record without an image, with an image that does not read, or with an id given before
+    is rejected with its reason and its container's record number. The rows of a container
+    whose modification time is that of `previous` are kept without reading it again.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: does not exist")
+    files = container_files(source, image_format)
+    if not files:
+        raise InputError(
+            f"{source}: holds no {image_format} container ({', '.join(CONTAINER_SUFFIXES[image_format])})"
+        )
+    parts: list[pd.DataFrame] = []
+    seen: dict[str, str] = {}
+    for container in files:
+        mtime = container.stat().st_mtime_ns
+        kept = _unchanged_container(previous, container, mtime)
+        if kept is not None:
+            rows = kept.to_dict("records")
+        else:
+            try:
+                members = list(image_members(container, image_format, image_column, id_column))
+            except ContainerError as error:
+                raise InputError(str(error)) from None
+            rows = [
+                _container_row(container, mtime, m, data, max_pixels, verify_decode) for m, data in members
+            ]
+        for row in rows:
+            where = seen.get(row["image_id"])
+            if where is not None and row["status"] == OK:
+                row.update(
+                    status=REJECTED,
+                    reason_code="duplicate_id",
+                    reason=f"{row['path']}: image id {row['image_id']} already given by {where}; first kept",
+                )
+            elif row["status"] == OK:
+                seen[row["image_id"]] = row["path"]
+        parts.append(pd.DataFrame(rows, columns=IMAGE_MANIFEST_SCHEMA.names, dtype=object))
+    return pd.concat(parts, ignore_index=True).astype(INTEGER_COLUMNS).infer_objects()
+
+
+def _container_row(
+    container: Path, mtime: int, member: Member, data: bytes | None, max_pixels: int, verify_decode: bool
+) -> dict:
+    path = locator(container, member.member or f"record {member.row}")
+    row: dict[str, object] = {"image_id": member.item_id, "path": path, "bytes": None, "mtime_ns": mtime}
+    row.update(digest=None, width=None, height=None, format=None, status=OK, reason_code="", reason="")
+    where = f"{container} record {member.row}"
+    if not member.item_id:
+        return {
+            **row,
+            "image_id": f"{container.name}#{member.row}",
+            "status": REJECTED,
+            "reason_code": "empty_id",
+            "reason": f"{where}: no image id",
+        }
+    if member.problem or data is None:
+        return {**row, "status": REJECTED, "reason_code": "no_image", "reason": f"{where}: {member.problem}"}
+    try:
+        probe = probe_image_data(data, f"{where} ({member.item_id})", max_pixels, verify_decode)
+    except ImageRejected as rejected:
+        return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
+    return {
+        **row,
+        "bytes": probe.num_bytes,
+        "digest": probe.digest,
+        "width": probe.width,
+        "height": probe.height,
+        "format": probe.format,
+    }
+
+
+def _unchanged_container(previous: pd.DataFrame | None, container: Path, mtime: int) -> pd.DataFrame | None:
+    if previous is None or not len(previous):
+        return None
+    prefix = locator(container, "")
+    rows = previous[previous["path"].str.startswith(prefix, na=False)]
+    if not len(rows) or not (rows["mtime_ns"] == mtime).all():
+        return None
+    return rows[IMAGE_MANIFEST_SCHEMA.names].copy()
 
 
 def _manifest_rows(chunk: tuple[str, list[str], int, bool]) -> list[dict]:
@@ -202,9 +323,9 @@ def read_text_set(
     image_status = _status_by_id(images, "image_id") if images is not None else None
     first_row: dict[str, tuple[int, str]] = {}
     rows = []
-    for number, record in records.rows:
-        item_id = record[id_column].strip()
-        caption = record[caption_column].strip()
+    for number, item_id, caption, problem in _captions(
+        records, id_column, caption_column, images is not None
+    ):
         row = {
             "text_id": item_id,
             "image_id": item_id if image_status is not None else "",
@@ -217,7 +338,9 @@ def read_text_set(
         }
         where = f"{records.path} row {number}"
         code, reason = "", ""
-        if not item_id:
+        if problem:
+            code, reason = "list_value", f"{where}: {problem}"
+        elif not item_id:
             code, reason = "empty_id", f"{where}: empty {id_column}"
         elif item_id in first_row:
             earlier, earlier_caption = first_row[item_id]
@@ -239,6 +362,21 @@ def read_text_set(
     return pd.DataFrame(rows, columns=TEXT_MANIFEST_COLUMNS)
 
 
+def _captions(records: Records, id_column: str, caption_column: str, pairs: bool):
+    """Give (row, id, caption, problem) of each record; a training pair's list of image ids
+    (CN-CLIP's `image_ids`) gives one pair per image, any other list is a problem."""
+    for number, record in records.rows:
+        item, caption = record[id_column], record[caption_column]
+        if isinstance(caption, list) or (isinstance(item, list) and not pairs):
+            column = caption_column if isinstance(caption, list) else id_column
+            yield number, str(item), str(caption), f"{column} holds a list; name a column of single values"
+        elif isinstance(item, list):
+            for image_id in values(item) or [""]:
+                yield number, image_id, caption.strip(), ""
+        else:
+            yield number, item.strip(), caption.strip(), ""
+
+
 QUERY_MANIFEST_COLUMNS = ["image_id", "row", "status", "reason_code", "reason"]
 
 
@@ -255,8 +393,8 @@ def read_query_list(
     seen: dict[str, int] = {}
     rows = []
     for number, record in records.rows:
-        image_id = record[id_column].strip()
         where = f"{records.path} row {number}"
+        image_id = single(record[id_column], where, id_column)
         code, reason = "", ""
         if not image_id:
             code, reason = "empty_id", f"{where}: empty {id_column}"

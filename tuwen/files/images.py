@@ -12,6 +12,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tuwen.files.containers import ContainerError, is_locator, read_member
+
 # We enforce our own, configurable pixel limit (`ingest.max_image_pixels`, see `open_image`),
 # so PIL's global warning/error threshold is switched off rather than raised per call.
 Image.MAX_IMAGE_PIXELS = None
@@ -47,7 +49,18 @@ def content_digest(data: bytes) -> str:
 
 
 def read_image_bytes(path: str | os.PathLike) -> bytes:
-    """Read a file's bytes, turning OS errors into `ImageRejected` with a reason."""
+    """Read an image's bytes, from its file or in place from its container (a locator,
+    tuwen.files.containers), turning OS errors into `ImageRejected` with a reason."""
+    if is_locator(path):
+        try:
+            data = read_member(os.fspath(path))
+        except ContainerError as error:
+            raise ImageRejected("unreadable", str(error)) from None
+        except OSError as error:
+            raise ImageRejected("unreadable", f"{path}: cannot be read ({error})") from None
+        if not data:
+            raise ImageRejected("empty_file", f"{path}: the image is empty (0 bytes)")
+        return data
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -137,12 +150,18 @@ def probe_image(path: str | os.PathLike, max_pixels: int | None, verify_decode: 
     found by the one decode that encoding does anyway, which records it as a reject.
     Raises `ImageRejected` naming the file and the reason when it cannot be used.
     """
-    data = read_image_bytes(path)
-    image = open_image(data, str(path), max_pixels)
+    return probe_image_data(read_image_bytes(path), str(path), max_pixels, verify_decode)
+
+
+def probe_image_data(
+    data: bytes, source: str, max_pixels: int | None, verify_decode: bool = True
+) -> ImageProbe:
+    """`probe_image` of bytes already read (an image inside a container)."""
+    image = open_image(data, source, max_pixels)
     width, height, image_format = image.width, image.height, image.format or "unknown"
     if verify_decode:
         # Decoding at reduced scale still meets truncation and corruption, at a fraction of the cost.
-        _decode(image, str(path), draft_size=64)
+        _decode(image, source, draft_size=64)
     return ImageProbe(
         digest=content_digest(data),
         num_bytes=len(data),

@@ -1,8 +1,18 @@
-"""Rows of a user's table file, whatever its format: CSV, TSV, JSON Lines or Parquet.
+"""Rows of a user's table file, whatever its format: CSV, TSV, JSON Lines, Parquet, a COCO
+captions JSON, or the text members of webdataset tar shards.
 
 One reader for every table a run is given (captions, training pairs, query lists, ground
 truth), so each accepts the same formats and names a bad row the same way: by file and
-1-based data-row number. Text files may be UTF-8, UTF-8 with BOM or GB18030.
+1-based data-row number. Text files may be UTF-8, UTF-8 with BOM or GB18030. A JSON or
+Parquet list (CN-CLIP's `image_ids`) stays a list of strings: ground truth and training
+pairs read one pair per element (`values`).
+
+- COCO (`.json` with `images` and `annotations`): one row per annotation, with its `id`,
+  `image_id`, `caption`, and the image's `file_name` (its id in a folder collection).
+- webdataset (a `.tar`, or a folder of them): one row per sample with a `.txt` or `.json`
+  member: `key`, `txt`, and the `.json` object's fields.
+- Parquet also gives `_row`, `<file stem>/<row>` (0-based): the id of a parquet image
+  collection without an id column.
 """
 
 from __future__ import annotations
@@ -13,14 +23,22 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuwen.errors import TuwenError
+
+if TYPE_CHECKING:
+    from tuwen.files.containers import Member
 
 CSV_ENCODINGS = ("utf-8-sig", "gb18030")
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 JSON_LINES = (".jsonl", ".ndjson")
 PARQUET = ".parquet"
-TABLE_SUFFIXES = frozenset([*DELIMITERS, *JSON_LINES, PARQUET])  # the file-name endings read
+COCO = ".json"
+TAR = ".tar"
+TABLE_SUFFIXES = frozenset([*DELIMITERS, *JSON_LINES, PARQUET, COCO, TAR])  # the file-name endings read
+ROW_COLUMN = "_row"
+Value = str | list[str]
 
 
 class InputError(TuwenError):
@@ -29,22 +47,44 @@ class InputError(TuwenError):
 
 @dataclass(frozen=True)
 class Records:
-    """Rows of a table file as dicts of strings, with the 1-based data-row number of each."""
+    """Rows of a table file as dicts of strings (lists of strings where the format has lists),
+    with the 1-based data-row number of each."""
 
     path: str
     encoding: str
     columns: list[str]
-    rows: list[tuple[int, dict[str, str]]]
+    rows: list[tuple[int, dict[str, Value]]]
+
+
+def single(value: Value, where: str, column: str) -> str:
+    """Give a field that must be one value, stripped; a list is an InputError naming the row."""
+    if isinstance(value, list):
+        raise InputError(
+            f"{where}: {column} holds a list ({len(value)} values); name a column of single values"
+        )
+    return value.strip()
+
+
+def values(value: Value) -> list[str]:
+    """Give a field's values: a list's elements, or the one value (none where it is empty)."""
+    items = value if isinstance(value, list) else [value]
+    return [item.strip() for item in items if item.strip()]
 
 
 def read_records(path: str | os.PathLike, required: list[str]) -> Records:
     """Read a table file, checking its required columns; blank rows are skipped."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file does not exist")
     suffix = path.suffix.lower()
-    if suffix == PARQUET:
-        columns, rows, encoding = _parquet_rows(path)
+    if path.is_dir() and any(p.suffix.lower() == PARQUET for p in path.iterdir()):
+        columns, rows, encoding = _parquet_folder_rows(path, required)
+    elif path.is_dir() or suffix == TAR:
+        columns, rows, encoding = _webdataset_rows(path)
+    elif not path.is_file():
+        raise InputError(f"{path}: file does not exist")
+    elif suffix == PARQUET:
+        columns, rows, encoding = _parquet_rows(path, required)
+    elif suffix == COCO:
+        columns, rows, encoding = _coco_rows(path)
     elif suffix in JSON_LINES:
         columns, rows, encoding = _json_rows(path)
     else:
@@ -62,11 +102,15 @@ def table_header(path: str | os.PathLike) -> tuple[list[str], bool]:
     """Give a table file's columns and whether it has a data row, reading as little as it can."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == PARQUET:
+    parquets = sorted(p for p in path.iterdir() if p.suffix.lower() == PARQUET) if path.is_dir() else []
+    if path.is_dir() and not parquets or suffix in (TAR, COCO):
+        found = read_records(path, [])  # whole: a folder or a tar has no header to read alone
+        return found.columns, bool(found.rows)
+    if suffix == PARQUET or parquets:
         import pyarrow.parquet as pq
 
-        meta = pq.read_metadata(path)
-        return list(meta.schema.names), meta.num_rows > 0
+        metas = [pq.read_metadata(p) for p in parquets or [path]]
+        return [*metas[0].schema.names, ROW_COLUMN], any(meta.num_rows > 0 for meta in metas)
     if suffix in JSON_LINES:
         with open(path, encoding="utf-8-sig") as handle:
             for line in handle:
@@ -104,7 +148,7 @@ def _encoding_of(data: bytes) -> str:
     return ""
 
 
-Rows = tuple[list[str], list[tuple[int, dict[str, str]]], str]  # columns, numbered rows, encoding
+Rows = tuple[list[str], list[tuple[int, dict[str, Value]]], str]  # columns, numbered rows, encoding
 
 
 def _delimited_rows(path: Path, delimiter: str, required: list[str]) -> Rows:
@@ -115,7 +159,7 @@ def _delimited_rows(path: Path, delimiter: str, required: list[str]) -> Rows:
     if header is None:
         raise InputError(f"{path}: file is empty, expected a header with {', '.join(required)}")
     columns = [name.strip().lstrip("\ufeff") for name in header]
-    rows = []
+    rows: list[tuple[int, dict[str, Value]]] = []
     for number, values in enumerate(reader, start=1):
         if not values or all(not v.strip() for v in values):
             continue
@@ -139,24 +183,97 @@ def _json_object(path: Path, line: str, number: int) -> dict:
 def _json_rows(path: Path) -> Rows:
     text = _decode(path, path.read_bytes())
     columns: dict[str, None] = {}
-    rows = []
+    rows: list[tuple[int, dict[str, Value]]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         value = _json_object(path, line, number)
         columns.update(dict.fromkeys(value))
-        rows.append((number, {k: "" if v is None else str(v) for k, v in value.items()}))
+        rows.append((number, {k: _field(v) for k, v in value.items()}))
     return list(columns), [(n, {c: r.get(c, "") for c in columns}) for n, r in rows], "utf-8"
 
 
-def _parquet_rows(path: Path) -> Rows:
+def _field(value: object) -> Value:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ["" if v is None else str(v) for v in value]
+    return str(value)
+
+
+def _parquet_rows(path: Path, required: list[str]) -> Rows:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    columns = list(table.column_names)
-    values = {name: table.column(name).to_pylist() for name in columns}
-    rows = [
-        (number, {c: "" if values[c][i] is None else str(values[c][i]) for c in columns})
-        for i, number in enumerate(range(1, table.num_rows + 1))
-    ]
+    parquet = pq.ParquetFile(path)
+    columns = [*parquet.schema_arrow.names, ROW_COLUMN]
+    # Only the columns asked for: a Hugging Face file's image column is most of its bytes.
+    wanted = [c for c in dict.fromkeys(required) if c in parquet.schema_arrow.names] if required else None
+    table = parquet.read(columns=wanted)
+    read = {name: table.column(name).to_pylist() for name in table.column_names}
+    read[ROW_COLUMN] = [f"{path.stem}/{i}" for i in range(table.num_rows)]
+    rows = [(i + 1, {c: _field(read[c][i]) for c in read}) for i in range(table.num_rows)]
     return columns, rows, "parquet"
+
+
+def _parquet_folder_rows(path: Path, required: list[str]) -> Rows:
+    """A Hugging Face split in several parquet files: their rows in file-name order."""
+    columns: dict[str, None] = {}
+    rows: list[tuple[int, dict[str, Value]]] = []
+    for file in sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == PARQUET):
+        names, part, _ = _parquet_rows(file, required)
+        columns.update(dict.fromkeys(names))
+        rows += [(len(rows) + 1, row) for _, row in part]
+    return list(columns), rows, "parquet"
+
+
+def _coco_rows(path: Path) -> Rows:
+    try:
+        data = json.loads(_decode(path, path.read_bytes()))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise InputError(f"{path}: not a COCO captions file (an object with images and annotations)")
+    names = {str(image.get("id")): str(image.get("file_name", "")) for image in data.get("images") or []}
+    rows: list[tuple[int, dict[str, Value]]] = []
+    for number, annotation in enumerate(data["annotations"], start=1):
+        image_id = _field(annotation.get("image_id"))
+        row = {
+            "id": _field(annotation.get("id")),
+            "image_id": image_id,
+            "caption": _field(annotation.get("caption")),
+            "file_name": names.get(str(image_id), ""),
+        }
+        rows.append((number, row))
+    return ["id", "image_id", "caption", "file_name"], rows, "utf-8"
+
+
+def _webdataset_rows(path: Path) -> Rows:
+    from tuwen.files.containers import WEBDATASET, ContainerError, container_files, tar_samples
+
+    if not path.exists():
+        raise InputError(f"{path}: does not exist")
+    columns: dict[str, None] = {"key": None, "txt": None}
+    rows: list[tuple[int, dict[str, Value]]] = []
+    try:
+        for tar in container_files(path, WEBDATASET):
+            for sample in tar_samples(tar):
+                if not sample.texts:
+                    continue
+                row: dict[str, Value] = {"key": sample.item_id, "txt": sample.texts.get("txt", "")}
+                if "json" in sample.texts:
+                    row.update(_json_fields(tar, sample))
+                columns.update(dict.fromkeys(row))
+                rows.append((len(rows) + 1, row))
+    except ContainerError as error:
+        raise InputError(str(error)) from None
+    return list(columns), [(n, {c: r.get(c, "") for c in columns}) for n, r in rows], "utf-8"
+
+
+def _json_fields(tar: Path, sample: Member) -> dict[str, Value]:
+    try:
+        value = json.loads(sample.texts["json"])
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {k: _field(v) for k, v in value.items() if k not in ("key", "txt") and not isinstance(v, dict)}

@@ -16,13 +16,15 @@ RECALL_KS = (1, 5, 10)
 def read_positives(truth: GroundTruth) -> dict[str, set[str]]:
     """Give each query's true gallery ids from a task's ground-truth table (any format
     `tuwen.files.records` reads: the contest's `text_id,image_id` CSV, a TSV, JSON Lines, ...)."""
-    from tuwen.files.records import read_records
+    from tuwen.files.records import read_records, values
 
     records = read_records(truth.file, [truth.query_column, truth.gallery_column])
     positives: dict[str, set[str]] = {}
+    # Either side may be a list (CN-CLIP's texts.jsonl: a caption's image_ids): every pair counts.
     for _, row in records.rows:
-        query, target = row[truth.query_column].strip(), row[truth.gallery_column].strip()
-        positives.setdefault(query, set()).add(target)
+        targets = values(row[truth.gallery_column])
+        for query in values(row[truth.query_column]):
+            positives.setdefault(query, set()).update(targets)
     return positives
 
 

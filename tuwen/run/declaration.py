@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from tuwen.errors import TuwenError
-from tuwen.run import contest
+from tuwen.run import cn_clip_dataset, contest
 from tuwen.run.channels import CLIP, OCR, TEXT, channel_name
 from tuwen.run.layout import demo_data
-from tuwen.run.schema import item_default
+from tuwen.run.schema import item_default, schema_default
 
 # A collection's kind, everywhere: in the run, the manifests' names, feature shards' metadata.
 IMAGES, TEXTS = "images", "texts"
@@ -58,6 +58,11 @@ class Collection:
     caption_column: str = ""  # texts: the column of the caption
     # Texts whose ids name images of this image collection (the training pairs).
     pairs_with: str | None = None
+    # Images: how the source is read (tuwen.files.containers: folder, cn_clip, webdataset,
+    # parquet), and a parquet's image and id columns.
+    format: str = "folder"
+    image_column: str = ""
+    image_id_column: str = ""
 
     @property
     def holds_images(self) -> bool:
@@ -332,6 +337,22 @@ def declare_run(config: dict, check_files: bool = True) -> Run:
         declared_collections = {**contest.COLLECTIONS, **declared_collections}
         declared_tasks = {**contest.TASKS, **declared_tasks}
         training = {**contest.TRAINING, **{k: v for k, v in training.items() if v}}
+    elif preset == cn_clip_dataset.CN_CLIP:
+        if demo:
+            raise DeclarationError("preset: cn_clip reads a CN-CLIP dataset folder: set data_root to it")
+        missing = cn_clip_dataset.missing_files(root) if check_files else []
+        if missing:
+            raise DeclarationError(
+                f"data_root {root!r} is not a CN-CLIP dataset folder (preset: cn_clip); it needs "
+                f"{' and '.join(missing[:2])} (or {' and '.join(missing[2:])}), as cn_clip's "
+                "scripts write them"
+            )
+        collections, tasks, preset_training = cn_clip_dataset.preset(root)
+        declared_collections = {**collections, **declared_collections}
+        declared_tasks = {**tasks, **declared_tasks}
+        # The preset names its own columns; the config's replace them where they are not the defaults.
+        given = {k: v for k, v in training.items() if v and v != schema_default(f"training.{k}")}
+        training = {**preset_training, **given}
     check = check_files and not demo
 
     collections = {name: _collection(name, spec, root, check) for name, spec in declared_collections.items()}
@@ -431,22 +452,53 @@ def _collection(name: str, spec: dict, root: str, check: bool) -> Collection:
         raise DeclarationError(
             f"{key}: give either images: FOLDER or texts: FILE (with id_column and caption_column)"
         )
-    unknown = sorted(set(spec) - {"images", "texts", "id_column", "caption_column"})
+    keys = {"images", "texts", "id_column", "caption_column", "format", "image_column", "image_id_column"}
+    unknown = sorted(set(spec) - keys)
     if unknown:
-        raise DeclarationError(
-            f"{key}.{unknown[0]}: not a key of a collection (images, texts, id_column, caption_column)"
-        )
+        raise DeclarationError(f"{key}.{unknown[0]}: not a key of a collection ({', '.join(sorted(keys))})")
     if "images" in spec:
-        folder = _resolve(root, spec["images"])
-        if check:
-            _check_image_folder(f"{key}.images", folder)
-        return Collection(name, IMAGES, folder)
+        return _image_collection(key, name, spec, _resolve(root, spec["images"]), check)
     path = _resolve(root, spec["texts"])
     id_column = spec.get("id_column", item_default("collections", "id_column"))
     caption_column = spec.get("caption_column", item_default("collections", "caption_column"))
     if check:
         check_table(f"{key}.texts", path, [id_column, caption_column])
     return Collection(name, TEXTS, path, id_column, caption_column)
+
+
+def _image_collection(key: str, name: str, spec: dict, source: str, check: bool) -> Collection:
+    from tuwen.files.containers import FOLDER, PARQUET, detect_image_format
+
+    image_format = spec.get("format") or "auto"
+    if image_format == "auto":
+        image_format = detect_image_format(source)
+    if image_format == FOLDER:
+        if check:
+            _check_image_folder(f"{key}.images", source)
+        return Collection(name, IMAGES, source)
+    if check:
+        _check_containers(f"{key}.images", source, image_format)
+    image_column = spec.get("image_column") or ("image" if image_format == PARQUET else "")
+    return Collection(
+        name,
+        IMAGES,
+        source,
+        format=image_format,
+        image_column=image_column,
+        image_id_column=spec.get("image_id_column", ""),
+    )
+
+
+def _check_containers(key: str, source: str, image_format: str) -> None:
+    from tuwen.files.containers import CONTAINER_SUFFIXES, container_files
+
+    endings = ", ".join(CONTAINER_SUFFIXES[image_format])
+    if not os.path.exists(source):
+        raise DeclarationError(
+            f"{key}: {source} does not exist; point it at a {image_format} file ({endings})"
+        )
+    if not container_files(source, image_format):
+        raise DeclarationError(f"{key}: {source} holds no {image_format} file ({endings})")
 
 
 def _training_collections(training: dict, root: str, check: bool) -> dict[str, Collection]:
@@ -458,11 +510,11 @@ def _training_collections(training: dict, root: str, check: bool) -> dict[str, C
     pairs = _resolve(root, training["pairs"])
     image_column = training["image_column"]
     caption_column = training["caption_column"]
+    images = _image_collection("training", TRAIN_IMAGES, {"images": folder}, folder, check)
     if check:
-        _check_image_folder("training.images", folder)
         check_table("training.pairs", pairs, [image_column, caption_column])
     return {
-        TRAIN_IMAGES: Collection(TRAIN_IMAGES, IMAGES, folder),
+        TRAIN_IMAGES: images,
         TRAIN_TEXTS: Collection(TRAIN_TEXTS, TEXTS, pairs, image_column, caption_column, TRAIN_IMAGES),
     }
 
@@ -572,15 +624,20 @@ def _check_image_folder(key: str, folder: str) -> None:
 
 def check_table(key: str, path: str, columns: list[str]) -> None:
     """Check that a table file exists, has a format tuwen reads, the columns, and a row."""
-    from tuwen.files.records import TABLE_SUFFIXES, table_header
+    from tuwen.files.records import TABLE_SUFFIXES, InputError, table_header
 
-    if Path(path).suffix.lower() not in TABLE_SUFFIXES:
+    folder = os.path.isdir(path)  # webdataset shards' text members
+    if not folder and Path(path).suffix.lower() not in TABLE_SUFFIXES:
         raise DeclarationError(
-            f"{key}: {path} is not a CSV, TSV, JSON Lines or Parquet file (by its name's ending)"
+            f"{key}: {path} is not a CSV, TSV, JSON Lines, Parquet, COCO .json or webdataset .tar "
+            "file (by its name's ending), nor a folder of .tar shards"
         )
-    if not os.path.isfile(path):
+    if not folder and not os.path.isfile(path):
         raise DeclarationError(f"{key}: {path} does not exist")
-    found, has_rows = table_header(path)
+    try:
+        found, has_rows = table_header(path)
+    except InputError as error:
+        raise DeclarationError(f"{key}: {error}") from None
     missing = [c for c in columns if c not in found]
     if missing:
         raise DeclarationError(

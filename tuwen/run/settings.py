@@ -149,6 +149,7 @@ def group_settings(config: dict, name: str, run: Run) -> dict:
 
 
 def _run_group(group: str, item: str, run: Run) -> dict:
+    from tuwen.files.containers import FOLDER, WEBDATASET, source_stamp
     from tuwen.files.folders import folder_stamp
 
     if group == "collection":
@@ -157,7 +158,12 @@ def _run_group(group: str, item: str, run: Run) -> dict:
         # A folder's files are seen through its folders' times: a photo added anywhere under it
         # rewrites this file, and the collection is read again (unchanged files are not).
         if collection.holds_images and collection.source and not run.demo:
-            described["folder_stamp"] = folder_stamp(collection.source)
+            if collection.format == FOLDER:
+                described["folder_stamp"] = folder_stamp(collection.source)
+            else:  # containers: each one's name, size and time
+                described["source_stamp"] = source_stamp(collection.source, collection.format)
+        elif collection.source and os.path.isdir(collection.source):  # captions in tar shards
+            described["source_stamp"] = source_stamp(collection.source, WEBDATASET)
         return {"collection": described}
     if group == "task":
         task = asdict(run.tasks[item])
