@@ -503,6 +503,18 @@ def evaluation_inputs(wildcards):
     }
 
 
+def results_table_plan(wildcards):
+    zero_shot_test = config["evaluate"]["zero_shot_test"]
+    return plans.results_table_plan(RUN, RUN_FILES, zero_shot_test)
+
+
+def results_table_inputs(wildcards):
+    inputs = plans.plan_inputs(results_table_plan(wildcards))
+    inputs["ground_truth"] = settings_file("ground_truth")
+    inputs["settings"] = settings_file("results")
+    return inputs
+
+
 def browse_inputs(wildcards):
     """The page shows every task's ranked hits and every searchable collection's items."""
     inputs = {

@@ -56,6 +56,33 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+# Zero-shot beside fine-tuned, per model and direction, in the form of CN-CLIP's Results.md.
+rule results_table:
+    input:
+        unpack(results_table_inputs),
+    output:
+        table=layout.evaluation("results.csv"),
+        markdown=report(
+            layout.evaluation("results.md"),
+            caption="../report/results.rst",
+            category="Evaluation",
+        ),
+    log:
+        layout.log("results_table"),
+    localrule: True
+    conda:
+        "../envs/tuwen.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        plan=results_table_plan,
+        models=[model.name for model in RUN.models],
+    script:
+        "../scripts/results_table.py"
+
+
 rule account_inputs:
     input:
         unpack(accounting_inputs),

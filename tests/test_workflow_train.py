@@ -66,7 +66,60 @@ def test_retrieval_uses_the_fine_tuned_checkpoint_as_cn_clip_loads_it(trained):
         expected = model.eval().encode_text(cn_clip.tokenize(captions.loc[shard.ids].tolist())).numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     assert np.allclose(shard.embeddings, expected, atol=1e-5)
-    assert not list((trained / "results/features").glob(f"{base['tag']}/*"))
+    # The base weights encode only the judged collections, for results.md's zero-shot rows.
+    judged = {"t2i_queries", "t2i_gallery", "i2t_images", "i2t_gallery"}
+    assert {p.name for p in (trained / "results/features").glob(f"{base['tag']}/*")} == judged
+
+
+def test_the_results_table_puts_zero_shot_beside_fine_tuned(trained):
+    rows = pd.read_csv(trained / "results/eval/results.csv")
+    metrics = json.loads((trained / "results/eval/metrics.json").read_text())
+    validation = json.loads((trained / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
+    assert set(zip(rows["direction"], rows["split"], strict=True)) == {
+        (d, s) for d in ("t2i", "i2t") for s in ("validation", "test")
+    }
+    for row in rows.to_dict("records"):
+        task = row["direction"]
+        if row["split"] == "test":
+            # Fine-tuned on test is what the result tables rank; zero-shot ranks lower here.
+            assert row["fine-tuned R@5"] == pytest.approx(100 * metrics[task]["R@5"], abs=0.01)
+            assert row["zero-shot R@5"] < row["fine-tuned R@5"]
+        else:
+            assert row["zero-shot R@1"] == pytest.approx(100 * validation["before"][task]["R@1"], abs=0.01)
+            assert row["fine-tuned MR"] > row["zero-shot MR"]
+        assert row["kept"] == validation["kept"] != "zero-shot"
+    assert "| tuwen-tiny-rn | test (t2i) |" in (trained / "results/eval/results.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_that_hurts_keeps_the_zero_shot_weights_and_says_so(trained, tmp_path):
+    """A learning rate far too high for a model that has learnt: every epoch is worse."""
+    learnt = trained / "results/models/tuwen-tiny-rn/finetune/checkpoint.pt"
+    config = {
+        **TRAINING,
+        "models": [{"name": "tuwen-tiny-rn", "checkpoint": str(learnt)}],
+        "train": {**TRAINING["train"], "epochs": 1, "lr": 0.5},
+    }
+    snakemake(tmp_path, config=config)
+    validation = json.loads((tmp_path / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
+    assert validation["epochs"][0]["mean_recall"] < validation["before"]["mean_recall"]
+    assert (
+        validation["kept"] == "zero-shot"
+        and validation["after"]["mean_recall"] == validation["before"]["mean_recall"]
+    )
+    cards = [
+        json.loads((tmp_path / f"results/models/tuwen-tiny-rn/{stage}/model.json").read_text())
+        for stage in ("base", "finetune")
+    ]
+    # The kept weights are those it started from (as cn_clip loads them): the same embeddings.
+    base, tuned = (
+        read_features(tmp_path / f"results/features/{c['tag']}/t2i_queries/s00000.parquet") for c in cards
+    )
+    assert base.ids == tuned.ids and np.allclose(base.embeddings, tuned.embeddings, atol=1e-6)
+    rows = pd.read_csv(tmp_path / "results/eval/results.csv")
+    assert (rows["kept"] == "zero-shot").all()
+    test = rows[rows["split"] == "test"]
+    assert (test["zero-shot MR"] == test["fine-tuned MR"]).all()
 
 
 @pytest.mark.slow

@@ -209,9 +209,38 @@ def run_targets(run: Run, config: dict) -> list[str]:
     if run.judged_tasks():
         outputs.append(layout.evaluation("metrics.json"))
         outputs += cn_clip_evaluation_files(run)
+        outputs += [layout.evaluation("results.md"), layout.evaluation("results.csv")]
     if config["browse"]["enabled"]:
         outputs.append(layout.browse("index.html"))
     return decisions + outputs + [layout.finished()]
+
+
+def results_table_plan(run: Run, files: FileLookup, zero_shot_test: bool) -> dict:
+    """Give what the zero-shot and fine-tuned table reads (tuwen.report.results_table): per
+    judged task, each model stage's query and gallery features (the base stage of a trained
+    model only with `zero_shot_test`), and each fine-tuned model's validation recall."""
+    tasks = {}
+    for name, task in run.judged_tasks().items():
+        stages = {
+            model.name: {
+                stage: {
+                    "queries": files.features(task.queries, model, stage),
+                    "gallery": files.features(task.gallery, model, stage),
+                }
+                for stage in (model.stages if zero_shot_test else [model.ranking_stage])
+            }
+            for model in run.models
+        }
+        tasks[name] = {
+            "direction": task.direction,
+            # The queries the result table ranks, in its order: those with an embedding.
+            "query_order": layout.retrieval(name, "queries.parquet"),
+            "query_assignment": layout.assignment(task.queries),
+            "gallery_assignment": layout.assignment(task.gallery),
+            "stages": stages,
+        }
+    validation = {m.name: layout.fine_tuned(m.name, "val_metrics.json") for m in run.trained_models}
+    return {"tasks": tasks, "validation": validation}
 
 
 def cn_clip_evaluation_files(run: Run) -> list[str]:

@@ -101,6 +101,8 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "index.segment_base",
     ),
     "figures": ("figures.queries_per_task", "seed"),
+    # Zero-shot beside fine-tuned (results/eval/results.md): which weights rank the test tasks.
+    "results": ("evaluate.zero_shot_test",),
     "browse": ("browse.thumbnail_size",),
 }
 # Groups recorded once per model, with that model's own values (its name and checkpoint,
@@ -149,7 +151,7 @@ def group_settings(config: dict, name: str, run: Run) -> dict:
 
 
 def _run_group(group: str, item: str, run: Run) -> dict:
-    from tuwen.files.containers import FOLDER, WEBDATASET, source_stamp
+    from tuwen.files.containers import FOLDER, PARQUET, WEBDATASET, source_stamp
     from tuwen.files.folders import folder_stamp
 
     if group == "collection":
@@ -157,13 +159,16 @@ def _run_group(group: str, item: str, run: Run) -> dict:
         described = asdict(collection)
         # A folder's files are seen through its folders' times: a photo added anywhere under it
         # rewrites this file, and the collection is read again (unchanged files are not).
-        if collection.holds_images and collection.source and not run.demo:
-            if collection.format == FOLDER:
-                described["folder_stamp"] = folder_stamp(collection.source)
-            else:  # containers: each one's name, size and time
-                described["source_stamp"] = source_stamp(collection.source, collection.format)
-        elif collection.source and os.path.isdir(collection.source):  # captions in tar shards
-            described["source_stamp"] = source_stamp(collection.source, WEBDATASET)
+        if not collection.source or run.demo:
+            return {"collection": described}
+        if collection.holds_images and collection.format == FOLDER:
+            described["folder_stamp"] = folder_stamp(collection.source)
+        elif collection.holds_images:  # containers: each one's name, size and time
+            described["source_stamp"] = source_stamp(collection.source, collection.format)
+        elif os.path.isdir(collection.source):  # captions in tar shards or parquet files
+            described["source_stamp"] = source_stamp(collection.source, WEBDATASET) + source_stamp(
+                collection.source, PARQUET
+            )
         return {"collection": described}
     if group == "task":
         task = asdict(run.tasks[item])
@@ -186,7 +191,7 @@ def used_groups(run: Run, browse: bool) -> list[str]:
     groups += ["ocr"] if run.ocr else []
     groups += ["sentences"] if run.text_encoders else []
     groups += ["browse"] if browse else []
-    groups += ["ground_truth"] if run.judged_tasks() else []
+    groups += ["ground_truth", "results"] if run.judged_tasks() else []
     groups += ["index_search"] if run.indexed_galleries() else []
     return list(dict.fromkeys(groups))
 
