@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -195,3 +196,77 @@ def test_container_collections_are_detected_and_checked(tmp_path):
     declared["collections"]["missing"] = {"images": "none.tsv"}
     with pytest.raises(DeclarationError, match="collections.missing.images: .*none.tsv does not exist"):
         declare_run(config_with(declared))
+
+
+def test_features_equal_cn_clip_extract_features_path_on_its_own_lmdb(tmp_path):
+    """cn_clip's evaluation reads its LMDB (built by its own build_lmdb_dataset.py from the
+    TSV) through its EvalImgDataset and EvalTxtDataset, then encodes and L2-normalises, as
+    extract_features.py does: tuwen reading the TSV in place gives the same features."""
+    import subprocess
+    import sys
+
+    import torch
+    from cn_clip.eval.data import EvalImgDataset, EvalTxtDataset
+
+    from tuwen.clip.architectures import CONTEXT_LENGTH, architecture
+    from tuwen.clip.encode import encode_images, encode_texts
+    from tuwen.clip.models import build_model
+
+    root = write_cn_clip(tmp_path, "test", MADE)
+    # Captions as users write them: Latin letters in capitals, curly quotes.
+    texts = [json.loads(line) for line in (root / "test_texts.jsonl").read_text().splitlines()]
+    texts[0]["text"] = "一件“ABC”牌的T恤"
+    (root / "test_texts.jsonl").write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in texts))
+    command = [sys.executable, "-m", "cn_clip.preprocess.build_lmdb_dataset", "--data_dir", str(root)]
+    subprocess.run([*command, "--splits", "test"], check=True, capture_output=True)
+    arch = architecture("tuwen-tiny-rn")
+    model = build_model(arch, 0).eval()
+    with torch.no_grad():
+        reference_images = {}
+        for image_id, pixels in EvalImgDataset(str(root / "lmdb/test/imgs"), resolution=arch.resolution):
+            feature = model.encode_image(pixels[None])
+            reference_images[str(image_id)] = (feature / feature.norm(dim=-1, keepdim=True))[0].numpy()
+        reference_texts = {}
+        for text_id, tokens in EvalTxtDataset(str(root / "test_texts.jsonl"), max_txt_length=CONTEXT_LENGTH):
+            feature = model.encode_text(tokens[None])
+            reference_texts[str(text_id)] = (feature / feature.norm(dim=-1, keepdim=True))[0].numpy()
+
+    manifest = scan_containers(root / "test_imgs.tsv", CN_CLIP, max_pixels=10**8)
+    images = pd.DataFrame(
+        {"id": manifest["image_id"], "digest": manifest["digest"], "source": manifest["path"]}
+    )
+    encoded = encode_images(model, images, arch.resolution, "cpu", 8, 0, None, progress=False)
+    for image_id, row in zip(encoded.ids, encoded.embeddings, strict=True):
+        row = row / np.linalg.norm(row)
+        assert np.allclose(row, reference_images[image_id], atol=1e-5), image_id
+    captions = read_text_set(root / "test_texts.jsonl", "text_id", "text")
+    items_ = pd.DataFrame({"id": captions["text_id"], "digest": "", "source": captions["caption"]})
+    encoded = encode_texts(model, items_, "cpu", progress=False)
+    for text_id, row in zip(encoded.ids, encoded.embeddings, strict=True):
+        row = row / np.linalg.norm(row)
+        assert np.allclose(row, reference_texts[text_id], atol=1e-5), text_id
+
+
+def test_cn_clip_lmdb_images_are_read_in_place_and_the_preset_uses_them(tmp_path):
+    import subprocess
+    import sys
+
+    from tuwen.files.containers import LMDB
+
+    root = write_cn_clip(tmp_path, "test", MADE)
+    command = [sys.executable, "-m", "cn_clip.preprocess.build_lmdb_dataset", "--data_dir", str(root)]
+    subprocess.run([*command, "--splits", "test"], check=True, capture_output=True)
+    (root / "test_imgs.tsv").unlink()  # only the LMDB is left, as a user of cn_clip may have it
+    images = root / "lmdb/test/imgs"
+    assert detect_image_format(images) == LMDB
+    manifest = scan_containers(images, LMDB, max_pixels=10**8)
+    assert (
+        sorted(manifest["image_id"]) == sorted(str(i.number) for i in MADE)
+        and (manifest["status"] == OK).all()
+    )
+    for row in manifest.itertuples():
+        assert read_image_bytes(row.path) == BY_NUMBER[int(row.image_id)].jpeg
+    run = declare_run(config_with({"data_root": str(root), "preset": "cn_clip"}))
+    assert run.collections["test_images"].format == LMDB and run.collections["test_images"].source == str(
+        images
+    )

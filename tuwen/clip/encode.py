@@ -248,6 +248,18 @@ def encode_images(
     return result
 
 
+def cn_clip_text(caption: str) -> str:
+    """Give a caption as cn_clip's training and evaluation read it before tokenizing
+    (`_preprocess_text` in cn_clip/training/data.py and cn_clip/eval/data.py): lower case,
+    curly double quotes made straight."""
+    return caption.lower().replace("\u201c", '"').replace("\u201d", '"')
+
+
+def tokenize_captions(captions: list[str]) -> torch.Tensor:
+    """Give cn_clip's tokens of captions, as its extract_features.py makes them (context 52)."""
+    return tokenize([cn_clip_text(str(caption)) for caption in captions], context_length=CONTEXT_LENGTH)
+
+
 def encode_texts(
     model: CLIP, items: pd.DataFrame, device: str, batch_size: int = 256, progress: bool = True
 ) -> EncodedItems:
@@ -261,7 +273,7 @@ def encode_texts(
         for start in tqdm(
             starts, desc="texts", unit="batch", file=sys.stderr, disable=not progress, mininterval=5
         ):
-            tokens = tokenize(captions[start : start + batch_size], context_length=CONTEXT_LENGTH)
+            tokens = tokenize_captions(captions[start : start + batch_size])
             embeddings[start : start + len(tokens)] = model.encode_text(tokens.to(device))
     return EncodedItems(
         ids=items["id"].tolist(),
@@ -273,7 +285,7 @@ def encode_texts(
 def encode_caption(model: CLIP, text: str) -> np.ndarray:
     """Give one caption's L2-normalised embedding on the CPU (a live query, not a shard)."""
     with torch.inference_mode():
-        tokens = tokenize([text], context_length=CONTEXT_LENGTH)
+        tokens = tokenize_captions([text])
         return l2_normalised(model.encode_text(tokens).float().numpy())[0]
 
 

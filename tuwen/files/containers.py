@@ -5,12 +5,15 @@
   (`000000123.jpg`, `000000123.txt`, `000000123.json`), the key being the member's name up
   to the first dot of its base name.
 - Hugging Face datasets parquet: an image column of structs `{bytes, path}`.
+- CN-CLIP's LMDB of images (`lmdb/{split}/imgs`, written by its build_lmdb_dataset.py):
+  key the image id, value the base64 of the file.
 
 An image inside a container is named everywhere by a locator, `<container file>::<member>`,
 which stands where a folder's image has its path (the manifest's `path` column), so every
 reader of image bytes (`tuwen.files.images.read_image_bytes`) reads it in place: no image
 is unpacked to disk. The member part says where the bytes are: a line's byte offset in a
-TSV, `<offset>+<size>` of a tar member's data, `<row group>/<row>/<column>` in a parquet.
+TSV, `<offset>+<size>` of a tar member's data, `<row group>/<row>/<column>` in a parquet,
+the key in an LMDB.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 SEPARATOR = "::"
-FOLDER, CN_CLIP, WEBDATASET, PARQUET = "folder", "cn_clip", "webdataset", "parquet"
-IMAGE_FORMATS = (FOLDER, CN_CLIP, WEBDATASET, PARQUET)
-# The file endings of each container format, for a folder of containers and for detection.
-CONTAINER_SUFFIXES = {CN_CLIP: (".tsv",), WEBDATASET: (".tar",), PARQUET: (".parquet",)}
+FOLDER, CN_CLIP, WEBDATASET, PARQUET, LMDB = "folder", "cn_clip", "webdataset", "parquet", "lmdb"
+IMAGE_FORMATS = (FOLDER, CN_CLIP, WEBDATASET, PARQUET, LMDB)
+# The file endings of each container format, for a folder of containers and for detection;
+# an LMDB is a folder holding data.mdb.
+CONTAINER_SUFFIXES = {CN_CLIP: (".tsv",), WEBDATASET: (".tar",), PARQUET: (".parquet",), LMDB: ("data.mdb",)}
+LMDB_DATA = "data.mdb"
+LMDB_COUNT_KEY = b"num_images"
 # A webdataset sample's image member: the endings img2dataset and webdataset write.
 TAR_IMAGE_ENDINGS = (
     "jpg",
@@ -60,9 +67,15 @@ def is_locator(path: str | os.PathLike) -> bool:
 
 
 def container_format(path: str | os.PathLike) -> str:
-    """Give the container format of a file by its name's ending ("" for none)."""
+    """Give the container format of a file by its name's ending, or of an LMDB folder ("" for none)."""
+    if is_lmdb(path):
+        return LMDB
     suffix = Path(path).suffix.lower()
     return next((name for name, endings in CONTAINER_SUFFIXES.items() if suffix in endings), "")
+
+
+def is_lmdb(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir() and (Path(path) / LMDB_DATA).is_file()
 
 
 def detect_image_format(source: str | os.PathLike) -> str:
@@ -71,7 +84,7 @@ def detect_image_format(source: str | os.PathLike) -> str:
     from tuwen.files.folders import has_image_file
 
     path = Path(source)
-    if path.is_file() or not path.exists():
+    if path.is_file() or not path.exists() or is_lmdb(path):
         return container_format(path) or FOLDER
     if path.is_dir() and not has_image_file(path):
         found = {container_format(entry) for entry in path.iterdir() if entry.is_file()} - {""}
@@ -84,8 +97,8 @@ def container_files(source: str | os.PathLike, image_format: str) -> list[Path]:
     """Give the container files of a collection's source: the file itself, or a folder's
     files of that format (not its sub-folders), in name order."""
     path = Path(source)
-    if path.is_file():
-        return [path]
+    if path.is_file() or image_format == LMDB:
+        return [path] if path.exists() else []
     endings = CONTAINER_SUFFIXES[image_format]
     return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in endings)
 
@@ -95,7 +108,7 @@ def source_stamp(source: str | os.PathLike, image_format: str) -> str:
     file's name, size and modification time."""
     parts = []
     for path in container_files(source, image_format):
-        stat = path.stat()
+        stat = (path / LMDB_DATA if image_format == LMDB else path).stat()
         parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
     return ";".join(parts)
 
@@ -133,6 +146,8 @@ def image_members(
                 yield sample, data
     elif image_format == PARQUET:
         yield from parquet_members(path, image_column, id_column)
+    elif image_format == LMDB:
+        yield from lmdb_members(path)
     else:
         raise ContainerError(f"{path}: {image_format!r} is not a container format")
 
@@ -219,6 +234,29 @@ def parquet_members(path: Path, image_column: str, id_column: str) -> Iterator[t
             row += 1
 
 
+def lmdb_members(path: Path) -> Iterator[tuple[Member, bytes | None]]:
+    """List CN-CLIP's LMDB of images in key order, with their decoded bytes."""
+    with _lmdb_environment(str(path)).begin() as transaction:
+        for number, (key, value) in enumerate(
+            ((k, v) for k, v in transaction.cursor() if k != LMDB_COUNT_KEY), start=1
+        ):
+            member = Member(key.decode("utf-8", "replace"), key.decode("utf-8", "replace"), number)
+            try:
+                yield member, decode_base64(bytes(value))
+            except binascii.Error as error:
+                member.problem = f"the image is not valid base64 ({error})"
+                yield member, None
+
+
+def _lmdb_environment(path: str) -> Any:  # lmdb has no type stubs
+    import lmdb
+
+    try:
+        return lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=512)
+    except lmdb.Error as error:
+        raise ContainerError(f"{path}: not a readable LMDB ({error})") from None
+
+
 def _image_value(value: object) -> bytes | None:
     if isinstance(value, dict):
         value = value.get("bytes")
@@ -250,6 +288,12 @@ def read_member(path: str) -> bytes:
             if found is None:
                 raise ContainerError(f"{path}: no image bytes in this row")
             return found
+        if image_format == LMDB:
+            with _open_lmdb(container).begin() as transaction:
+                value = transaction.get(member.encode("utf-8"))
+            if value is None:
+                raise ContainerError(f"{path}: no such key in the LMDB")
+            return decode_base64(bytes(value))
     except FileNotFoundError:
         raise ContainerError(f"{container}: file does not exist") from None
     except (ValueError, IndexError) as error:
@@ -279,6 +323,11 @@ URLSAFE = bytes.maketrans(b"-_", b"+/")
 def decode_base64(encoded: bytes) -> bytes:
     """Decode a TSV's base64 image, urlsafe or standard; binascii.Error where it is neither."""
     return base64.b64decode(encoded.strip().translate(URLSAFE), validate=True)
+
+
+@lru_cache(maxsize=8)
+def _open_lmdb(container: str) -> Any:  # one environment per process and LMDB
+    return _lmdb_environment(container)
 
 
 @lru_cache(maxsize=4)

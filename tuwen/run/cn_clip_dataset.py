@@ -1,9 +1,9 @@
 """The cn_clip preset: a dataset folder as CN-CLIP's own scripts lay it out, declared as a run.
 
 CN-CLIP's datasets (MUGE, Flickr30k-CN, COCO-CN, and a user's own converted with its
-scripts) hold per split `{split}_imgs.tsv` (`image_id<TAB>base64`, no header) and
-`{split}_texts.jsonl` (`{"text_id", "text", "image_ids"}`). `preset: cn_clip` with data_root
-the dataset folder gives:
+scripts) hold per split `{split}_imgs.tsv` (`image_id<TAB>base64`, no header; or only its
+LMDB, `lmdb/{split}/imgs`) and `{split}_texts.jsonl` (`{"text_id", "text", "image_ids"}`).
+`preset: cn_clip` with data_root the dataset folder gives:
 
 - training pairs from `train` (one pair per image id of a caption's `image_ids`);
 - text → image and image → text tasks on `test` (or `valid` where there is no test), with
@@ -20,13 +20,18 @@ CN_CLIP = "cn_clip"
 SPLITS = ("train", "valid", "test")
 
 
-def split_files(split: str) -> tuple[str, str]:
-    """Give a split's image and text files, relative to the dataset folder."""
-    return f"{split}_imgs.tsv", f"{split}_texts.jsonl"
+def split_files(split: str, root: str = "") -> tuple[str, str]:
+    """Give a split's images (its TSV, or where there is none in `root` its LMDB) and texts,
+    relative to the dataset folder."""
+    images = f"{split}_imgs.tsv"
+    lmdb = os.path.join("lmdb", split, "imgs")
+    if root and not os.path.isfile(os.path.join(root, images)) and os.path.isdir(os.path.join(root, lmdb)):
+        images = lmdb
+    return images, f"{split}_texts.jsonl"
 
 
 def has_split(root: str, split: str) -> bool:
-    return all(os.path.isfile(os.path.join(root, name)) for name in split_files(split))
+    return all(os.path.exists(os.path.join(root, name)) for name in split_files(split, root))
 
 
 def judged_split(root: str) -> str:
@@ -37,9 +42,9 @@ def judged_split(root: str) -> str:
 def preset(root: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Give the collections, tasks and training the dataset folder `root` declares."""
     split = judged_split(root)
-    images, texts = split_files(split)
+    images, texts = split_files(split, root)
     collections = {
-        f"{split}_images": {"images": images, "format": "cn_clip"},
+        f"{split}_images": {"images": images},
         f"{split}_texts": {"texts": texts, "id_column": "text_id", "caption_column": "text"},
     }
     tasks = {
@@ -58,7 +63,7 @@ def preset(root: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     }
     training: dict[str, Any] = {}
     if has_split(root, "train"):
-        train_images, train_texts = split_files("train")
+        train_images, train_texts = split_files("train", root)
         training = {
             "pairs": train_texts,
             "images": train_images,

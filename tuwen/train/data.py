@@ -15,12 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import torch
-from cn_clip.clip import image_transform, tokenize
+from cn_clip.clip import image_transform
 from cn_clip.clip.model import CLIP
 from torch.utils.data import DataLoader, Dataset
 
-from tuwen.clip.architectures import CONTEXT_LENGTH
-from tuwen.clip.encode import encode_images
+from tuwen.clip.encode import encode_images, tokenize_captions
 from tuwen.data.splits import is_validation
 from tuwen.files.images import load_image
 
@@ -92,7 +91,7 @@ class PixelImages:
     """Images decoded from their files and encoded by the model's image tower."""
 
     def __init__(self, train_pairs: pd.DataFrame, resolution: int, num_workers: int, preload_mb: int):
-        tokens = tokenize(train_pairs["caption"].tolist(), context_length=CONTEXT_LENGTH)
+        tokens = tokenize_captions(train_pairs["caption"].tolist())
         self.dataset = _PairImages(train_pairs["path"].tolist(), tokens, resolution)
         self.num_workers = num_workers
         # Small sets (the demo) then train without decoding per epoch; large ones stream.
@@ -145,7 +144,7 @@ class LockedImages:
             )
         self.features = features
         self.ids = train_pairs["id"].to_numpy()
-        self.tokens = tokenize(train_pairs["caption"].tolist(), context_length=CONTEXT_LENGTH)
+        self.tokens = tokenize_captions(train_pairs["caption"].tolist())
 
     def prepare(self, model: CLIP) -> None:
         for parameter in model.visual.parameters():
