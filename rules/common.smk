@@ -511,7 +511,7 @@ def results_table_plan(wildcards):
 def results_table_inputs(wildcards):
     inputs = plans.plan_inputs(results_table_plan(wildcards))
     inputs["ground_truth"] = settings_file("ground_truth")
-    inputs["settings"] = settings_file("results")
+    inputs["settings"] = settings_file("results_table")
     return inputs
 
 

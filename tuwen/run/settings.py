@@ -102,7 +102,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "figures": ("figures.queries_per_task", "seed"),
     # Zero-shot beside fine-tuned (results/eval/results.md): which weights rank the test tasks.
-    "results": ("evaluate.zero_shot_test",),
+    "results_table": ("evaluate.zero_shot_test",),
     "browse": ("browse.thumbnail_size",),
 }
 # Groups recorded once per model, with that model's own values (its name and checkpoint,
@@ -191,7 +191,7 @@ def used_groups(run: Run, browse: bool) -> list[str]:
     groups += ["ocr"] if run.ocr else []
     groups += ["sentences"] if run.text_encoders else []
     groups += ["browse"] if browse else []
-    groups += ["ground_truth", "results"] if run.judged_tasks() else []
+    groups += ["ground_truth", "results_table"] if run.judged_tasks() else []
     groups += ["index_search"] if run.indexed_galleries() else []
     return list(dict.fromkeys(groups))
 
