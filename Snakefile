@@ -25,6 +25,7 @@ include: "rules/train.smk"
 include: "rules/fusion.smk"
 include: "rules/retrieve.smk"
 include: "rules/index.smk"
+include: "rules/duplicates.smk"
 include: "rules/report.smk"
 include: "rules/finish.smk"
 

@@ -528,12 +528,31 @@ def browse_inputs(wildcards):
     return inputs
 
 
+# ---- rules/duplicates.smk --------------------------------------------------------
+
+
+def earlier_duplicate_hashes(wildcards):
+    """The hashes of a collection's shards before this one: a shard is compared with them."""
+    earlier = [s for s in shards_of(wildcards.col) if s < wildcards.shard]
+    return [layout.duplicate_hashes(wildcards.col, s) for s in earlier]
+
+
+def duplicates_inputs(wildcards):
+    shards = shards_of(wildcards.col)
+    return {
+        "hashes": [layout.duplicate_hashes(wildcards.col, s) for s in shards],
+        "pairs": [layout.duplicate_pairs(wildcards.col, s) for s in shards],
+        "assignment": layout.assignment(wildcards.col),
+        "settings": settings_file("duplicates"),
+    }
+
+
 # ---- rules/finish.smk ------------------------------------------------------------
 
 
 def finished_plan(wildcards):
     """Every file a reader of the finished run reads (tuwen.run.plans.finished_plan)."""
-    return plans.finished_plan(RUN, RUN_FILES)
+    return plans.finished_plan(RUN, RUN_FILES, config["duplicates"]["enabled"])
 
 
 def finished_inputs(wildcards):

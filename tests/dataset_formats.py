@@ -16,9 +16,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
 
 from tuwen.data.demo import ALL_SCENES, caption_of, draw_scene
 
@@ -130,3 +132,41 @@ def write_coco(root: Path, made: list[Item]) -> Path:
     }
     (root / "captions.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     return root
+
+
+def photo(seed: int) -> Image.Image:
+    """A photo-like picture: a smooth random field of colour with a few blobs on it (as unlike
+    the next one as two photos are, where the demo's scenes share one layout)."""
+    rng = np.random.default_rng(seed)
+    field = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
+    picture = Image.fromarray(field).resize((320, 240), Image.Resampling.BICUBIC)
+    pen = ImageDraw.Draw(picture)
+    for _ in range(4):
+        x, y = int(rng.integers(0, 300)), int(rng.integers(0, 220))
+        box = [x, y, x + int(rng.integers(20, 90)), y + int(rng.integers(20, 90))]
+        pen.ellipse(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    return picture
+
+
+def plant_copies(folder: Path, originals: dict[str, Image.Image]) -> dict[str, str]:
+    """Save near and exact copies of the first five originals under new names; give each
+    copy's name and its original's."""
+    names = list(originals)
+    pictures = [originals[name] for name in names]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise: stored turned back, upright when read
+    width, height = pictures[2].size
+    copies = {
+        "copies/smaller.jpg": (pictures[0].resize((160, 120)), {}),
+        "copies/recompressed.jpg": (pictures[1], {"quality": 30}),
+        "copies/cropped.jpg": (pictures[2].crop((16, 12, width - 16, height - 12)), {}),
+        "copies/rotated.jpg": (pictures[3].rotate(90, expand=True), {"exif": exif.tobytes()}),
+    }
+    (folder / "copies").mkdir(parents=True, exist_ok=True)
+    planted = {}
+    for (name, (picture, options)), original in zip(copies.items(), names, strict=False):
+        picture.save(folder / name, **{"quality": 92, **options})
+        planted[name] = original
+    (folder / "copies/same-bytes.jpg").write_bytes((folder / names[4]).read_bytes())
+    planted["copies/same-bytes.jpg"] = names[4]
+    return planted

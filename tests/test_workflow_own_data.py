@@ -158,3 +158,38 @@ def test_a_query_list_and_own_training_pairs(tmp_path):
     card = json.loads((run / "results/models/tuwen-tiny-rn/finetune/model.json").read_text())
     features = list((run / "results/features" / card["tag"] / "photos").glob("*.parquet"))
     assert features  # the photos are ranked with the fine-tuned model
+
+
+def test_duplicates_of_a_library_are_grouped_served_and_found_again_only_for_new_shards(tmp_path):
+    from tests.dataset_formats import photo, plant_copies
+    from tests.test_serve import Server
+
+    library = tmp_path / "library"
+    library.mkdir()
+    originals = {f"p{n:03d}.jpg": photo(n) for n in range(30)}
+    for name, picture in originals.items():
+        picture.save(library / name, quality=92)
+    planted = plant_copies(library, originals)
+    run = tmp_path / "run"
+    config = example("photos", data_root=str(library), shards={"size": 20})
+    snakemake(run, config=config)
+    groups = pd.read_csv(run / "results/duplicates/photos.csv")
+    found = {frozenset(g["id"]) for _, g in groups.groupby("group")}
+    assert found == {frozenset(pair) for pair in planted.items()}
+    server = Server(run)
+    try:
+        status, answer = server.get("/api/duplicates", gallery="photos")
+        assert status == 200 and len(answer["groups"]) == len(planted)
+        kinds = {item["id"]: item["kind"] for group in answer["groups"] for item in group["items"]}
+        assert kinds["copies/cropped.jpg"] == "near" and kinds["p002.jpg"] == "first"
+        assert server.get("/api/duplicates", gallery="nowhere")[0] == 404
+    finally:
+        server.stop()
+    # One more copy in a new shard: the earlier shards' hashes and pairs are not made again.
+    before = {p: p.stat().st_mtime_ns for p in (run / "results/duplicates/photos").glob("*.parquet")}
+    originals["p010.jpg"].resize((200, 150)).save(library / "copies/later.jpg", quality=90)
+    snakemake(run, config=config)
+    after = {p: p.stat().st_mtime_ns for p in (run / "results/duplicates/photos").glob("*.parquet")}
+    assert all(after[p] == mtime for p, mtime in before.items()) and len(after) == len(before) + 2
+    groups = pd.read_csv(run / "results/duplicates/photos.csv")
+    assert set(groups.loc[groups["first"] == "p010.jpg", "id"]) == {"p010.jpg", "copies/later.jpg"}

@@ -47,6 +47,7 @@ class CollectionFiles:
     assignment: Path
     features: dict[str, list[Path]] = field(default_factory=dict)
     ocr: list[Path] = field(default_factory=list)
+    duplicates: Path | None = None  # its groups of exact and near copies, where they are found
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def read_finished(folder: str | Path) -> FinishedRun:
             folder / files["assignment"],
             {channel: [folder / path for path in paths] for channel, paths in files["features"].items()},
             [folder / path for path in files["ocr"]],
+            folder / files["duplicates"] if files.get("duplicates") else None,
         )
         for name, files in plan["collections"].items()
     }

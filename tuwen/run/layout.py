@@ -149,6 +149,20 @@ def fusion(name: str) -> str:
     return _path("fusion", name)
 
 
+def duplicate_hashes(name: str, shard: str) -> str:
+    """A shard's perceptual hashes and its pairs with itself and the earlier shards."""
+    return _path("duplicates", name, f"{shard}.parquet")
+
+
+def duplicate_pairs(name: str, shard: str) -> str:
+    return _path("duplicates", name, f"{shard}.pairs.parquet")
+
+
+def duplicates(name: str) -> str:
+    """An image collection's groups of exact and near copies."""
+    return _path("duplicates", f"{name}.csv")
+
+
 def evaluation(name: str) -> str:
     return _path("eval", name)
 

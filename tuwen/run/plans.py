@@ -124,7 +124,12 @@ def accounting_plan(run: Run, files: FileLookup) -> dict:
     }
 
 
-def finished_plan(run: Run, files: FileLookup) -> dict:
+def duplicates_collections(run: Run) -> list[str]:
+    """Give the collections whose duplicates are found: every searchable image collection."""
+    return [name for name in run.searchable() if run.collections[name].holds_images]
+
+
+def finished_plan(run: Run, files: FileLookup, duplicates: bool = False) -> dict:
     """Give every file a reader of the finished run reads (tuwen.finished), by what it is: the
     declaration, each channel's card, each searchable collection's manifest, assignment,
     feature shards per channel and OCR shards, each task's ranking, the fusion chosen, the
@@ -155,6 +160,9 @@ def finished_plan(run: Run, files: FileLookup) -> dict:
             "assignment": layout.assignment(name),
             "features": features[name],
             "ocr": files.ocr(name) if name in ocr else [],
+            "duplicates": layout.duplicates(name)
+            if duplicates and name in duplicates_collections(run)
+            else None,
         }
         for name in run.searchable()
     }
@@ -186,7 +194,8 @@ def run_targets(run: Run, config: dict) -> list[str]:
     `decision_files`), then each stage's outputs, then the finished run's record."""
     from tuwen.run.settings import used_groups
 
-    decisions = [layout.settings(group) for group in used_groups(run, config["browse"]["enabled"])]
+    groups = used_groups(run, config["browse"]["enabled"], config["duplicates"]["enabled"])
+    decisions = [layout.settings(group) for group in groups]
     decisions += [layout.assignment(name) for name in run.used_collections()] + model_cards(run)
     outputs = [layout.manifest(name, run.collections[name].kind) for name in run.searchable()]
     outputs += [layout.result_table(task.table) for task in run.tasks.values() if task.table]
@@ -212,6 +221,8 @@ def run_targets(run: Run, config: dict) -> list[str]:
         outputs += [layout.evaluation("results.md"), layout.evaluation("results.csv")]
     if config["browse"]["enabled"]:
         outputs.append(layout.browse("index.html"))
+    if config["duplicates"]["enabled"]:
+        outputs += [layout.duplicates(name) for name in duplicates_collections(run)]
     return decisions + outputs + [layout.finished()]
 
 

@@ -103,6 +103,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     "figures": ("figures.queries_per_task", "seed"),
     # Zero-shot beside fine-tuned (results/eval/results.md): which weights rank the test tasks.
     "results_table": ("evaluate.zero_shot_test",),
+    "duplicates": ("duplicates.max_hash_distance",),
     "browse": ("browse.thumbnail_size",),
 }
 # Groups recorded once per model, with that model's own values (its name and checkpoint,
@@ -179,8 +180,9 @@ def _run_group(group: str, item: str, run: Run) -> dict:
     return {"run": run.to_dict()}
 
 
-def used_groups(run: Run, browse: bool) -> list[str]:
-    """Give the settings files the run's stages read (`browse`: the browse page is made)."""
+def used_groups(run: Run, browse: bool, duplicates: bool = False) -> list[str]:
+    """Give the settings files the run's stages read (`browse`: the browse page is made;
+    `duplicates`: duplicates are found)."""
     groups = ["run", "ingest", "encode_images", "retrieval", "figures"]
     groups += [group_name("collection", n) for n, c in run.collections.items() if c.source]
     groups += [group_name("task", name) for name in run.tasks]
@@ -191,6 +193,7 @@ def used_groups(run: Run, browse: bool) -> list[str]:
     groups += ["ocr"] if run.ocr else []
     groups += ["sentences"] if run.text_encoders else []
     groups += ["browse"] if browse else []
+    groups += ["duplicates"] if duplicates else []
     groups += ["ground_truth", "results_table"] if run.judged_tasks() else []
     groups += ["index_search"] if run.indexed_galleries() else []
     return list(dict.fromkeys(groups))

@@ -185,6 +185,14 @@ async def search(request: Request) -> Response:
     return JSONResponse(answer)
 
 
+async def duplicates(request: Request) -> Response:
+    gallery = request.query_params.get("gallery")
+    if not gallery:
+        raise QueryError("give gallery=NAME, an image collection of the run")
+    loaded = _live(request).current()
+    return JSONResponse(await run_in_threadpool(loaded.duplicates, gallery))
+
+
 async def image(request: Request) -> Response:
     loaded = _live(request).current()
     collection = loaded.gallery(request.path_params["collection"])
@@ -236,6 +244,7 @@ ROUTES = [
     Route("/static/{name}", static),
     Route("/api/galleries", galleries),
     Route("/api/search", search, methods=["GET", "POST"]),
+    Route("/api/duplicates", duplicates),
     Route("/image/{collection}/{item}", image),
 ]
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from tuwen.errors import TuwenError
 from tuwen.files.images import ImageRejected, content_digest, decode_image
@@ -177,6 +178,31 @@ class LoadedRun:
             }
             for c in self.collections.values()
         ]
+
+    def duplicates(self, name: str) -> dict:
+        """Give an image collection's groups of exact and near copies (tuwen.data.duplicates)."""
+        files = self.finished.collections.get(name)
+        if files is None:
+            raise UnknownGallery(f"no collection {name!r} in this run")
+        if files.duplicates is None:
+            raise QueryError(f"{name}: this run does not find duplicates (set duplicates.enabled: true)")
+        table = pd.read_csv(files.duplicates, dtype={"id": str, "first": str})
+        groups = [
+            {
+                "group": int(number),
+                "items": [
+                    {
+                        "id": row["id"],
+                        "kind": row["kind"],
+                        "distance": int(row["distance"]),
+                        "image": f"/image/{name}/{row['id']}",
+                    }
+                    for row in group.to_dict("records")
+                ],
+            }
+            for number, group in table.groupby("group", sort=True)
+        ]
+        return {"gallery": name, "groups": groups, "loaded_at": self.loaded_at}
 
     def default_gallery(self, kind: str) -> str:
         """Give the gallery that the run's task for queries of `kind` searches."""
