@@ -133,6 +133,7 @@ def demo_run(tmp_path_factory) -> Path:
 FUSION_DEMO = {
     **SMALL_DEMO,
     "fusion": {"enabled": True, "weights": [0.5, 1.0], "temperatures": [0.05]},
+    "duplicates": {"enabled": True},
 }
 
 
