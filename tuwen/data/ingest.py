@@ -27,7 +27,7 @@ from tuwen.files.containers import (
     locator,
 )
 from tuwen.files.folders import folder_entries, is_image_name, is_system_file
-from tuwen.files.images import ImageRejected, probe_image, probe_image_data
+from tuwen.files.images import ImageProbe, ImageRejected, probe_image, probe_image_data
 from tuwen.files.parquet import read_metadata, read_table, write_table
 from tuwen.files.records import InputError, Records, read_records, single, values
 
@@ -188,14 +188,7 @@ def _container_row(
         probe = probe_image_data(data, f"{where} ({member.item_id})", max_pixels, verify_decode)
     except ImageRejected as rejected:
         return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
-    return {
-        **row,
-        "bytes": probe.num_bytes,
-        "digest": probe.digest,
-        "width": probe.width,
-        "height": probe.height,
-        "format": probe.format,
-    }
+    return _probed(row, probe)
 
 
 def _unchanged_container(previous: pd.DataFrame | None, container: Path, mtime: int) -> pd.DataFrame | None:
@@ -248,6 +241,11 @@ def _manifest_row(folder: Path, image_id: str, max_pixels: int, verify_decode: b
         probe = probe_image(path, max_pixels, verify_decode)
     except ImageRejected as rejected:
         return {**row, "status": REJECTED, "reason_code": rejected.code, "reason": rejected.message}
+    return _probed(row, probe)
+
+
+def _probed(row: dict, probe: ImageProbe) -> dict:
+    """A manifest row with what reading the image found."""
     return {
         **row,
         "bytes": probe.num_bytes,
