@@ -17,16 +17,21 @@ from tuwen.run.declaration import GroundTruth
 from tuwen.run.settings import read_settings
 
 
-def stage_recall(spec: dict, files: dict, positives: dict, threads: int) -> dict:
-    """Recall of one model stage on one task: its query features searched over its gallery's."""
-    wanted = read_features(spec["query_order"]).ids
-    assignment = pd.read_parquet(spec["query_assignment"], columns=["id", "digest"])
+def stage_recall(
+    wanted: list[str],
+    queries: pd.DataFrame,
+    gallery: pd.DataFrame,
+    files: dict,
+    positives: dict,
+    threads: int,
+) -> dict:
+    """Recall of one model stage on one task: its features of the queries `wanted` (current in
+    the assignment `queries`) searched over its features of the gallery (current in `gallery`)."""
     shards = [read_features(path) for path in files["queries"]]
-    ids, embeddings, _ = select_features(wanted, assignment, shards)
-    digest_of = dict(zip(assignment["id"], assignment["digest"], strict=True))
-    queries = FeatureShard(ids, embeddings, [digest_of[i] for i in ids], shards[0].metadata)
-    gallery = pd.read_parquet(spec["gallery_assignment"], columns=["id", "digest"])
-    topk = search_gallery(queries, files["gallery"], gallery, max(RECALL_KS), threads=threads)
+    ids, embeddings, _ = select_features(wanted, queries, shards)
+    digest_of = dict(zip(queries["id"], queries["digest"], strict=True))
+    chosen = FeatureShard(ids, embeddings, [digest_of[i] for i in ids], shards[0].metadata)
+    topk = search_gallery(chosen, files["gallery"], gallery, max(RECALL_KS), threads=threads)
     return recall_at_k(rankings_of(topk), positives, set(gallery["id"]))
 
 
@@ -36,9 +41,13 @@ def main(snakemake) -> None:
     test = {}
     for task, spec in plan["tasks"].items():
         positives = read_positives(GroundTruth(**truths[task]))
+        wanted = read_features(spec["query_order"]).ids
+        queries = pd.read_parquet(spec["query_assignment"], columns=["id", "digest"])
+        gallery = pd.read_parquet(spec["gallery_assignment"], columns=["id", "digest"])
         for model, stages in spec["stages"].items():
             for stage, files in stages.items():
-                test[(model, stage, task)] = stage_recall(spec, files, positives, snakemake.threads)
+                recall = stage_recall(wanted, queries, gallery, files, positives, snakemake.threads)
+                test[(model, stage, task)] = recall
                 logging.info("%s %s on %s: %s", model, stage, task, test[(model, stage, task)])
     validation = {m: json.loads(Path(p).read_text(encoding="utf-8")) for m, p in plan["validation"].items()}
     directions = {task: spec["direction"] for task, spec in plan["tasks"].items()}

@@ -66,19 +66,23 @@ def test_bad_tsv_lines_are_rejected_with_the_line_and_reason(tmp_path):
     assert "already given by" in manifest["reason"][4]
 
 
+def assert_read_in_place(manifest: pd.DataFrame, ids: dict[int, str], captions: pd.DataFrame) -> None:
+    """The manifest lists every item by the id its format gives (`ids`: item number -> id), its
+    locator reads the very bytes, and the captions read are the items' captions by that id."""
+    assert list(manifest["image_id"]) == [ids[i.number] for i in MADE]
+    number_of = {item_id: number for number, item_id in ids.items()}
+    for row in manifest.itertuples():
+        assert read_image_bytes(row.path) == BY_NUMBER[number_of[row.image_id]].jpeg
+    assert dict(zip(captions["text_id"], captions["caption"], strict=True)) == {
+        ids[i.number]: i.caption for i in MADE
+    }
+
+
 def test_webdataset_shards_give_keys_images_and_captions(tmp_path):
     root = write_webdataset(tmp_path / "shards", MADE, per_shard=5)
     assert detect_image_format(root) == WEBDATASET and len(list(root.glob("*.tar"))) == 3
     manifest = scan_containers(root, WEBDATASET, max_pixels=10**8)
-    keys = webdataset_keys(MADE, 5)
-    assert list(manifest["image_id"]) == [keys[i.number] for i in MADE]
-    for row in manifest.itertuples():
-        number = next(n for n, k in keys.items() if k == row.image_id)
-        assert read_image_bytes(row.path) == BY_NUMBER[number].jpeg
-    captions = read_text_set(root, "key", "txt")
-    assert dict(zip(captions["text_id"], captions["caption"], strict=True)) == {
-        keys[i.number]: i.caption for i in MADE
-    }
+    assert_read_in_place(manifest, webdataset_keys(MADE, 5), read_text_set(root, "key", "txt"))
     # The .json member's fields are columns too (img2dataset's caption, url, ...).
     assert "url" in read_records(root, ["key"]).columns
 
@@ -109,15 +113,7 @@ def test_hugging_face_parquet_images_and_captions_share_row_ids(tmp_path):
     root = write_hf_parquet(tmp_path, MADE) / "data"
     assert detect_image_format(root) == PARQUET
     manifest = scan_containers(root, PARQUET, max_pixels=10**8, image_column="image", id_column="")
-    rows = hf_row_ids(MADE)
-    assert list(manifest["image_id"]) == [rows[i.number] for i in MADE]
-    for row in manifest.itertuples():
-        number = next(n for n, r in rows.items() if r == row.image_id)
-        assert read_image_bytes(row.path) == BY_NUMBER[number].jpeg
-    captions = read_text_set(root, "_row", "caption")
-    assert dict(zip(captions["text_id"], captions["caption"], strict=True)) == {
-        rows[i.number]: i.caption for i in MADE
-    }
+    assert_read_in_place(manifest, hf_row_ids(MADE), read_text_set(root, "_row", "caption"))
     with pytest.raises(Exception, match="no image column 'picture'"):
         scan_containers(root, PARQUET, max_pixels=10**8, image_column="picture", id_column="")
 
@@ -270,3 +266,13 @@ def test_cn_clip_lmdb_images_are_read_in_place_and_the_preset_uses_them(tmp_path
     assert run.collections["test_images"].format == LMDB and run.collections["test_images"].source == str(
         images
     )
+
+
+def test_a_shards_header_is_read_from_its_first_sample_with_text(tmp_path):
+    from tuwen.files.records import table_header
+
+    root = write_webdataset(tmp_path / "shards", MADE, per_shard=5)
+    columns, has_rows = table_header(root)
+    assert has_rows and set(read_records(root, ["key"]).columns) == set(columns) >= {"key", "txt", "url"}
+    write_coco(tmp_path / "coco", MADE)
+    assert table_header(tmp_path / "coco/captions.json") == (["id", "image_id", "caption", "file_name"], True)

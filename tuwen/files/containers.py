@@ -191,6 +191,25 @@ def tar_samples(path: Path) -> Iterator[Member]:
         yield sample
 
 
+def first_text_sample(path: Path) -> Member | None:
+    """Give a shard's first sample with a text member, reading no further than that sample
+    (a declaration's check: the columns a shard's captions have)."""
+    samples: dict[str, Member] = {}
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for info in archive:
+                if not info.isfile():
+                    continue
+                _add_member(archive, info, samples)
+                texts = [sample for sample in samples.values() if sample.texts]
+                # A sample's members lie together: once another key begins, the first is whole.
+                if texts and list(samples)[-1] != texts[0].item_id:
+                    return texts[0]
+    except (tarfile.TarError, OSError) as error:
+        raise ContainerError(f"{path}: not a readable tar file ({error})") from None
+    return next((sample for sample in samples.values() if sample.texts), None)
+
+
 def _add_member(archive: tarfile.TarFile, info: tarfile.TarInfo, samples: dict[str, Member]) -> None:
     folder, _, base = info.name.rpartition("/")
     stem, dot, ending = base.partition(".")

@@ -38,6 +38,7 @@ COCO = ".json"
 TAR = ".tar"
 TABLE_SUFFIXES = frozenset([*DELIMITERS, *JSON_LINES, PARQUET, COCO, TAR])  # the file-name endings read
 ROW_COLUMN = "_row"
+COCO_COLUMNS = ("id", "image_id", "caption", "file_name")
 Value = str | list[str]
 
 
@@ -103,9 +104,10 @@ def table_header(path: str | os.PathLike) -> tuple[list[str], bool]:
     path = Path(path)
     suffix = path.suffix.lower()
     parquets = sorted(p for p in path.iterdir() if p.suffix.lower() == PARQUET) if path.is_dir() else []
-    if path.is_dir() and not parquets or suffix in (TAR, COCO):
-        found = read_records(path, [])  # whole: a folder or a tar has no header to read alone
-        return found.columns, bool(found.rows)
+    if path.is_dir() and not parquets or suffix == TAR:
+        return _webdataset_header(path)
+    if suffix == COCO:  # its columns are the format's; the whole file is read at ingest
+        return list(COCO_COLUMNS), path.stat().st_size > 0
     if suffix == PARQUET or parquets:
         import pyarrow.parquet as pq
 
@@ -244,7 +246,23 @@ def _coco_rows(path: Path) -> Rows:
             "file_name": names.get(str(image_id), ""),
         }
         rows.append((number, row))
-    return ["id", "image_id", "caption", "file_name"], rows, "utf-8"
+    return list(COCO_COLUMNS), rows, "utf-8"
+
+
+def _webdataset_header(path: Path) -> tuple[list[str], bool]:
+    """The columns of the first sample with text: each shard is read whole only at ingest."""
+    from tuwen.files.containers import WEBDATASET, ContainerError, container_files, first_text_sample
+
+    if not path.exists():
+        raise InputError(f"{path}: does not exist")
+    try:
+        for tar in container_files(path, WEBDATASET):
+            sample = first_text_sample(tar)
+            if sample is not None:
+                return ["key", "txt", *_json_fields(tar, sample)], True
+    except ContainerError as error:
+        raise InputError(str(error)) from None
+    return ["key", "txt"], False
 
 
 def _webdataset_rows(path: Path) -> Rows:
