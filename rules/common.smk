@@ -28,6 +28,8 @@ from tuwen.run.declaration import (
     TRAIN_TEXTS,
     VAL_IMAGES,
     VAL_TEXTS,
+    VALIDATION_IMAGES,
+    VALIDATION_TEXTS,
     DeclarationError,
     declare_run,
 )
@@ -183,10 +185,10 @@ def image_folder(wildcards):
 
 def always_verify_decode(wildcards):
     """Decode this folder's images at ingest whatever ingest.verify_decode says? The training
-    folder's: training reads its images every epoch and cannot drop a pair mid-run, so a bad
-    file must be rejected first.
+    and validation pairs' folders: training reads their images every epoch and cannot drop a
+    pair mid-run, so a bad file must be rejected first.
     """
-    return wildcards.col == TRAIN_IMAGES
+    return wildcards.col in (TRAIN_IMAGES, VALIDATION_IMAGES)
 
 
 def text_set_inputs(wildcards):
@@ -294,8 +296,15 @@ def sentence_inputs(wildcards):
 def train_inputs(wildcards):
     model = RUN.model(wildcards.model)
     inputs = {}
+    if RUN.validates_apart:
+        inputs["validation_pairs"] = layout.manifest(VALIDATION_TEXTS, TEXTS)
+        inputs["validation_images"] = layout.manifest(VALIDATION_IMAGES, IMAGES)
     if model.train["lock_image"]:
         inputs["locked_features"] = features_of(TRAIN_IMAGES, model, BASE)
+        if RUN.validates_apart:
+            inputs["locked_validation_features"] = features_of(
+                VALIDATION_IMAGES, model, BASE
+            )
     return inputs
 
 
@@ -312,6 +321,20 @@ def train_state_path(wildcards):
 
 
 # ---- rules/fusion.smk ------------------------------------------------------------
+
+
+def validation_pairs(wildcards):
+    """The pairs fusion's validation task is made from: those declared apart, else the
+    training pairs (of which a share is held out)."""
+    images, texts = (
+        (VALIDATION_IMAGES, VALIDATION_TEXTS)
+        if RUN.validates_apart
+        else (TRAIN_IMAGES, TRAIN_TEXTS)
+    )
+    return {
+        "images": layout.manifest(images, IMAGES),
+        "texts": layout.manifest(texts, TEXTS),
+    }
 
 
 def fusion_plan(tasks, validation=False):

@@ -5,8 +5,7 @@
 
 rule validation_split:
     input:
-        images=layout.manifest(TRAIN_IMAGES, IMAGES),
-        texts=layout.manifest(TRAIN_TEXTS, TEXTS),
+        unpack(validation_pairs),
         settings=settings_file("validation"),
     output:
         images=layout.manifest(VAL_IMAGES, IMAGES),
@@ -19,6 +18,8 @@ rule validation_split:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        held_out=not RUN.validates_apart,
     script:
         "../scripts/validation_split.py"
 

@@ -39,9 +39,16 @@ def main(snakemake) -> None:
     device = pick_device(train_config["device"])
     settings = resolve_settings(train_config, card.name, results["seed"], device)
     logging.info("settings: %s", settings)
-    locked = None
+    # Validation pairs declared apart (CN-CLIP's valid split), or none: a share held out.
+    val_pairs, val_images = None, None
+    if hasattr(snakemake.input, "validation_pairs"):
+        val_images = pd.read_parquet(snakemake.input.validation_images)
+        val_pairs = training_pairs(pd.read_parquet(snakemake.input.validation_pairs), val_images)
+    locked, locked_val = None, None
     if settings.lock_image:
         locked = locked_features(list(snakemake.input.locked_features), images)
+        if val_images is not None:
+            locked_val = locked_features(list(snakemake.input.locked_validation_features), val_images)
     model = load_model(card.arch, card.checkpoint, device)
     state_path = Path(snakemake.params.state)
     tuner = FineTuner(
@@ -50,14 +57,17 @@ def main(snakemake) -> None:
         pairs,
         settings,
         state_path,
-        run_fingerprint(settings, card.weights_sha256, pairs),
+        run_fingerprint(settings, card.weights_sha256, pairs, val_pairs),
         locked,
+        val_pairs,
+        locked_val,
     )
     state = tuner.run()
 
     save_fine_tuned(tuner.best_model(), card.arch, snakemake.output.checkpoint, state)
     write_train_log(state.log_rows, snakemake.output.log_table)
-    summary = validation_summary(state, len(tuner.train_pairs), len(tuner.val_pairs))
+    validated_on = "held out" if val_pairs is None else "declared"
+    summary = validation_summary(state, len(tuner.train_pairs), len(tuner.val_pairs), validated_on)
     write_text_atomic(snakemake.output.metrics, json.dumps(summary, indent=2) + "\n")
     with atomic_path(snakemake.output.metrics_table) as tmp:
         pd.DataFrame(validation_rows(summary)).to_csv(

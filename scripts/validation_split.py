@@ -1,4 +1,5 @@
-"""Snakemake entry point: the held-out pairs of 附件1 as the collections of fusion's validation task."""
+"""Snakemake entry point: the validation pairs (declared apart, or held out of the training
+pairs) as the collections of fusion's validation task."""
 
 import logging
 
@@ -13,10 +14,12 @@ from tuwen.run.settings import read_settings
 
 def main(snakemake) -> None:
     settings = read_settings(snakemake.input.settings)
+    # Validation pairs declared apart are all validation; else a share of the training pairs is.
+    fraction = settings["train"]["val_fraction"] if snakemake.params.held_out else 1.0
     images, texts = validation_manifests(
         pd.read_parquet(snakemake.input.images),
         pd.read_parquet(snakemake.input.texts),
-        settings["train"]["val_fraction"],
+        fraction,
         settings["fusion"]["validation_max_pairs"],
     )
     write_table(pa.Table.from_pandas(images, preserve_index=False), snakemake.output.images)

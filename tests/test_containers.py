@@ -158,6 +158,7 @@ def test_the_cn_clip_preset_declares_training_and_both_directions_on_test(tmp_pa
     assert run.collections["test_images"].format == CN_CLIP and run.collections["test_texts"].kind == TEXTS
     assert run.collections["train_images"].format == CN_CLIP
     assert run.collections["train_texts"].id_column == "image_ids"
+    assert not run.validates_apart  # no valid split: a share of train is held out
     assert (
         t2i.ground_truth.gallery_column == "image_ids"
         and run.tasks["i2t"].ground_truth.query_column == "image_ids"
@@ -165,9 +166,14 @@ def test_the_cn_clip_preset_declares_training_and_both_directions_on_test(tmp_pa
     # Without a test split the tasks rank valid; without either, one line says what is missing.
     (tmp_path / "test_imgs.tsv").rename(tmp_path / "valid_imgs.tsv")
     (tmp_path / "test_texts.jsonl").rename(tmp_path / "valid_texts.jsonl")
-    assert declare_run(config_with({"data_root": str(tmp_path), "preset": "cn_clip"})).tasks[
-        "t2i"
-    ].gallery == ("valid_images")
+    on_valid = declare_run(config_with({"data_root": str(tmp_path), "preset": "cn_clip"}))
+    assert on_valid.tasks["t2i"].gallery == "valid_images"
+    # Fine-tuning validates on valid, as CN-CLIP's scripts do; the pairs are not searched.
+    assert on_valid.validates_apart
+    pairs = on_valid.collections["validation_texts"]
+    assert pairs.source == str(tmp_path / "valid_texts.jsonl") and pairs.pairs_with == "validation_images"
+    assert on_valid.collections["validation_images"].format == CN_CLIP
+    assert "validation_images" not in on_valid.searchable()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DeclarationError, match="not a CN-CLIP dataset folder.*valid_imgs.tsv"):

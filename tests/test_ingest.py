@@ -225,3 +225,34 @@ def test_token_counts_equal_cn_clip_tokenizer_without_importing_torch():
     probe = "import sys, tuwen.clip.tokens as t; t.caption_tokens('你好'); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_an_image_with_several_captions_is_in_several_pairs(tmp_path):
+    images = scan_image_folder(make_folder(tmp_path), LIMIT)
+    path = tmp_path / "captions.csv"
+    path.write_text(
+        "image_id,caption\n"
+        "Image1-0001.jpg,\n"  # an empty caption does not take the image's first id
+        "Image1-0001.jpg,一只猫\n"
+        "Image1-0002.jpg,两只狗\n"
+        "Image1-0001.jpg,猫在睡觉\n"
+        "Image1-0001.jpg,一只猫\n"  # the same pair again
+        "Image1-0001.jpg,猫和球\n",
+        encoding="utf-8",
+    )
+    manifest = read_text_set(path, "image_id", "caption", images)
+    assert list(manifest["reason_code"]) == ["empty_caption", "", "", "", "duplicate_id", ""]
+    assert "already paired with this caption in row 2" in manifest["reason"][4]
+    ok = manifest[manifest["status"] == "ok"]
+    assert list(ok["text_id"]) == [
+        "Image1-0001.jpg",
+        "Image1-0002.jpg",
+        "Image1-0001.jpg#2",
+        "Image1-0001.jpg#3",
+    ]
+    assert list(ok["image_id"]) == [
+        "Image1-0001.jpg",
+        "Image1-0002.jpg",
+        "Image1-0001.jpg",
+        "Image1-0001.jpg",
+    ]

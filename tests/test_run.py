@@ -103,6 +103,31 @@ def test_own_queries_tasks_and_training(photos):
         ({"tasks": {"t": {"queries": "photos", "gallery": "photos"}}}, "both hold images"),
         ({"tasks": {"t": {"queries": "photos", "gallery": "photos2"}}}, "photos2"),
         ({"training": {"pairs": "pairs.tsv", "images": "."}}, "training.pairs: .* has no column 'image_id'"),
+        (
+            {
+                "training": {
+                    "pairs": "pairs.tsv",
+                    "images": ".",
+                    "image_column": "path",
+                    "caption_column": "text",
+                    "validation_pairs": "pairs.tsv",
+                    "validation_images": "nowhere",
+                }
+            },
+            "training.validation_images: .* is not a folder",
+        ),
+        (
+            {
+                "training": {
+                    "pairs": "pairs.tsv",
+                    "images": ".",
+                    "image_column": "path",
+                    "caption_column": "text",
+                    "validation_images": ".",
+                }
+            },
+            "training.validation_images is set but training.validation_pairs is not",
+        ),
         ({"collections": {}}, "declares no collection"),
     ],
 )

@@ -87,6 +87,9 @@ def other_value(run: Path, key: str) -> Any:
         "training.images": str(demo_data / "附件1/ImageData"),
         "training.image_column": "image",
         "training.caption_column": "text",
+        # Validation pairs declared apart: here the training pairs again, from another path.
+        "training.validation_pairs": str(copied(demo_data / "附件1/ImageWordData.csv", run / "valid.csv")),
+        "training.validation_images": str(demo_data / "附件1/ImageData"),
         "ground_truth": str(run / "results/demo/data/ground_truth.csv"),
         "weights_dir": str(run / "weights"),
         "models": ["tuwen-tiny"],
@@ -121,6 +124,9 @@ def changed_config(run: Path, key: str) -> dict:
     """The finished run's config with `key` changed (and, for `preset`, the run declared in full)."""
     value = other_value(run, key)
     changed = with_setting(FUSION_DEMO, key, value)
+    if key == "training.validation_images":
+        # Validation images are read only with validation pairs declared.
+        changed["training"]["validation_pairs"] = other_value(run, "training.validation_pairs")
     if key == "preset":
         from tuwen.run import contest
 

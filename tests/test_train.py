@@ -38,6 +38,7 @@ def pairs(tmp_path_factory) -> pd.DataFrame:
         rows.append(
             {
                 "id": path.name,
+                "image_id": path.name,
                 "caption": caption_of(scene, rng),
                 "path": str(path),
                 "digest": content_digest(path.read_bytes()),
@@ -231,3 +232,40 @@ def test_the_best_epoch_is_kept_and_a_tie_keeps_the_earlier_weights(pairs, tmp_p
     monkeypatch.setattr(run, "validate", lambda: {**real_validate(), "mean_recall": next(measured)})
     state = run.run()
     assert state.best_epoch == 1 and validation_summary(state, 1, 1)["kept"] == "epoch 1"
+
+
+def test_an_images_captions_fall_on_one_side_of_the_split(pairs):
+    from tuwen.train.data import split_pairs
+
+    # Every image captioned twice (`#2`, as ingest names a second caption): both on one side.
+    twice = pd.concat([pairs, pairs.assign(id=pairs["id"] + "#2", caption=pairs["caption"] + "。")])
+    train, val = split_pairs(twice, 0.25)
+    assert len(train) + len(val) == len(twice)
+    assert not set(train["image_id"]) & set(val["image_id"])
+    assert (val["image_id"].value_counts() == 2).all() and (train["image_id"].value_counts() == 2).all()
+
+
+def test_an_image_with_several_captions_is_one_gallery_item_of_validation():
+    from tuwen.ranking.recall import paired_recall
+
+    # Captions a1, a2 of image A and b1 of image B; scores: texts x images (A, B).
+    similarity = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
+    result = paired_recall(similarity, ["a1", "a2", "b1"], ["A", "A", "B"], ["A", "B"])
+    # a2 ranks B first: a miss at 1 for text -> image, a hit at 5 (two images in all).
+    assert result["t2i"]["R@1"] == pytest.approx(2 / 3) and result["t2i"]["R@5"] == 1.0
+    # Image -> text, two queries: A's first caption is a1 (one of its two): a hit; B's is a2
+    # (0.8 over b1's 0.7): a miss at 1.
+    assert result["i2t"]["queries_scored"] == 2 and result["i2t"]["R@1"] == 0.5
+    assert result["i2t"]["R@5"] == 1.0
+
+
+def test_declared_validation_pairs_validate_and_every_training_pair_trains(pairs, tmp_path):
+    train, val = pairs.iloc[:40], pairs.iloc[40:]
+    run = FineTuner(
+        build_model(ARCH, 0), ARCH, train, settings(epochs=1), tmp_path / "s.pt", "declared", None, val
+    )
+    assert len(run.train_pairs) == 40 and run.val_pairs["id"].tolist() == val["id"].tolist()
+    state = run.run()
+    assert state.before["t2i"]["queries_scored"] == len(val)
+    held_out = tuner(pairs, tmp_path / "held", epochs=1)
+    assert len(held_out.train_pairs) < len(pairs)

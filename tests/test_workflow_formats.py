@@ -166,3 +166,24 @@ def test_coco_captions_rank_as_the_folder(reference, tmp_path):
         assert_same_rankings(rankings(reference, task, folder_numbers()), rankings(run, task, numbers))
     metrics = json.loads((run / "results/eval/metrics.json").read_text())
     assert metrics["t2i"]["queries_scored"] == len(MADE)
+
+
+def test_the_cn_clip_preset_fine_tunes_on_train_and_validates_on_valid(tmp_path):
+    root = write_cn_clip(tmp_path / "dataset", "test", MADE[:8])
+    write_cn_clip(root, "valid", MADE[8:])
+    train = items(12, seed=9)
+    write_cn_clip(root, "train", train)
+    # A second caption for each of the first six training images, as MUGE has several.
+    with open(root / "train_texts.jsonl", "a", encoding="utf-8") as jsonl:
+        for n, item in enumerate(train[:6]):
+            line = {"text_id": 2_000_000 + n, "text": item.caption + "，特写", "image_ids": [item.number]}
+            jsonl.write(json.dumps(line, ensure_ascii=False) + "\n")
+    run = tmp_path / "run"
+    snakemake(run, config=example("cn_clip", root, train={"epochs": 1, "batch_size": 6}))
+    metrics = json.loads((run / "results/models/tuwen-tiny-rn/finetune/val_metrics.json").read_text())
+    # Every training caption trains (none held out, none rejected); valid's 16 pairs validate.
+    counts = (metrics["train_pairs"], metrics["validation_pairs"], metrics["validated_on"])
+    assert counts == (18, 16, "declared")
+    assert metrics["before"]["t2i"]["queries_scored"] == 16
+    pairs = pd.read_parquet(run / "results/manifest/train_texts/texts.parquet")
+    assert (pairs["status"] == "ok").all() and pairs["text_id"].str.endswith("#2").sum() == 6

@@ -1,8 +1,10 @@
-"""The validation task of fusion: a contest-like retrieval task made from 附件1's held-out pairs.
+"""The validation task of fusion: a contest-like retrieval task made from the validation pairs.
 
-The held-out pairs are the ones training holds out (`train.val_fraction`, by a hash of the
-image id), whether or not training runs, so fusion is never tuned on a pair the model
-learnt from, nor on the test queries. Both directions use every held-out pair: its
+The validation pairs are those declared apart (training.validation_pairs; then `fraction`
+is 1), or else the ones training holds out (`train.val_fraction`, by a hash of the image
+id), whether or not training runs, so fusion is never tuned on a pair the model learnt
+from, nor on the test queries. An image is in one pair (its first caption). Both
+directions use every such pair: its
 caption finds its image among all held-out images (text → image), and its image finds
 its caption (image → text). Re-ranking sees the queries in groups of ~1/10 of the
 gallery, the contest's ratio of 5,000 queries to 50,000 items.

@@ -312,21 +312,25 @@ def read_text_set(
 ) -> pd.DataFrame:
     """Give the text manifest of a caption table (CSV, TSV, JSON Lines or Parquet), in file order.
 
-    `id_column` names each caption; for training pairs it is the image column, whose
-    captions are then identified by their image's id (its path in the image folder), and
+    `id_column` names each caption; for training pairs it is the image column, and
     `images` is the folder's manifest: a row whose image is absent or rejected is rejected.
+    A pair's caption is identified by its image's id (its path in the image folder); an
+    image's further captions (COCO's five, CN-CLIP's texts naming one image) are pairs of
+    their own, `{image_id}#2`, `#3`, ... in file order, and only a caption repeated for the
+    same image is a duplicate.
     `truncated` marks captions longer than cn_clip's context: kept, and counted.
     """
     records = read_records(path, [id_column, caption_column])
     image_status = _status_by_id(images, "image_id") if images is not None else None
+    pairs = image_status is not None
     first_row: dict[str, tuple[int, str]] = {}
+    # A pair's image -> the rows of its accepted captions, by caption.
+    captions_of: dict[str, dict[str, int]] = {}
     rows = []
-    for number, item_id, caption, problem in _captions(
-        records, id_column, caption_column, images is not None
-    ):
+    for number, item_id, caption, problem in _captions(records, id_column, caption_column, pairs):
         row = {
             "text_id": item_id,
-            "image_id": item_id if image_status is not None else "",
+            "image_id": item_id if pairs else "",
             "caption": caption,
             "truncated": is_truncated(caption),
             "row": number,
@@ -335,12 +339,19 @@ def read_text_set(
             "reason": "",
         }
         where = f"{records.path} row {number}"
+        earlier_captions = captions_of.get(item_id, {})
         code, reason = "", ""
         if problem:
             code, reason = "list_value", f"{where}: {problem}"
         elif not item_id:
             code, reason = "empty_id", f"{where}: empty {id_column}"
-        elif item_id in first_row:
+        elif pairs and caption in earlier_captions:
+            code = "duplicate_id"
+            reason = (
+                f"{where}: {id_column} {item_id} already paired with this caption "
+                f"in row {earlier_captions[caption]}"
+            )
+        elif not pairs and item_id in first_row:
             earlier, earlier_caption = first_row[item_id]
             same = "same" if earlier_caption == caption else "a different"
             code = "duplicate_id"
@@ -351,11 +362,14 @@ def read_text_set(
             code, reason = "empty_caption", f"{where}: caption of {item_id} is empty"
         elif image_status is not None:
             code, reason = _image_problem(item_id, image_status, where)
-        if not code:
-            first_row[item_id] = (number, caption)
-        else:
-            first_row.setdefault(item_id, (number, caption))
+        if code:
             row.update(status=REJECTED, reason_code=code, reason=reason)
+        elif pairs:
+            earlier_captions = captions_of.setdefault(item_id, {})
+            if earlier_captions:
+                row["text_id"] = f"{item_id}#{len(earlier_captions) + 1}"
+            earlier_captions[caption] = number
+        first_row.setdefault(item_id, (number, caption))
         rows.append(row)
     return pd.DataFrame(rows, columns=TEXT_MANIFEST_COLUMNS)
 

@@ -52,19 +52,30 @@ def recall_at_k(
     return metrics
 
 
-def paired_recall(similarity: np.ndarray, ids: list[str]) -> dict:
-    """Give R@1/5/10 both ways and their mean when query row i and gallery column i are the
-    same pair (`similarity`: texts x images); each direction ranked by `ranked_top`."""
-    positives = {item: {item} for item in ids}
-    keep = min(max(RECALL_KS), len(ids))
-    labels = np.asarray(ids, dtype=object)
+def paired_recall(
+    similarity: np.ndarray, text_ids: list[str], text_images: list[str], image_ids: list[str]
+) -> dict:
+    """Give R@1/5/10 both ways and their mean for caption–image pairs (`similarity`: texts x
+    images): caption i belongs to image `text_images[i]`; an image with several captions is
+    one gallery item, and each of its captions is a hit for it. Each direction is ranked by
+    `ranked_top`."""
+    positives = {
+        "t2i": {text: {image} for text, image in zip(text_ids, text_images, strict=True)},
+        "i2t": {},
+    }
+    for text, image in zip(text_ids, text_images, strict=True):
+        positives["i2t"].setdefault(image, set()).add(text)
     result: dict = {}
-    for task, scores in (("t2i", similarity), ("i2t", similarity.T)):
-        rows, columns, _, _ = ranked_top(np.ascontiguousarray(scores), keep)
+    for task, scores, queries, targets in (
+        ("t2i", similarity, text_ids, image_ids),
+        ("i2t", similarity.T, image_ids, text_ids),
+    ):
+        rows, columns, _, _ = ranked_top(np.ascontiguousarray(scores), min(max(RECALL_KS), len(targets)))
+        labels = np.asarray(targets, dtype=object)
         rankings: dict[str, list[str]] = {}
         for row, column in zip(rows, columns, strict=True):
-            rankings.setdefault(ids[row], []).append(labels[column])
-        result[task] = recall_at_k(rankings, positives, set(ids))
+            rankings.setdefault(queries[row], []).append(labels[column])
+        result[task] = recall_at_k(rankings, positives[task], set(targets))
     result["mean_recall"] = float(np.mean([result[t][f"R@{k}"] for t in ("t2i", "i2t") for k in RECALL_KS]))
     return result
 

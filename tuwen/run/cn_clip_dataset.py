@@ -5,7 +5,8 @@ scripts) hold per split `{split}_imgs.tsv` (`image_id<TAB>base64`, no header; or
 LMDB, `lmdb/{split}/imgs`) and `{split}_texts.jsonl` (`{"text_id", "text", "image_ids"}`).
 `preset: cn_clip` with data_root the dataset folder gives:
 
-- training pairs from `train` (one pair per image id of a caption's `image_ids`);
+- training pairs from `train` (one pair per image id of a caption's `image_ids`), validated
+  on `valid` where the folder has it (the best epoch, and fusion's choice, are made there);
 - text → image and image → text tasks on `test` (or `valid` where there is no test), with
   ground truth from the same texts file, scored as cn_clip's evaluation scores them
   (results/eval/cn_clip/).
@@ -70,6 +71,8 @@ def preset(root: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             "image_column": "image_ids",
             "caption_column": "text",
         }
+        if has_split(root, "valid"):
+            training["validation_images"], training["validation_pairs"] = split_files("valid", root)
     return collections, tasks, training
 
 

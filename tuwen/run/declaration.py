@@ -34,8 +34,13 @@ IMAGES, TEXTS = "images", "texts"
 BASE, FINETUNE = "base", "finetune"
 # The collections training and fusion's validation make; no declared collection takes these names.
 TRAIN_IMAGES, TRAIN_TEXTS = "train_images", "train_texts"
+# Validation pairs declared apart (training.validation_pairs: CN-CLIP's valid split); without
+# them a share of the training pairs is held out.
+VALIDATION_IMAGES, VALIDATION_TEXTS = "validation_images", "validation_texts"
+# Fusion's validation task: (at most fusion.validation_max_pairs of) the validation pairs.
 VAL_IMAGES, VAL_TEXTS = "val_images", "val_texts"
-RESERVED = (TRAIN_IMAGES, TRAIN_TEXTS, VAL_IMAGES, VAL_TEXTS)
+RESERVED = (TRAIN_IMAGES, TRAIN_TEXTS, VALIDATION_IMAGES, VALIDATION_TEXTS, VAL_IMAGES, VAL_TEXTS)
+PAIR_COLLECTIONS = (TRAIN_IMAGES, TRAIN_TEXTS, VALIDATION_IMAGES, VALIDATION_TEXTS)
 # Names become folder names and Snakemake wildcards: keep them plain.
 NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 # The direction of a task, by the kind of its queries: fusion is chosen per direction.
@@ -211,11 +216,7 @@ class Run:
     def searchable(self) -> list[str]:
         """Give the collections the run encodes and serves: every declared one (not the
         training pairs, which only training reads, nor validation, which only fusion reads)."""
-        return [
-            n
-            for n, c in self.collections.items()
-            if c.source is not None and n not in (TRAIN_IMAGES, TRAIN_TEXTS)
-        ]
+        return [n for n, c in self.collections.items() if c.source is not None and n not in PAIR_COLLECTIONS]
 
     def galleries(self) -> list[str]:
         """Give the collections queries are ranked against: the tasks' galleries, or every
@@ -231,6 +232,12 @@ class Run:
         """Give the tasks with ground truth: evaluation and fusion's test rows score them."""
         return {name: task for name, task in self.tasks.items() if task.ground_truth}
 
+    @property
+    def validates_apart(self) -> bool:
+        """Whether validation pairs are declared apart from the training pairs (else a share
+        of the training pairs, train.val_fraction, is held out)."""
+        return VALIDATION_TEXTS in self.collections
+
     def used_collections(self) -> list[str]:
         """Give the collections whose shard registry the run reads: every searchable one, the
         training images where locked-image training reads their features, and fusion's
@@ -238,6 +245,8 @@ class Run:
         used = self.searchable()
         if any(model.train["lock_image"] for model in self.trained_models):
             used.append(TRAIN_IMAGES)
+            if self.validates_apart:
+                used.append(VALIDATION_IMAGES)
         if self.fuse:
             used += [name for task in self.validation_tasks.values() for name in (task.queries, task.gallery)]
         return list(dict.fromkeys(used))
@@ -466,18 +475,21 @@ def _collection(name: str, spec: dict, root: str, check: bool) -> Collection:
     return Collection(name, TEXTS, path, id_column, caption_column)
 
 
-def _image_collection(key: str, name: str, spec: dict, source: str, check: bool) -> Collection:
+def _image_collection(
+    key: str, name: str, spec: dict, source: str, check: bool, images_key: str = ""
+) -> Collection:
     from tuwen.files.containers import FOLDER, PARQUET, detect_image_format
 
+    images_key = images_key or f"{key}.images"
     image_format = spec.get("format") or "auto"
     if image_format == "auto":
         image_format = detect_image_format(source)
     if image_format == FOLDER:
         if check:
-            _check_image_folder(f"{key}.images", source)
+            _check_image_folder(images_key, source)
         return Collection(name, IMAGES, source)
     if check:
-        _check_containers(f"{key}.images", source, image_format)
+        _check_containers(images_key, source, image_format)
     image_column = spec.get("image_column") or ("image" if image_format == PARQUET else "")
     return Collection(
         name,
@@ -513,10 +525,29 @@ def _training_collections(training: dict, root: str, check: bool) -> dict[str, C
     images = _image_collection("training", TRAIN_IMAGES, {"images": folder}, folder, check)
     if check:
         check_table("training.pairs", pairs, [image_column, caption_column])
-    return {
+    collections = {
         TRAIN_IMAGES: images,
         TRAIN_TEXTS: Collection(TRAIN_TEXTS, TEXTS, pairs, image_column, caption_column, TRAIN_IMAGES),
     }
+    if training.get("validation_pairs"):
+        # The same columns as the training pairs; images from their own folder or the training one's.
+        val_folder = _resolve(root, training.get("validation_images") or training["images"])
+        val_pairs = _resolve(root, training["validation_pairs"])
+        images_key = "training.validation_images" if training.get("validation_images") else ""
+        collections[VALIDATION_IMAGES] = _image_collection(
+            "training", VALIDATION_IMAGES, {"images": val_folder}, val_folder, check, images_key
+        )
+        if check:
+            check_table("training.validation_pairs", val_pairs, [image_column, caption_column])
+        collections[VALIDATION_TEXTS] = Collection(
+            VALIDATION_TEXTS, TEXTS, val_pairs, image_column, caption_column, VALIDATION_IMAGES
+        )
+    elif training.get("validation_images"):
+        raise DeclarationError(
+            "training.validation_images is set but training.validation_pairs is not; name the "
+            "validation pairs table, or drop both"
+        )
+    return collections
 
 
 def _task(

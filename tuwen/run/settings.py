@@ -28,7 +28,14 @@ from typing import Any
 
 from tuwen.run.declaration import Run
 
-TRAINING_KEYS = ("training.pairs", "training.images", "training.image_column", "training.caption_column")
+TRAINING_KEYS = (
+    "training.pairs",
+    "training.images",
+    "training.image_column",
+    "training.caption_column",
+    "training.validation_pairs",
+    "training.validation_images",
+)
 # The result settings of each group, as dotted config keys; a key may feed several groups.
 SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     "demo": ("demo.train_pairs", "demo.queries", "seed"),

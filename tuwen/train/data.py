@@ -28,13 +28,15 @@ MicroBatches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def training_pairs(pairs: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
-    """Give the accepted pairs as (id, caption, path, digest), in file order."""
+    """Give the accepted pairs as (id, image_id, caption, path, digest), in file order; an
+    image with several captions is in several pairs."""
     accepted = pairs[pairs["status"] == "ok"]
     ok_images = images[images["status"] == "ok"].set_index("image_id")
     joined = accepted.join(ok_images[["path", "digest"]], on="image_id", how="inner")
     return pd.DataFrame(
         {
             "id": joined["text_id"].to_numpy(),
+            "image_id": joined["image_id"].to_numpy(),
             "caption": joined["caption"].to_numpy(),
             "path": joined["path"].to_numpy(),
             "digest": joined["digest"].to_numpy(),
@@ -43,8 +45,9 @@ def training_pairs(pairs: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_pairs(pairs: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Give (training, validation) pairs, chosen by a hash of the id (the same split everywhere)."""
-    validation = pairs["id"].map(lambda i: is_validation(i, val_fraction))
+    """Give (training, validation) pairs, chosen by a hash of the image id (the same split
+    everywhere; an image's captions all fall on one side)."""
+    validation = pairs["image_id"].map(lambda i: is_validation(i, val_fraction))
     train, val = pairs[~validation].reset_index(drop=True), pairs[validation].reset_index(drop=True)
     if len(train) < 2 or len(val) < 2:
         raise ValueError(
@@ -125,9 +128,9 @@ class PixelImages:
     def image_features(self, model: CLIP, images: torch.Tensor, device: str) -> torch.Tensor:
         return model.encode_image(images.to(device))
 
-    def validation_embeddings(self, model: CLIP, val_pairs: pd.DataFrame, resolution: int, device: str):
+    def validation_embeddings(self, model: CLIP, val_images: pd.DataFrame, resolution: int, device: str):
         items = pd.DataFrame(
-            {"id": val_pairs["id"], "digest": val_pairs["digest"], "source": val_pairs["path"]}
+            {"id": val_images["image_id"], "digest": val_images["digest"], "source": val_images["path"]}
         )
         # The pairs' images were accepted at ingest, under the run's pixel limit.
         return encode_images(model, items, resolution, device, 64, 0, None, progress=False).embeddings
@@ -136,14 +139,23 @@ class PixelImages:
 class LockedImages:
     """The base model's image features, read from its feature shards; the image tower is frozen."""
 
-    def __init__(self, train_pairs: pd.DataFrame, features: dict[str, np.ndarray], all_ids: list[str]):
-        missing = [i for i in all_ids if i not in features]
-        if missing:
-            raise ValueError(
-                f"locked-image tuning: no image features for {len(missing)} pairs, e.g. {missing[0]}"
-            )
-        self.features = features
-        self.ids = train_pairs["id"].to_numpy()
+    def __init__(
+        self,
+        train_pairs: pd.DataFrame,
+        features: dict[str, np.ndarray],
+        val_pairs: pd.DataFrame,
+        val_features: dict[str, np.ndarray],
+    ):
+        # Validation pairs declared apart have images of their own collection, whose ids may
+        # repeat the training images' (CN-CLIP numbers each split's images): kept apart.
+        for pairs, by_id in ((train_pairs, features), (val_pairs, val_features)):
+            missing = [i for i in pairs["image_id"] if i not in by_id]
+            if missing:
+                raise ValueError(
+                    f"locked-image tuning: no image features for {len(missing)} pairs, e.g. {missing[0]}"
+                )
+        self.features, self.val_features = features, val_features
+        self.ids = train_pairs["image_id"].to_numpy()
         self.tokens = tokenize_captions(train_pairs["caption"].tolist())
 
     def prepare(self, model: CLIP) -> None:
@@ -164,8 +176,8 @@ class LockedImages:
     def image_features(self, model: CLIP, images: torch.Tensor, device: str) -> torch.Tensor:
         return images.to(device)
 
-    def validation_embeddings(self, model: CLIP, val_pairs: pd.DataFrame, resolution: int, device: str):
-        return np.stack([self.features[i] for i in val_pairs["id"]])
+    def validation_embeddings(self, model: CLIP, val_images: pd.DataFrame, resolution: int, device: str):
+        return np.stack([self.val_features[i] for i in val_images["image_id"]])
 
 
 def locked_features(paths: list[str], images: pd.DataFrame) -> dict[str, np.ndarray]:

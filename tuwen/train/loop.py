@@ -44,10 +44,12 @@ def contrastive_loss(
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
-def pair_recall(image_embeddings: np.ndarray, text_embeddings: np.ndarray, ids: list[str]) -> dict:
-    """Give R@1/5/10 and mean recall both ways when row i of each matrix is the same pair."""
+def pair_recall(image_embeddings: np.ndarray, text_embeddings: np.ndarray, pairs: pd.DataFrame) -> dict:
+    """Give R@1/5/10 and mean recall both ways of the pairs (`id`, `image_id`): row i of the
+    texts is pair i, the images are the pairs' distinct images in first-seen order."""
     similarity = (torch.from_numpy(text_embeddings) @ torch.from_numpy(image_embeddings).t()).numpy()
-    return paired_recall(similarity, ids)
+    images = list(dict.fromkeys(pairs["image_id"]))
+    return paired_recall(similarity, pairs["id"].tolist(), pairs["image_id"].tolist(), images)
 
 
 def _parameter_groups(model: CLIP, weight_decay: float) -> list[dict]:
@@ -86,13 +88,30 @@ class FineTuner:
         state_path: Path,
         fingerprint: str,
         locked_image_features: dict[str, np.ndarray] | None,
+        val_pairs: pd.DataFrame | None = None,
+        locked_val_features: dict[str, np.ndarray] | None = None,
     ):
+        """`val_pairs`: validation pairs declared apart (CN-CLIP's valid split), every one of
+        `pairs` then trains; none = the held-out share `settings.val_fraction` of `pairs`."""
         self.model, self.arch, self.settings = model, arch, settings
         self.device = settings.device
-        self.train_pairs, self.val_pairs = split_pairs(pairs, settings.val_fraction)
+        if val_pairs is None:
+            self.train_pairs, self.val_pairs = split_pairs(pairs, settings.val_fraction)
+        else:
+            if len(pairs) < 2 or len(val_pairs) < 2:
+                raise ValueError(
+                    f"need >= 2 training and validation pairs, got {len(pairs)} and {len(val_pairs)}"
+                )
+            self.train_pairs, self.val_pairs = pairs.reset_index(drop=True), val_pairs.reset_index(drop=True)
         self.images: LockedImages | PixelImages
         if settings.lock_image:
-            self.images = LockedImages(self.train_pairs, locked_image_features or {}, pairs["id"].tolist())
+            features = locked_image_features or {}
+            self.images = LockedImages(
+                self.train_pairs,
+                features,
+                self.val_pairs,
+                features if val_pairs is None else (locked_val_features or {}),
+            )
         else:
             pixels = PixelImages(self.train_pairs, arch.resolution, settings.num_workers, settings.preload_mb)
             if pixels.preloaded:
@@ -157,7 +176,7 @@ class FineTuner:
         """Give recall of the validation pairs, both directions."""
         self.model.eval()
         images = self.images.validation_embeddings(
-            self.model, self.val_pairs, self.arch.resolution, self.device
+            self.model, self.val_pairs.drop_duplicates("image_id"), self.arch.resolution, self.device
         )
         items = pd.DataFrame(
             {
@@ -169,7 +188,7 @@ class FineTuner:
         texts = encode_texts(self.model, items, self.device, progress=False).embeddings
         self.images.train_mode(self.model)
         normalise = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-        return pair_recall(normalise(images), normalise(texts), self.val_pairs["id"].tolist())
+        return pair_recall(normalise(images), normalise(texts), self.val_pairs)
 
     # ---- training ----------------------------------------------------------------------
     def _steps(self, batches: list[np.ndarray]):

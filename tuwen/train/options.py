@@ -79,15 +79,22 @@ def resolve_settings(config: dict, model_name: str, seed: int, device: str) -> T
     )
 
 
-def run_fingerprint(settings: TrainOptions, weights_sha256: str, pairs: pd.DataFrame) -> str:
+def run_fingerprint(
+    settings: TrainOptions, weights_sha256: str, pairs: pd.DataFrame, val_pairs: pd.DataFrame | None = None
+) -> str:
     """Give the identity of a run: a saved state is resumed only by the very same run.
 
     Speed settings are left out, so a killed run resumes with more workers or another device.
+    Validation pairs declared apart are part of it (held-out ones are already in `pairs`).
     """
     digest = hashlib.sha256()
     identity = {k: v for k, v in asdict(settings).items() if k not in SPEED_FIELDS}
     digest.update(json.dumps(identity, sort_keys=True).encode())
     digest.update(weights_sha256.encode())
-    for row in pairs.itertuples(index=False):
-        digest.update(f"{row.id}\t{row.digest}\t{row.caption}\n".encode())
+    parts = [pairs] if val_pairs is None else [pairs, val_pairs]
+    for number, part in enumerate(parts):
+        if number:
+            digest.update(b"validation\n")
+        for row in part.itertuples(index=False):
+            digest.update(f"{row.id}\t{row.digest}\t{row.caption}\n".encode())
     return digest.hexdigest()

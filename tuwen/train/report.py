@@ -26,9 +26,11 @@ def write_train_log(rows: list[dict], path: str | os.PathLike) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def validation_summary(state: TrainState, n_train: int, n_val: int) -> dict:
+def validation_summary(state: TrainState, n_train: int, n_val: int, validated_on: str = "held out") -> dict:
     """Give val_metrics.json: recall before training, after each epoch, and of the kept
-    weights (`best_epoch` 0 and `kept` "zero-shot" where no epoch beat the model before training)."""
+    weights (`best_epoch` 0 and `kept` "zero-shot" where no epoch beat the model before training);
+    `validated_on` says whether the validation pairs were "held out" of the training pairs or
+    "declared" apart (training.validation_pairs)."""
     if state.best_epoch == 0:
         best = {"epoch": 0, **state.before}
     else:
@@ -36,6 +38,7 @@ def validation_summary(state: TrainState, n_train: int, n_val: int) -> dict:
     return {
         "train_pairs": n_train,
         "validation_pairs": n_val,
+        "validated_on": validated_on,
         "before": state.before,
         "epochs": state.epochs,
         "best_epoch": state.best_epoch,
