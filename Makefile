@@ -11,7 +11,7 @@ CLONE_READY := .venv/.tuwen-clone-ready
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-ocr bench-serve bench-index check-gpu clean docs
+.PHONY: env run test test-slow test-cluster lint bench bench-scale bench-encode bench-backends bench-ocr bench-serve bench-index check-gpu clean docs
 
 env: $(CLONE_READY)
 
@@ -71,6 +71,10 @@ bench-scale: $(CLONE_READY)
 # End-to-end encoding against the forward pass alone: BENCH_ARGS="--arch ViT-H-14 --device cuda"
 bench-encode: $(CLONE_READY)
 	.venv/bin/python -m bench.encode $(BENCH_ARGS)
+
+# One text and one image query per model, torch eager against ONNX Runtime fp32 and int8.
+bench-backends: $(CLONE_READY)
+	.venv/bin/python -m bench.query_backends $(BENCH_ARGS)
 
 # PP-OCR images/s on the sample's photos against CLIP encoding of the same images.
 bench-ocr: $(CLONE_READY)

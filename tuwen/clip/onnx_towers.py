@@ -13,7 +13,7 @@ embedding is noise (cosine ~0.87 to the real ones on ViT-B-16's text tower). The
 wrappers are put in eval mode before export, and the model is left as it was.
 
 int8: dynamic quantisation (weights int8, activations quantised per batch at run time) of
-a tower's MatMul/Gemm weights by ONNX Runtime's quantiser.
+a tower's MatMul/Gemm weights by ONNX Runtime's quantiser; convolutions stay fp32.
 """
 
 from __future__ import annotations
@@ -75,7 +75,11 @@ def quantize_tower(fp32_path: str | os.PathLike, int8_path: str | os.PathLike) -
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with atomic_path(int8_path) as tmp:
-        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+        # MatMul/Gemm only: a convolution's weight may reach the graph through a node, not
+        # as an initializer, which the quantiser refuses (a ViT's patch embedding).
+        quantize_dynamic(
+            str(fp32_path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+        )
     return Path(int8_path)
 
 
