@@ -27,6 +27,7 @@ from cn_clip.clip.model import CLIP
 
 from tuwen.clip.architectures import CONTEXT_LENGTH, Architecture
 from tuwen.files.atomic import atomic_path
+from tuwen.files.parquet import l2_normalised
 
 TOWERS = ("text", "image")
 
@@ -105,6 +106,4 @@ class OnnxTower:
 
 def cosines(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
     """Give the cosine of each row of `other` to the same row of `reference`."""
-    a = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    b = other / np.linalg.norm(other, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
+    return (l2_normalised(reference) * l2_normalised(other)).sum(axis=1)

@@ -339,7 +339,7 @@ def read_text_set(
             "reason": "",
         }
         where = f"{records.path} row {number}"
-        earlier_captions = captions_of.get(item_id, {})
+        earlier_captions = captions_of.setdefault(item_id, {}) if pairs else {}
         code, reason = "", ""
         if problem:
             code, reason = "list_value", f"{where}: {problem}"
@@ -365,7 +365,6 @@ def read_text_set(
         if code:
             row.update(status=REJECTED, reason_code=code, reason=reason)
         elif pairs:
-            earlier_captions = captions_of.setdefault(item_id, {})
             if earlier_captions:
                 row["text_id"] = f"{item_id}#{len(earlier_captions) + 1}"
             earlier_captions[caption] = number
