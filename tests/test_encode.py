@@ -321,10 +321,20 @@ def test_one_model_tag_never_mixes_precisions(tmp_path):
     )
     first = pq.read_schema(folder / "t2i_queries" / "s00000.parquet").metadata[b"tuwen"]
     assert json.loads(first)["precision"] == "fp32"
+    # A shard of the other kind may differ (an int8 model whose image tower stays fp32).
+    images_made = folder / "i2t_images" / "s00000.parquet"
+    int8_images = {"precision": "int8", "model_tag": tag, "kind": IMAGES}
+    write_features(images_made, ["Image-1"], np.ones((1, 128), np.float32), ["d3"], int8_images)
+    encode_shard(
+        folder / "lists" / "list.parquet", card, folder / "t2i_queries" / "s00002.parquet", TEXTS,
+        device="cpu", batch_size=8,
+    )  # fmt: skip
+    images_made.unlink()
     gpu_made = folder / "i2t_gallery" / "s00000.parquet"
-    fp16 = {"precision": "fp16", "model_tag": tag}
+    fp16 = {"precision": "fp16", "model_tag": tag, "kind": TEXTS}
     write_features(gpu_made, ["Word-2"], np.ones((1, 128), np.float32), ["d2"], fp16)
-    (folder / "t2i_queries" / "s00000.parquet").unlink()
+    for made in (folder / "t2i_queries").glob("*.parquet"):
+        made.unlink()
     with pytest.raises(
         TuwenError, match=r"would be encoded in fp32, but .*i2t_gallery/s00000.parquet .* fp16"
     ):

@@ -11,9 +11,10 @@ from pathlib import Path
 from tuwen.clip.architectures import Architecture, architecture
 
 
-def weights_tag(name: str, digest: str) -> str:
-    """Give the tag that names a model's features on disk: its name plus its weights digest."""
-    return f"{name}-{digest[:12]}"
+def weights_tag(name: str, digest: str, int8: bool = False) -> str:
+    """Give the tag that names a model's features on disk: its name plus its weights digest,
+    and `-int8` when it encodes in int8 (its features never mix with the fp32 ones)."""
+    return f"{name}-{digest[:12]}" + ("-int8" if int8 else "")
 
 
 def read_card(path: str | os.PathLike) -> dict:
@@ -29,6 +30,7 @@ class ModelCard:
     name: str
     checkpoint: str
     weights_sha256: str
+    int8: bool = False  # encodes through its int8 ONNX towers (tuwen.clip.onnx_towers)
 
     @property
     def arch(self) -> Architecture:
@@ -43,7 +45,8 @@ class ModelCard:
     def read(cls, path: str | os.PathLike) -> ModelCard:
         """Read a model card JSON file."""
         data = read_card(path)
-        return cls(data["tag"], data["name"], data["checkpoint"], data["weights_sha256"])
+        int8 = data.get("int8", False)  # cards written before int8 existed are fp32
+        return cls(data["tag"], data["name"], data["checkpoint"], data["weights_sha256"], int8)
 
     def as_dict(self) -> dict:
         """Give the card as a JSON-ready dict."""
@@ -53,6 +56,7 @@ class ModelCard:
             "name": self.name,
             "checkpoint": self.checkpoint,
             "weights_sha256": self.weights_sha256,
+            "int8": self.int8,
             "struct": arch.struct,
             "resolution": arch.resolution,
         }

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from tuwen.clip.architectures import CONTEXT_LENGTH
 from tuwen.clip.cards import ModelCard
 from tuwen.clip.device_decoding import decode_jpegs, is_complete_plain_jpeg, normalise
 from tuwen.clip.models import load_model
+from tuwen.clip.onnx_towers import ONNXRUNTIME, OnnxClip, choose_backend, read_towers
 from tuwen.errors import TuwenError
 from tuwen.files.images import (
     ImageRejected,
@@ -34,6 +37,19 @@ from tuwen.files.images import (
 )
 from tuwen.files.parquet import l2_normalised, read_table, write_features
 from tuwen.run.declaration import IMAGES, TEXTS
+
+# What encodes: cn_clip's model in torch, or its exported towers in ONNX Runtime (the same calls).
+Encoder: TypeAlias = CLIP | OnnxClip
+
+
+def embedding_dim(model: Encoder) -> int:
+    """Give the width of a model's embeddings."""
+    return model.dim if isinstance(model, OnnxClip) else int(model.text_projection.shape[1])
+
+
+def logit_scale(model: Encoder) -> float:
+    """Give a model's learned logit scale (exp of its parameter), as cn_clip scores with it."""
+    return model.logit_scale_value if isinstance(model, OnnxClip) else float(model.logit_scale.exp().item())
 
 
 @dataclass
@@ -112,13 +128,17 @@ def inference_autocast(device: str):
     return torch.autocast("cpu", enabled=False)
 
 
-def inference_precision(device: str) -> str:
-    """Give the precision `inference_autocast` computes embeddings in on `device`."""
+def inference_precision(device: str, model: Encoder | None = None, kind: str = IMAGES) -> str:
+    """Give the precision embeddings of `kind` are computed in on `device`:
+    `inference_autocast`'s for torch, the exported tower's for ONNX Runtime (fp32 or int8)."""
+    if isinstance(model, OnnxClip):
+        return model.precision["image" if kind == IMAGES else "text"]
     return "fp16" if device == "cuda" else "fp32"
 
 
-def check_one_precision(output: str | os.PathLike, precision: str, tag: str) -> None:
-    """Refuse to write a shard of another precision than the shards already under its model tag.
+def check_one_precision(output: str | os.PathLike, precision: str, tag: str, kind: str | None = None) -> None:
+    """Refuse to write a shard of another precision than the shards of its kind (images or
+    captions; None: any) already under its model tag.
 
     fp16 (CUDA) and fp32 (CPU) embeddings of the same item differ in the 3rd-4th digit: mixed
     under one tag, a gallery would rank items by which device encoded them. The tag's
@@ -133,7 +153,7 @@ def check_one_precision(output: str | os.PathLike, precision: str, tag: str) -> 
         if other == Path(output):
             continue
         metadata = read_metadata(other)
-        if metadata.get("model_tag") != tag:
+        if metadata.get("model_tag") != tag or (kind is not None and metadata.get("kind") != kind):
             continue
         found = metadata.get("precision", "fp32")  # before precision was recorded: CPU only
         if found != precision:
@@ -205,7 +225,7 @@ def image_batches(
 
 
 def encode_images(
-    model: CLIP,
+    model: Encoder,
     items: pd.DataFrame,
     resolution: int,
     device: str,
@@ -225,7 +245,7 @@ def encode_images(
     ids, digests = items["id"].tolist(), items["digest"].tolist()
     result = EncodedItems()
     # Filled batch by batch, and left on the device until the end (see encode_texts).
-    embeddings = torch.empty((len(items), model.text_projection.shape[1]), device=device)
+    embeddings = torch.empty((len(items), embedding_dim(model)), device=device)
     total = -(-len(items) // batch_size)
     with torch.inference_mode(), inference_autocast(device):
         for batch in tqdm(
@@ -261,13 +281,13 @@ def tokenize_captions(captions: list[str]) -> torch.Tensor:
 
 
 def encode_texts(
-    model: CLIP, items: pd.DataFrame, device: str, batch_size: int = 256, progress: bool = True
+    model: Encoder, items: pd.DataFrame, device: str, batch_size: int = 256, progress: bool = True
 ) -> EncodedItems:
     """Encode the captions of `items` (columns id, digest, source = caption)."""
     captions = items["source"].tolist()
     # One array for all rows, filled batch by batch: keeping each batch's output tensor
     # instead pinned ~100 KB of freed activations per caption (3.5 GB for 50,000).
-    embeddings = torch.empty((len(captions), model.text_projection.shape[1]), device=device)
+    embeddings = torch.empty((len(captions), embedding_dim(model)), device=device)
     with torch.inference_mode(), inference_autocast(device):
         starts = range(0, len(captions), batch_size)
         for start in tqdm(
@@ -282,14 +302,14 @@ def encode_texts(
     )
 
 
-def encode_caption(model: CLIP, text: str) -> np.ndarray:
+def encode_caption(model: Encoder, text: str) -> np.ndarray:
     """Give one caption's L2-normalised embedding on the CPU (a live query, not a shard)."""
     with torch.inference_mode():
         tokens = tokenize_captions([text])
         return l2_normalised(model.encode_text(tokens).float().numpy())[0]
 
 
-def encode_picture(model: CLIP, picture: Image.Image, resolution: int) -> np.ndarray:
+def encode_picture(model: Encoder, picture: Image.Image, resolution: int) -> np.ndarray:
     """Give one decoded image's L2-normalised embedding on the CPU, by cn_clip's own transform
     (the PIL path of `encode_images`)."""
     with torch.inference_mode():
@@ -297,16 +317,38 @@ def encode_picture(model: CLIP, picture: Image.Image, resolution: int) -> np.nda
         return l2_normalised(model.encode_image(pixels).float().numpy())[0]
 
 
-def feature_metadata(card: ModelCard, model: CLIP, kind: str) -> dict:
+def feature_metadata(card: ModelCard, model: Encoder, kind: str) -> dict:
     """Give the file metadata of a feature shard: which model, weights and software made it."""
     return {
         **card.as_dict(),
         "model_tag": card.tag,
         "kind": kind,
-        "logit_scale": float(model.logit_scale.exp().item()),
+        "logit_scale": logit_scale(model),
         "cn_clip_version": version("cn_clip"),
         "torch_version": torch.__version__,
     }
+
+
+def load_encoder(
+    card: ModelCard,
+    device: str,
+    towers: str | os.PathLike | None = None,
+    backend: str | None = None,
+    threads: int = 1,
+    checkpoint: str | os.PathLike | None = None,
+) -> tuple[Encoder, str, str]:
+    """Give what encodes for a model card: its exported towers in ONNX Runtime or cn_clip's
+    model in torch (from `checkpoint`, default the card's), as `choose_backend` decides for
+    `backend` (None: encode.backend's default); with the device it runs on and why."""
+    from tuwen.run.schema import schema_default
+
+    backend = backend or schema_default("encode.backend")
+    device = pick_device(device)
+    chosen, why = choose_backend(backend, device, read_towers(towers) if towers else None)
+    if chosen == ONNXRUNTIME:
+        assert towers is not None
+        return OnnxClip(towers, threads), "cpu", why
+    return load_model(card.arch, checkpoint or card.checkpoint, device), device, why
 
 
 def encode_shard(
@@ -321,17 +363,22 @@ def encode_shard(
     max_pixels: int | None = None,
     jpeg_draft: bool = False,
     gpu_jpeg_decode: bool = True,
+    towers: str | os.PathLike | None = None,
+    backend: str | None = None,
 ) -> EncodedItems:
     """Encode one shard's item list (`kind` IMAGES or TEXTS) and write its feature shard.
 
     Images are read with `num_workers` decode workers under the run's pixel limit
     (`max_pixels`, which images need); on CUDA with `gpu_jpeg_decode`, plain JPEGs are
-    decoded and resized on the GPU.
+    decoded and resized on the GPU. `towers` (the model's exported towers.json) and
+    `backend` choose what runs the model (`load_encoder`).
     """
     card = ModelCard.read(model_card)
-    device = pick_device(device)
-    check_one_precision(output, inference_precision(device), card.tag)
-    model = load_model(card.arch, card.checkpoint, device)
+    model, device, why = load_encoder(card, device, towers, backend, torch.get_num_threads())
+    backend_used = "onnxruntime" if isinstance(model, OnnxClip) else "torch"
+    logging.info("%s encodes on %s: %s", backend_used, device, why)
+    precision = inference_precision(device, model, kind)
+    check_one_precision(output, precision, card.tag, kind)
     items = read_table(shard_list).to_pandas()
     try:
         if kind == IMAGES:
@@ -358,7 +405,8 @@ def encode_shard(
             "(a speed-only setting: nothing already encoded is redone)"
         ) from None
     metadata = feature_metadata(card, model, kind)
-    metadata["precision"] = inference_precision(device)
+    metadata["precision"] = precision
+    metadata["backend"] = backend_used
     if kind == IMAGES:
         # How the pixels were read: what else, besides the model, these embeddings depend on.
         metadata["image_decoding"] = {
