@@ -9,6 +9,12 @@ runs with no model (*decode only*: how fast the device can be fed at most), and 
 embeddings of the reduced-scale JPEG decode (`encode.jpeg_draft`) and of the GPU path are
 compared with the PIL path's (cosine; the GPU path's goal is >= 0.999).
 
+On the CPU, the model's towers are also exported as a run exports them
+(`tuwen.clip.onnx_towers.export_model_towers`: fp32, and int8) and the same shard is encoded
+end to end through ONNX Runtime; then one text query and one image query are timed (p50)
+through the backend a run uses by default (`choose_backend`). The last line is that
+backend's: `text_query P ms image_query Q ms encode R images/s`.
+
 Usage: python -m bench.encode --arch ViT-B-16|ViT-H-14|... --device cpu|cuda
     [--images N] [--batch-size B] [--workers W] [--sample DIR]
 """
@@ -29,8 +35,10 @@ from cn_clip.clip import image_transform
 
 from bench import DEFAULT_SAMPLE
 from tuwen.clip.architectures import architecture
-from tuwen.clip.encode import encode_images, image_batches, inference_autocast
-from tuwen.clip.models import build_model
+from tuwen.clip.cards import ModelCard
+from tuwen.clip.encode import encode_caption, encode_images, encode_picture, image_batches, inference_autocast
+from tuwen.clip.models import build_model, save_checkpoint
+from tuwen.clip.onnx_towers import AUTO, OnnxClip, choose_backend, export_model_towers
 from tuwen.data.demo import ALL_SCENES, draw_scene
 from tuwen.files.images import load_image
 from tuwen.files.parquet import l2_normalised, write_features
@@ -122,6 +130,49 @@ def smallest_cosine(reference, other) -> float:
     return float(np.min([a[order[i]] @ row for i, row in zip(other.ids, b, strict=True)]))
 
 
+QUERY = "两个人在海边散步，夕阳西下"
+
+
+def query_p50_ms(model, picture, arch, repeats: int = 15) -> tuple[float, float]:
+    """Give the p50 ms of one text query and one image query (a decoded picture) through `model`."""
+    timings = []
+    for encode in (
+        lambda: encode_caption(model, QUERY),
+        lambda: encode_picture(model, picture, arch.resolution),
+    ):
+        encode()  # warm-up, as the service warms at start
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            encode()
+            times.append((time.perf_counter() - started) * 1000)
+        timings.append(float(np.median(times)))
+    return timings[0], timings[1]
+
+
+def onnx_rows(model, arch, items, paths, batch, workers, reference, scratch: Path):
+    """Export the towers as a run does (fp32, int8), encode the shard through each, and time
+    one query of each kind; give the table's rows and the last line's numbers for the backend
+    a run uses by default."""
+    save_checkpoint(model, scratch / "weights.pt", arch)
+    picture = load_image(paths[0], None)[0]
+    rows, queries, described = [], {}, {}
+    for int8 in (False, True):
+        label = "int8" if int8 else "fp32"
+        card = ModelCard(f"{arch.name}-{label}", arch.name, str(scratch / "weights.pt"), "-", int8)
+        described[label] = export_model_towers(model, card, scratch / label)
+        onnx = OnnxClip(scratch / label / "towers.json", threads=torch.get_num_threads())
+        rate, encoded = end_to_end(
+            onnx, items, arch, "cpu", batch, workers, False, None, scratch / "o.parquet"
+        )
+        precision = "/".join(f"{t} {p}" for t, p in described[label]["precision"].items())
+        rows.append((f"ONNX Runtime {label} ({precision})", None, rate, smallest_cosine(reference, encoded)))
+        queries[label] = (*query_p50_ms(onnx, picture, arch), rate)
+    queries["torch"] = (*query_p50_ms(model, picture, arch), None)
+    backend, why = choose_backend(AUTO, "cpu", described["fp32"])
+    return rows, queries, ("fp32" if backend == "onnxruntime" else "torch"), why
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="ViT-B-16")
@@ -162,6 +213,12 @@ def main() -> None:
             else:
                 cosine = smallest_cosine(reference, encoded)
             rows.append((label, fed, rate, cosine))
+        torch_rate = rows[1][2]
+        if not cuda:
+            onnx, queries, default, why = onnx_rows(
+                model, arch, items, paths, batch, args.workers, reference, scratch
+            )
+            rows += onnx
 
     name = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores"
     print(
@@ -176,6 +233,20 @@ def main() -> None:
             f"| {label} | {'–' if fed is None else f'{fed:.1f}'} | {rate:.1f} | {rate / limit:.2f} "
             f"| {'–' if cosine is None else f'{cosine:.5f}'} |"
         )
+    if cuda:
+        return
+    print()
+    print("| backend | one text query, ms (p50) | one image query, ms (p50) | end to end, images/s |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, (text_ms, image_ms, rate) in {"torch": queries["torch"], **queries}.items():
+        shown = torch_rate if rate is None else rate
+        name = "torch eager" if label == "torch" else f"ONNX Runtime {label}"
+        print(f"| {name} | {text_ms:.1f} | {image_ms:.1f} | {shown:.1f} |")
+    print()
+    print(f"default backend: {'ONNX Runtime fp32' if default == 'fp32' else 'torch'} ({why})")
+    text_ms, image_ms, rate = queries[default]
+    rate = torch_rate if rate is None else rate
+    print(f"text_query {text_ms:.1f} ms image_query {image_ms:.1f} ms encode {rate:.1f} images/s")
 
 
 if __name__ == "__main__":

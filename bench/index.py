@@ -131,6 +131,14 @@ def write_declaration(run: Path, card: dict, shards: list[Path], shard_size: int
     card_path = run / layout.model_card(MODEL, BASE)
     card_path.parent.mkdir(parents=True, exist_ok=True)
     card_path.write_text(json.dumps(card), encoding="utf-8")
+    towers = run / layout.model_towers(MODEL, BASE)
+    if not towers.exists():  # the query encoder the server runs, exported as a run exports it
+        from tuwen.clip.cards import ModelCard
+        from tuwen.clip.models import load_model
+        from tuwen.clip.onnx_towers import export_model_towers
+
+        described = ModelCard.read(card_path)
+        export_model_towers(load_model(described.arch, described.checkpoint), described, towers.parent)
     import pyarrow.parquet as pq
 
     ids, numbers = [], []

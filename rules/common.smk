@@ -256,23 +256,36 @@ def model_card_settings(wildcards):
 # ---- rules/encode.smk ------------------------------------------------------------
 
 
-def card_for_tag(wildcards):
-    """The model card whose tag names the features asked for.
+def stage_of_tag(tag):
+    """The model and stage whose card has `tag`.
 
     Cards already written are read directly; if none matches (features asked for before
     any card exists), the checkpoint API makes Snakemake describe the models first.
     """
-    for path in plans.model_cards(RUN):
-        if os.path.exists(path) and read_card(path)["tag"] == wildcards.tag:
-            return path
     for model in RUN.models:
         for stage in model.stages:
-            if tag_of(model, stage) == wildcards.tag:
-                return card_of(model, stage)
+            path = card_of(model, stage)
+            if os.path.exists(path) and read_card(path)["tag"] == tag:
+                return model, stage
+    for model in RUN.models:
+        for stage in model.stages:
+            if tag_of(model, stage) == tag:
+                return model, stage
     raise WorkflowError(
-        f"features of model {wildcards.tag} were asked for, but no configured model has that tag; "
+        f"features of model {tag} were asked for, but no configured model has that tag; "
         "features of different models are never mixed"
     )
+
+
+def card_for_tag(wildcards):
+    """The model card whose tag names the features asked for."""
+    return card_of(*stage_of_tag(wildcards.tag))
+
+
+def towers_for_tag(wildcards):
+    """The description of the exported towers of the model stage whose tag is asked for."""
+    model, stage = stage_of_tag(wildcards.tag)
+    return layout.model_towers(model.name, stage)
 
 
 # ---- rules/sentences.smk ---------------------------------------------------------

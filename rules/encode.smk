@@ -6,6 +6,7 @@ rule encode_image_shard:
     input:
         shard_list=shard_list,
         card=card_for_tag,
+        towers=towers_for_tag,
         settings=settings_file("encode_images"),
     output:
         layout.features("{tag}", "{col}", "{shard}"),
@@ -30,6 +31,7 @@ rule encode_text_shard:
     input:
         shard_list=shard_list,
         card=card_for_tag,
+        towers=towers_for_tag,
     output:
         layout.features("{tag}", "{tset}", "{shard}"),
     log:

@@ -9,7 +9,7 @@ wildcard_constraints:
     shard=r"s\d+",
     stage=f"{BASE}|{FINETUNE}",
     model="|".join(model.name for model in RUN.models),
-    tag=r"[^/]+-[0-9a-f]{12}",
+    tag=r"[^/]+-[0-9a-f]{12}(?:-int8)?",
 
 
 rule ingest_images:

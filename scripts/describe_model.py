@@ -12,7 +12,8 @@ from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:
-    name = read_settings(snakemake.input.settings)["model"]["name"]
+    settings = read_settings(snakemake.input.settings)
+    name, int8 = settings["model"]["name"], settings["encode"]["int8"]
     arch = architecture(name)
     if snakemake.input.get("checkpoint"):
         checkpoint = snakemake.input.checkpoint
@@ -20,7 +21,7 @@ def main(snakemake) -> None:
         # Where the weights are kept changes no result: read from the config, not a setting.
         checkpoint = str(fetch_pretrained(name, snakemake.config["weights_dir"]))
     digest = checkpoint_digest(checkpoint, arch)
-    card = ModelCard(weights_tag(arch.name, digest), arch.name, checkpoint, digest)
+    card = ModelCard(weights_tag(arch.name, digest, int8), arch.name, checkpoint, digest, int8)
     write_text_atomic(snakemake.output.card, json.dumps(card.as_dict(), indent=2) + "\n")
     logging.info("model %s: %s", card.tag, checkpoint)
 

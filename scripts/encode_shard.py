@@ -35,6 +35,8 @@ def main(snakemake) -> None:
         device=speed["device"],
         batch_size=speed["batch_size"],
         num_workers=workers,
+        towers=snakemake.input.towers,
+        backend=speed["backend"],
         **(image_settings(results) if results else {}),
     )
     logging.info("encoded %d %s", len(encoded.ids), kind)

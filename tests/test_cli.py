@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -46,6 +47,19 @@ def test_text_query_ranks_as_the_run_did(demo_run):
     assert list(hits["rank"]) == [1, 2, 3, 4, 5]
     assert_same_ranking(hits, expected)
     assert all(what.endswith(target) for what, target in zip(hits["what"], hits["target_id"], strict=True))
+
+
+def test_torch_and_onnx_runtime_give_a_query_the_same_ranking(demo_run):
+    """The run's export is exact: `--backend torch` and the default (ONNX Runtime) agree."""
+    towers = json.loads((demo_run / "results/models/tuwen-tiny-rn/finetune/towers/towers.json").read_text())
+    assert towers["exact"] and towers["precision"] == {"text": "fp32", "image": "fp32"}
+    answers = {}
+    for backend in ("torch", "onnxruntime"):
+        result = tuwen("search", "左上角有一个红色的圆形", "--run", str(demo_run), "--backend", backend)
+        assert result.returncode == 0, result.stderr
+        assert f"by {backend}" in result.stderr
+        answers[backend] = printed_hits(result.stdout)
+    assert_same_ranking(answers["onnxruntime"], answers["torch"])
 
 
 def test_image_query_ranks_as_the_run_did_and_prints_captions(demo_run):

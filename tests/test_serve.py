@@ -115,6 +115,12 @@ def test_text_queries_rank_as_the_run_ranked_them(server, demo_run):
             assert hit["image"] == f"/image/t2i_gallery/{hit['id']}"
             assert hit["correct"] == (hit["id"] in truth[text_id])
         assert answer["query"]["id"] == text_id and answer["ranked_by"] == "cosine"
+        # The query's encoding is part of the answer's time, and says what encoded it: the
+        # run's exact ONNX export on a CPU.
+        timing = answer["timing"]
+        assert 0 < timing["encode_ms"] <= timing["total_ms"]
+        assert timing["total_ms"] == pytest.approx(timing["encode_ms"] + timing["search_ms"], abs=0.01)
+        assert set(answer["encoded_by"].values()) == {"onnxruntime"}
 
 
 def test_image_queries_rank_as_the_run_ranked_them(server, demo_run):

@@ -22,6 +22,12 @@ from pathlib import Path
 from tuwen.errors import TuwenError
 from tuwen.run.declaration import IMAGES, TEXTS
 
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime")  # encode.backend's
+BACKEND_HELP = (
+    "what encodes the query: auto (the default: ONNX Runtime where the run's export of the model "
+    "is exact, else torch; an int8 model always ONNX Runtime), torch or onnxruntime"
+)
+
 
 class SearchError(TuwenError):
     """A search the command line cannot run as asked (an unknown gallery, an unreadable image)."""
@@ -45,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="encoded collection to search (default: the gallery of the run's task for such queries)",
     )
     search.add_argument("--milvus", help="search the galleries exported to this Milvus (URI or Lite file)")
+    search.add_argument("--backend", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     serve = commands.add_parser("serve", help="a search page and JSON API over a finished run")
     serve.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
@@ -52,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--max-body-mb", type=float, default=20, help="largest upload accepted, MB (20)")
     serve.add_argument("--ground-truth", type=Path, help="text_id,image_id CSV for ✓ (default: the run's)")
     serve.add_argument("--milvus", help="search the galleries exported to this Milvus (URI or Lite file)")
+    serve.add_argument("--backend", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     export = commands.add_parser(
         "export", help="a finished run's galleries into Milvus or clip-retrieval's layout"
     )
@@ -87,7 +95,7 @@ def search(args: argparse.Namespace) -> tuple[dict, dict]:
     kind = TEXTS if args.text is not None else IMAGES
     finished = read_finished(args.run)
     gallery = args.gallery or finished.default_gallery(kind)
-    loaded = LoadedRun(finished, only={gallery}, milvus=args.milvus)
+    loaded = LoadedRun(finished, only={gallery}, milvus=args.milvus, backend=args.backend)
     if gallery not in loaded.collections:
         encoded = ", ".join(finished.collections) or "none"
         raise SearchError(f"{args.run}: no features of gallery {gallery!r} (collections: {encoded})")
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             max_body = int(args.max_body_mb * 1024 * 1024)
-            serve(args.run, args.host, args.port, max_body, args.ground_truth, args.milvus)
+            serve(args.run, args.host, args.port, max_body, args.ground_truth, args.milvus, args.backend)
         except TuwenError as error:
             print(f"tuwen serve: {error}", file=sys.stderr)
             return 2
@@ -158,5 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     how = "exact" if answer["exact"] else f"approximate ({answer['search']['index']})"
     took = time.perf_counter() - started
-    print(f"({len(answer['hits'])} hits by {answer['ranked_by']}, {how}, in {took:.1f} s)", file=sys.stderr)
+    backends = "+".join(sorted(set(answer.get("encoded_by", {}).values()))) or "stored"
+    encoding = f"query encoded in {answer['timing']['encode_ms']:.1f} ms by {backends}"
+    print(
+        f"({len(answer['hits'])} hits by {answer['ranked_by']}, {how}, {encoding}, in {took:.1f} s)",
+        file=sys.stderr,
+    )
     return 0

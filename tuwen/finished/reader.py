@@ -64,6 +64,7 @@ class FinishedRun:
     settings: dict[str, Path]  # the settings a query is read with (ingest; ocr)
     stamp: list[int]  # the record's own, which changes when a rerun finishes
     record: dict = field(repr=False, default_factory=dict)
+    towers: dict[str, Path] = field(default_factory=dict)  # a CLIP channel's exported towers.json
 
     def check(self) -> None:
         """Check that the run still holds this state (nothing rewritten since it was read)."""
@@ -122,6 +123,7 @@ def read_finished(folder: str | Path) -> FinishedRun:
         {group: folder / path for group, path in plan["settings"].items()},
         stamp,
         record,
+        {name: folder / files["description"] for name, files in plan.get("towers", {}).items()},
     )
 
 

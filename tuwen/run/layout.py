@@ -100,6 +100,11 @@ def model_card(model: str, stage: str) -> str:
     return _path("models", model, stage, "model.json")
 
 
+def model_towers(model: str, stage: str, name: str = "towers.json") -> str:
+    """A model stage's towers exported to ONNX (text.onnx, image.onnx) and their description."""
+    return _path("models", model, stage, "towers", name)
+
+
 def fine_tuned(model: str, name: str) -> str:
     """A file of a model's fine-tuning (checkpoint.pt, train_log.csv, curves.png, ...)."""
     return _path("models", model, "finetune", name)

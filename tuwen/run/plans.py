@@ -140,6 +140,15 @@ def finished_plan(run: Run, files: FileLookup, duplicates: bool = False) -> dict
         for model in run.models
         for stage in model.stages
     }
+    # Each model stage's exported towers: a query is encoded by what encoded its gallery.
+    towers = {
+        model.channel(stage): {
+            "description": layout.model_towers(model.name, stage),
+            **{tower: layout.model_towers(model.name, stage, f"{tower}.onnx") for tower in ("text", "image")},
+        }
+        for model in run.models
+        for stage in model.stages
+    }
     cards |= {channel_name(TEXT, e): layout.sentence_encoder_card(e) for e in run.text_encoders}
     features: dict[str, dict[str, list[str]]] = {
         name: {ranking.channel(ranking.ranking_stage): files.features(name, ranking, ranking.ranking_stage)}
@@ -176,6 +185,7 @@ def finished_plan(run: Run, files: FileLookup, duplicates: bool = False) -> dict
     return {
         "run": layout.settings("run"),
         "cards": cards,
+        "towers": towers,
         "collections": collections,
         "tasks": tasks,
         "chosen": layout.fusion("chosen.json") if run.fuse else [],

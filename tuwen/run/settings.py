@@ -62,7 +62,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "index.enabled",
     ),
     # One file per model (model.<name>.json, train.<name>.json): see MODEL_GROUPS.
-    "model": ("models",),
+    "model": ("models", "encode.int8"),
     "encode_images": ("encode.jpeg_draft", "encode.gpu_jpeg_decode", "ingest.max_image_pixels"),
     "train": (
         "models",

@@ -21,6 +21,7 @@ class Query:
     text: str = ""
     known_id: str | None = None
     known_in: str | None = None
+    encode_ms: float = 0.0  # decoding, reading its text and embedding it (0: a stored item's)
 
 
 def ranked_by(ranking: Ranking, channels: dict[str, Channel]) -> str:

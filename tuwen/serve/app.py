@@ -282,17 +282,21 @@ def _thumbnail(path: str, digest: str, size: int, max_pixels: int) -> bytes | No
 
 
 def serve(
-    run: Path, host: str, port: int, max_body: int, ground_truth: Path | None, milvus: str | None = None
+    run: Path,
+    host: str,
+    port: int,
+    max_body: int,
+    ground_truth: Path | None,
+    milvus: str | None = None,
+    backend: str | None = None,
 ) -> None:
-    """Load the run and answer until interrupted (`milvus`: search the galleries exported there)."""
+    """Load the run and answer until interrupted (`milvus`: search the galleries exported there;
+    `backend`: what encodes queries, tuwen.clip.onnx_towers.choose_backend)."""
     import uvicorn
 
-    live = LiveRun(run, ground_truth=ground_truth, milvus=milvus)
+    live = LiveRun(run, ground_truth=ground_truth, milvus=milvus, backend=backend)
     loaded = live.current()
-    # Load the models now, not on the first query: the first answer is as fast as the rest.
-    for kind in (TEXTS, IMAGES):
-        for channel in loaded.channels_for(kind, loaded.default_gallery(kind)):
-            loaded.model(channel)
+    loaded.warm()
     sizes = ", ".join(
         f"{g['name']} ({g['items']}{'' if g['search']['exact'] else ', ' + g['search']['index']})"
         for g in loaded.galleries()

@@ -21,6 +21,7 @@ Loading is tuwen.serve.loading's, the answer's format tuwen.serve.answers'.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -67,8 +68,10 @@ class LoadedRun:
         only: set[str] | None = None,
         milvus: str | None = None,
         milvus_prefix: str = "tuwen_",
+        backend: str | None = None,
     ):
         self.finished = finished
+        self.backend = backend  # what encodes a query (choose_backend; None: encode.backend's default)
         self.run = finished.folder
         self.milvus = (milvus, milvus_prefix) if milvus else None
         self._milvus_client = None
@@ -87,6 +90,7 @@ class LoadedRun:
         self.approximate = self._read_indexes(indexed)
         self._known_items = known_items(finished, self.collections)
         self.models: dict[str, object] = {}
+        self.backends: dict[str, str] = {}  # each loaded CLIP channel's: torch or onnxruntime
         self._model_lock = threading.Lock()
         self.positives = {
             task: read_positives(t) for task, t in ground_truths(finished, ground_truth).items()
@@ -258,16 +262,49 @@ class LoadedRun:
                 except EncoderMissing as error:
                     raise RunNotFinished(str(error)) from None
             if channel not in self.models:
-                from tuwen.clip.architectures import ModelError
-                from tuwen.clip.cards import ModelCard
-                from tuwen.clip.models import load_model
-
-                card = ModelCard.read(self.channels[channel].card)
-                try:
-                    self.models[channel] = load_model(card.arch, card.checkpoint_in(self.run))
-                except ModelError as error:
-                    raise RunNotFinished(f"the run's model {card.tag} cannot be loaded: {error}") from None
+                self.models[channel], self.backends[channel] = self._load_clip(channel)
             return self.models[channel]
+
+    def _load_clip(self, channel: str) -> tuple[object, str]:
+        """Give a CLIP channel's encoder: its exported towers in ONNX Runtime where the run
+        exported them and `choose_backend` picks them, else cn_clip's model in torch; and which."""
+        from tuwen.clip.architectures import ModelError
+        from tuwen.clip.cards import ModelCard
+        from tuwen.clip.encode import load_encoder
+        from tuwen.clip.onnx_towers import OnnxClip
+
+        card = ModelCard.read(self.channels[channel].card)
+        towers = self.finished.towers.get(channel)
+        try:
+            encoder, _, why = load_encoder(
+                card,
+                "cpu",
+                towers if towers is not None and towers.exists() else None,
+                self.backend,
+                threads=os.cpu_count() or 1,
+                checkpoint=card.checkpoint_in(self.run),
+            )
+        except (ModelError, TuwenError) as error:
+            raise RunNotFinished(f"the run's model {card.tag} cannot be loaded: {error}") from None
+        backend = "onnxruntime" if isinstance(encoder, OnnxClip) else "torch"
+        LOG.info("%s encodes queries by %s: %s", channel, backend, why)
+        return encoder, backend
+
+    def warm(self) -> None:
+        """Load every model a default query is encoded by and encode one query of each kind
+        through it, so that the first answer is as fast as the rest."""
+        from PIL import Image
+
+        from tuwen.clip.encode import encode_picture
+
+        picture = Image.new("RGB", (64, 64), (128, 128, 128))
+        for kind in (TEXTS, IMAGES):
+            if self.declared.default_gallery(kind) is None:
+                continue
+            for channel in self.channels_for(kind, self.default_gallery(kind)):
+                self._embed_text(channel, "预热")
+                if not self.channels[channel].sentence:
+                    encode_picture(self.model(channel), picture, self.channels[channel].resolution)
 
     def channels_for(self, query_kind: str, gallery: str, by: str | None = None) -> list[str]:
         """Give the channels a query is embedded by (all that score it but OCR)."""
@@ -288,9 +325,16 @@ class LoadedRun:
             raise QueryError("the query text is empty")
         if len(text) > 1000:
             raise QueryError(f"the query text has {len(text)} characters; at most 1000")
-        vectors = {c: self._embed_text(c, text) for c in self.channels_for(TEXTS, gallery, by)}
+        channels = self.channels_for(TEXTS, gallery, by)
+        for channel in channels:
+            self.model(channel)  # loading a model is not the query's encoding
+        started = time.perf_counter()
+        vectors = {c: self._embed_text(c, text) for c in channels}
+        encode_ms = (time.perf_counter() - started) * 1000
         known_id, known_in = self._known_items.get(("caption", text), (None, None))
-        return Query(TEXTS, text, vectors, text=text, known_id=known_id, known_in=known_in)
+        return Query(
+            TEXTS, text, vectors, text=text, known_id=known_id, known_in=known_in, encode_ms=encode_ms
+        )
 
     def image_query(
         self, data: bytes, gallery: str, source: str = "the uploaded image", by: str | None = None
@@ -298,12 +342,15 @@ class LoadedRun:
         """Give image bytes as a query against `gallery`; a file PIL cannot use is a QueryError."""
         from tuwen.clip.encode import encode_picture
 
+        ranking = self.scoring(IMAGES, gallery, by)
+        channels = [c for c in ranking.channels if c != OCR]
+        for channel in channels:
+            self.model(channel)
+        started = time.perf_counter()
         try:
             picture = decode_image(data, source, self.max_image_pixels)
         except ImageRejected as rejected:
             raise QueryError(rejected.message) from None
-        ranking = self.scoring(IMAGES, gallery, by)
-        channels = [c for c in ranking.channels if c != OCR]
         known_id, known_in = self._known_items.get(("digest", content_digest(data)), (None, None))
         # The text in the picture, where a channel matches it: OCR's characters or a sentence
         # encoder; one of the run's images has it read already.
@@ -321,7 +368,10 @@ class LoadedRun:
             else encode_picture(self.model(c), picture, self.channels[c].resolution)
             for c in channels
         }
-        return Query(IMAGES, source, vectors, text=text, known_id=known_id, known_in=known_in)
+        encode_ms = (time.perf_counter() - started) * 1000
+        return Query(
+            IMAGES, source, vectors, text=text, known_id=known_id, known_in=known_in, encode_ms=encode_ms
+        )
 
     def item_query(self, collection: str, item_id: str) -> Query:
         """Give one of the run's items as a query ("more like this"), from its stored embeddings."""
@@ -368,6 +418,7 @@ class LoadedRun:
 
     def search(self, query: Query, gallery_name: str, k: int, by: str | None = None) -> dict:
         """Give the top-`k` of `query` in a gallery as JSON-ready data (`by`: one channel alone)."""
+        started = time.perf_counter()
         gallery = self.gallery(gallery_name)
         ranking = self.scoring(query.kind, gallery_name, by)
         if ranking.channel not in query.vectors:
@@ -392,6 +443,16 @@ class LoadedRun:
         result = answer(
             query, gallery, gallery.ids, ranking, self.channels, hits, search, truth, self.loaded_at
         )
+        search_ms = (time.perf_counter() - started) * 1000
+        # The query's encoding is part of what a user waits for: the answer says how much.
+        result["timing"] = {
+            "encode_ms": round(query.encode_ms, 3),
+            "search_ms": round(search_ms, 3),
+            "total_ms": round(query.encode_ms + search_ms, 3),
+        }
+        encoded = [c for c in query.vectors if c in self.backends] if query.encode_ms else []
+        if encoded:
+            result["encoded_by"] = {c: self.backends[c] for c in encoded}
         if self.notice:
             result["warning"] = self.notice
         return result
@@ -462,6 +523,9 @@ class LiveRun:
                 old, new = self.loaded.channels.get(channel), fresh.channels.get(channel)
                 if old and new and old.tag == new.tag:
                     fresh.models[channel] = model
+                    if channel in self.loaded.backends:
+                        fresh.backends[channel] = self.loaded.backends[channel]
+            fresh.warm()
             self.loaded = fresh
             self.reload_error = None
             LOG.info("reloaded %s: %d galleries", self.run, len(fresh.collections))
