@@ -26,6 +26,7 @@ include: "rules/fusion.smk"
 include: "rules/retrieve.smk"
 include: "rules/index.smk"
 include: "rules/duplicates.smk"
+include: "rules/tags.smk"
 include: "rules/report.smk"
 include: "rules/finish.smk"
 

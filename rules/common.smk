@@ -18,7 +18,7 @@ from tuwen.clip.architectures import SMALL_ARCHITECTURES
 from tuwen.clip.cards import read_card
 from tuwen.report.notices import untrained_notice
 from tuwen.run import layout, plans  # torch-free, cheap
-from tuwen.run.contest import contest_files
+from tuwen.run.contest import DEMO_LABELS, contest_files
 from tuwen.run.declaration import (
     BASE,
     FINETUNE,
@@ -167,7 +167,8 @@ def settings_of(wildcards):
 # ---- rules/demo.smk --------------------------------------------------------------
 
 DEMO_FILES = {
-    what: os.path.join(RUN.data_root, path) for what, path in contest_files().items()
+    what: os.path.join(RUN.data_root, path)
+    for what, path in {**contest_files(), "labels": DEMO_LABELS}.items()
 }
 DEMO_FOLDERS = ("t2i_gallery", "i2t_images", "train_images")
 
@@ -583,12 +584,34 @@ def duplicates_inputs(wildcards):
     }
 
 
+# ---- rules/tags.smk --------------------------------------------------------------
+
+
+def tag_inputs(wildcards):
+    """The collection's current features by the ranking model, its card and towers (the
+    labels' prompts are encoded by the same model), and the labels file."""
+    model = RUN.ranking_model
+    stage = model.ranking_stage
+    return {
+        "features": features_of(wildcards.col, model),
+        "assignment": layout.assignment(wildcards.col),
+        "card": card_of(model),
+        "towers": layout.model_towers(model.name, stage),
+        "labels": os.path.join(RUN.data_root, config["tags"]["labels"]),
+    }
+
+
 # ---- rules/finish.smk ------------------------------------------------------------
 
 
 def finished_plan(wildcards):
     """Every file a reader of the finished run reads (tuwen.run.plans.finished_plan)."""
-    return plans.finished_plan(RUN, RUN_FILES, config["duplicates"]["enabled"])
+    return plans.finished_plan(
+        RUN,
+        RUN_FILES,
+        config["duplicates"]["enabled"],
+        plans.tagged_collections(RUN, config),
+    )
 
 
 def finished_inputs(wildcards):

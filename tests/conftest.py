@@ -118,7 +118,12 @@ def planned_jobs_with_reasons(output: str) -> list[tuple[str, dict[str, str], st
 
 
 # The default workflow (embedded demo, with training), smaller: run once per test session.
-SMALL_DEMO = {"demo": {"train_pairs": 60, "queries": 20}, "train": {"epochs": 2}}
+SMALL_DEMO = {
+    "demo": {"train_pairs": 60, "queries": 20},
+    "train": {"epochs": 2},
+    # Zero-shot tags of the demo's photos by its shapes and colours (the demo writes labels.txt).
+    "tags": {"labels": "labels.txt", "templates": ["一张{}的照片", "{}"]},
+}
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ def test_readme_shows_the_example_configs_as_they_are():
     }
     text = README.read_text(encoding="utf-8")
     # The layouts are shown in full; the dataset formats are named in their table.
-    layouts = {"photos.yaml", "queries.yaml", "training.yaml"}
+    layouts = {"photos.yaml", "tags.yaml", "queries.yaml", "training.yaml"}
     assert layouts < set(examples) and all(examples[name] in shown for name in layouts), examples
     assert all(f"--configfile examples/{name}" in text for name in layouts)
     assert all(f"| `{name}` |" in text for name in set(examples) - layouts)

@@ -92,6 +92,8 @@ def other_value(run: Path, key: str) -> Any:
         "training.validation_images": str(demo_data / "附件1/ImageData"),
         "ground_truth": str(run / "results/demo/data/ground_truth.csv"),
         "weights_dir": str(run / "weights"),
+        # The demo's labels again, from another path.
+        "tags.labels": str(copied(demo_data / "labels.txt", run / "labels.txt")),
         "models": ["tuwen-tiny"],
     }
     options = spec.get("oneOf", [])
@@ -188,6 +190,7 @@ STAGE_CHANGES = {
     "figures.queries_per_task": 4,
     "browse.thumbnail_size": 48,
     "index.min_items": 0,
+    "tags.top": 2,
 }
 
 
@@ -221,6 +224,9 @@ def test_downstream_settings_change_their_outputs(changing_run):
     # index: every gallery now has one (fused: the server scores its candidates exactly).
     described = json.loads((run / "results/index/t2i_gallery/index.json").read_text())
     assert described["settings"]["min_items"] == 0 and described["index"]["recall@10"] >= 0.9
+    # tags: two labels a photo now.
+    tags = pd.read_csv(run / "results/tags/t2i_gallery.csv")
+    assert tags.groupby("id").size().eq(2).all() and len(tags) > 0
     # ground truth: half the queries have an answer now.
     metrics = json.loads((run / "results/eval/metrics.json").read_text())
     scored = [sum(m[task]["queries_scored"] for task in ("t2i", "i2t")) for m in (metrics, metrics_before)]

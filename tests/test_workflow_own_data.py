@@ -8,6 +8,8 @@ cannot be read, none of which is lost without a reason.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import tuwen.files.images  # noqa: F401  (registers the HEIC/AVIF writers the library's photos need)
 from tests.conftest import REPO, planned_jobs, snakemake
 from tuwen.run.declaration import TEXTS
 
@@ -193,3 +196,29 @@ def test_duplicates_of_a_library_are_grouped_served_and_found_again_only_for_new
     assert all(after[p] == mtime for p, mtime in before.items()) and len(after) == len(before) + 2
     groups = pd.read_csv(run / "results/duplicates/photos.csv")
     assert set(groups.loc[groups["first"] == "p010.jpg", "id"]) == {"p010.jpg", "copies/later.jpg"}
+
+
+def test_a_library_is_tagged_zero_shot_and_searched_by_tag(tmp_path, library):
+    """examples/tags.yaml on the library with a labels file beside the photos: every photo it
+    encoded has its best labels, and a search by tag answers only from those photos."""
+    import shutil
+
+    root = tmp_path / "library"
+    shutil.copytree(library, root)
+    (root / "labels.txt").write_text("\n".join([*COLOURS, *SHAPES]) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    prompts = {"labels": "labels.txt", "templates": ["一个{}"]}
+    snakemake(run, config=example("tags", data_root=str(root), tags=prompts))
+    tags = pd.read_csv(run / "results/tags/photos.csv", dtype={"id": str})
+    current = pd.read_parquet(run / "results/shards/photos/assignment.parquet")
+    assert set(tags["id"]) == set(current["id"]) and tags.groupby("id").size().eq(3).all()
+    assert set(tags["label"]) <= {*COLOURS, *SHAPES}
+    label = tags[tags["rank"] == 1]["label"].iloc[0]
+    tagged = set(tags[tags["label"] == label]["id"])
+    command = ["search", "一个红色的圆形", "--run", str(run), "--tag", label, "--top", "50"]
+    result = subprocess.run(
+        [sys.executable, "-m", "tuwen", *command], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    found = {line.split("\t")[3] for line in result.stdout.strip().splitlines()}
+    assert found == tagged

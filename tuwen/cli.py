@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     search.add_argument("--milvus", help="search the galleries exported to this Milvus (URI or Lite file)")
     search.add_argument("--backend", choices=BACKEND_CHOICES, help=BACKEND_HELP)
+    search.add_argument("--tag", help="only the photos with this zero-shot tag (a run with tags.labels)")
     serve = commands.add_parser("serve", help="a search page and JSON API over a finished run")
     serve.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
@@ -109,7 +110,7 @@ def search(args: argparse.Namespace) -> tuple[dict, dict]:
                 f"{args.image}: {'does not exist' if not args.image.exists() else error}"
             ) from None
         query = loaded.image_query(data, gallery, str(args.image), args.by)
-    return loaded.search(query, gallery, args.top, args.by), describe_hits(loaded, gallery)
+    return loaded.search(query, gallery, args.top, args.by, args.tag), describe_hits(loaded, gallery)
 
 
 def describe_hits(loaded, gallery: str) -> dict:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tuwen.run.contest import DEMO_LABELS
+
 COLOURS = {
     "红色": (215, 38, 38),
     "绿色": (34, 160, 60),
@@ -182,6 +184,8 @@ def generate_demo(root: str | os.PathLike, train_pairs: int, queries: int, seed:
     _write_csv(root / "附件3" / "word_data.csv", ["text_id", "caption"], text_rows)
     _write_csv(root / "附件3" / "image_test.csv", ["image_id"], query_images)
     _write_csv(root / "ground_truth.csv", ["text_id", "image_id"], truth)
+    # Labels for zero-shot tags (tags.labels: labels.txt): what the shapes are, and their colours.
+    (root / DEMO_LABELS).write_text("\n".join([*SHAPES, *COLOURS]) + "\n", encoding="utf-8")
     return {
         "train_pairs": len(train_rows),
         "t2i_queries": 100,

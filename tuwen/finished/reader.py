@@ -48,6 +48,7 @@ class CollectionFiles:
     features: dict[str, list[Path]] = field(default_factory=dict)
     ocr: list[Path] = field(default_factory=list)
     duplicates: Path | None = None  # its groups of exact and near copies, where they are found
+    tags: Path | None = None  # its photos' zero-shot tags, where the run tags them
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def read_finished(folder: str | Path) -> FinishedRun:
             {channel: [folder / path for path in paths] for channel, paths in files["features"].items()},
             [folder / path for path in files["ocr"]],
             folder / files["duplicates"] if files.get("duplicates") else None,
+            folder / files["tags"] if files.get("tags") else None,
         )
         for name, files in plan["collections"].items()
     }

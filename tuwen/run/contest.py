@@ -32,6 +32,7 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 TRAINING = {"pairs": "附件1/ImageWordData.csv", "images": "附件1/ImageData"}
 GROUND_TRUTH = "ground_truth.csv"  # text_id,image_id, beside the three folders
+DEMO_LABELS = "labels.txt"  # the embedded demo's labels for zero-shot tags (tags.labels), beside them
 # The contest's ground truth pairs caption ids with image ids, whichever side queries.
 TRUTH_COLUMNS = {"texts": ("text_id", "image_id"), "images": ("image_id", "text_id")}
 

@@ -168,6 +168,11 @@ def duplicates(name: str) -> str:
     return _path("duplicates", f"{name}.csv")
 
 
+def tags(name: str) -> str:
+    """An image collection's zero-shot tags: each photo's best labels."""
+    return _path("tags", f"{name}.csv")
+
+
 def evaluation(name: str) -> str:
     return _path("eval", name)
 

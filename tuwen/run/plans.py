@@ -129,7 +129,15 @@ def duplicates_collections(run: Run) -> list[str]:
     return [name for name in run.searchable() if run.collections[name].holds_images]
 
 
-def finished_plan(run: Run, files: FileLookup, duplicates: bool = False) -> dict:
+def tagged_collections(run: Run, config: dict) -> list[str]:
+    """Give the collections whose photos are tagged: every searchable image collection, where
+    the run has a labels file."""
+    return duplicates_collections(run) if config["tags"]["labels"] else []
+
+
+def finished_plan(
+    run: Run, files: FileLookup, duplicates: bool = False, tagged: list[str] | None = None
+) -> dict:
     """Give every file a reader of the finished run reads (tuwen.finished), by what it is: the
     declaration, each channel's card, each searchable collection's manifest, assignment,
     feature shards per channel and OCR shards, each task's ranking, the fusion chosen, the
@@ -172,6 +180,7 @@ def finished_plan(run: Run, files: FileLookup, duplicates: bool = False) -> dict
             "duplicates": layout.duplicates(name)
             if duplicates and name in duplicates_collections(run)
             else None,
+            "tags": layout.tags(name) if name in (tagged or []) else None,
         }
         for name in run.searchable()
     }
@@ -204,7 +213,12 @@ def run_targets(run: Run, config: dict) -> list[str]:
     `decision_files`), then each stage's outputs, then the finished run's record."""
     from tuwen.run.settings import used_groups
 
-    groups = used_groups(run, config["browse"]["enabled"], config["duplicates"]["enabled"])
+    groups = used_groups(
+        run,
+        config["browse"]["enabled"],
+        config["duplicates"]["enabled"],
+        bool(tagged_collections(run, config)),
+    )
     decisions = [layout.settings(group) for group in groups]
     decisions += [layout.assignment(name) for name in run.used_collections()] + model_cards(run)
     outputs = [layout.manifest(name, run.collections[name].kind) for name in run.searchable()]
@@ -233,6 +247,7 @@ def run_targets(run: Run, config: dict) -> list[str]:
         outputs.append(layout.browse("index.html"))
     if config["duplicates"]["enabled"]:
         outputs += [layout.duplicates(name) for name in duplicates_collections(run)]
+    outputs += [layout.tags(name) for name in tagged_collections(run, config)]
     return decisions + outputs + [layout.finished()]
 
 

@@ -111,6 +111,8 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     # Zero-shot beside fine-tuned (results/eval/results.md): which weights rank the test tasks.
     "results_table": ("evaluate.zero_shot_test",),
     "duplicates": ("duplicates.max_hash_distance",),
+    # Zero-shot tags: the labels file (relative to data_root), its prompts, how many are kept.
+    "tags": ("data_root", "tags.labels", "tags.templates", "tags.top"),
     "browse": ("browse.thumbnail_size",),
 }
 # Groups recorded once per model, with that model's own values (its name and checkpoint,
@@ -187,9 +189,9 @@ def _run_group(group: str, item: str, run: Run) -> dict:
     return {"run": run.to_dict()}
 
 
-def used_groups(run: Run, browse: bool, duplicates: bool = False) -> list[str]:
+def used_groups(run: Run, browse: bool, duplicates: bool = False, tags: bool = False) -> list[str]:
     """Give the settings files the run's stages read (`browse`: the browse page is made;
-    `duplicates`: duplicates are found)."""
+    `duplicates`: duplicates are found; `tags`: photos are tagged)."""
     groups = ["run", "ingest", "encode_images", "retrieval", "figures"]
     groups += [group_name("collection", n) for n, c in run.collections.items() if c.source]
     groups += [group_name("task", name) for name in run.tasks]
@@ -201,6 +203,7 @@ def used_groups(run: Run, browse: bool, duplicates: bool = False) -> list[str]:
     groups += ["sentences"] if run.text_encoders else []
     groups += ["browse"] if browse else []
     groups += ["duplicates"] if duplicates else []
+    groups += ["tags"] if tags else []
     groups += ["ground_truth", "results_table"] if run.judged_tasks() else []
     groups += ["index_search"] if run.indexed_galleries() else []
     return list(dict.fromkeys(groups))

@@ -7,6 +7,7 @@
     POST /api/search?gallery=NAME&k=K        an image: the body (Content-Type image/...) or
                                              the multipart field `image`
     GET  /image/NAME/ID?size=S               a gallery image, scaled to fit S pixels
+    any search also takes by=CHANNEL (one channel alone) and tag=LABEL (only photos so tagged)
 
 Every error is JSON {"error": "..."} with 400 (bad parameter, undecodable image),
 404 (unknown gallery or item), 413 (body over the limit) or 415 (a type it cannot take).
@@ -159,6 +160,7 @@ async def search(request: Request) -> Response:
     params = request.query_params
     k = _top(request)
     by = params.get("by") or None  # one channel alone, e.g. text:use-m3 (by meaning)
+    tag = params.get("tag") or None  # only the photos with this zero-shot tag
     if request.method == "POST":
         data, source = await _uploaded_image(request, request.app.state.max_body)
         if not data:
@@ -180,7 +182,7 @@ async def search(request: Request) -> Response:
         gallery = params.get("gallery") or loaded.default_gallery(TEXTS)
         loaded.gallery(gallery)
         query = await run_in_threadpool(loaded.text_query, text, gallery, by)
-    answer = await run_in_threadpool(loaded.search, query, gallery, k, by)
+    answer = await run_in_threadpool(loaded.search, query, gallery, k, by, tag)
     answer["reload_error"] = live.reload_error
     return JSONResponse(answer)
 

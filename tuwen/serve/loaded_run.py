@@ -416,10 +416,25 @@ class LoadedRun:
                 self._lexical[gallery.name] = BM25Index([gallery.texts.get(i, "") for i in gallery.ids])
             return self._lexical[gallery.name]
 
-    def search(self, query: Query, gallery_name: str, k: int, by: str | None = None) -> dict:
-        """Give the top-`k` of `query` in a gallery as JSON-ready data (`by`: one channel alone)."""
+    def tagged(self, gallery: LoadedCollection, tag: str) -> np.ndarray:
+        """Give the gallery's columns (rows in id order) of the photos tagged `tag`."""
+        if gallery.tags is None:
+            raise QueryError(f"{gallery.name} has no tags (the run tags photos with tags.labels)")
+        columns = [row for row, item in enumerate(gallery.ids) if tag in gallery.tags.get(item, ())]
+        if not columns:
+            known = sorted({label for labels in gallery.tags.values() for label in labels})
+            shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+            raise QueryError(f"no photo of {gallery.name} is tagged {tag!r} (tags: {shown})")
+        return np.asarray(columns, dtype=np.int64)
+
+    def search(
+        self, query: Query, gallery_name: str, k: int, by: str | None = None, tag: str | None = None
+    ) -> dict:
+        """Give the top-`k` of `query` in a gallery as JSON-ready data (`by`: one channel alone;
+        `tag`: only the photos with that zero-shot tag among their best labels)."""
         started = time.perf_counter()
         gallery = self.gallery(gallery_name)
+        allowed = self.tagged(gallery, tag) if tag else None
         ranking = self.scoring(query.kind, gallery_name, by)
         if ranking.channel not in query.vectors:
             raise QueryError(f"{query.label}: no embedding of model {self.channels[ranking.channel].tag}")
@@ -429,10 +444,17 @@ class LoadedRun:
         columns, search, blocks = None, {"exact": True, "index": "exact"}, {}
         approximate = self.approximate.get(gallery_name)
         if approximate is not None and approximate.channel == ranking.channel:
-            columns, index_scores = approximate.search(query.vectors[ranking.channel], k)
+            # A filter is applied to the index's candidates: it over-fetches in proportion.
+            fetch = k if allowed is None else min(len(gallery.ids), k * len(gallery.ids) // len(allowed) * 2)
+            columns, index_scores = approximate.search(query.vectors[ranking.channel], fetch)
             search = approximate.answer_note()
+            if allowed is not None:
+                kept = np.isin(columns, allowed)
+                columns, index_scores = columns[kept], index_scores[kept]
             if ranking.channel not in gallery.embeddings:  # the index's scores are all there is
                 blocks[ranking.channel] = index_scores
+        elif allowed is not None:
+            columns = allowed  # exact search filters before ranking
         for name in ranking.channels:
             if name not in blocks:
                 blocks[name] = self._scores(name, query, gallery, ranking, columns)
@@ -443,6 +465,8 @@ class LoadedRun:
         result = answer(
             query, gallery, gallery.ids, ranking, self.channels, hits, search, truth, self.loaded_at
         )
+        if allowed is not None:
+            result["filter"] = {"tag": tag, "matching": int(len(allowed)), "fewer_than_k": len(hits) < k}
         search_ms = (time.perf_counter() - started) * 1000
         # The query's encoding is part of what a user waits for: the answer says how much.
         result["timing"] = {

@@ -28,6 +28,7 @@ class LoadedCollection:
     captions: dict[str, str] = field(default_factory=dict)  # text collections
     files: dict[str, tuple[str, str]] = field(default_factory=dict)  # image id: (path, digest)
     texts: dict[str, str] = field(default_factory=dict)  # OCR text read in each image (when the run has it)
+    tags: dict[str, list[str]] | None = None  # each photo's zero-shot labels, best first (a tagged run)
     shards: np.ndarray | None = None  # each item's shard, where a channel's embeddings are left on disk
 
     @property
@@ -92,6 +93,10 @@ def read_collections(
         if collection.holds_images:
             collection.files = image_files(run, files)
             collection.texts = image_texts(files)
+            if files.tags is not None:
+                from tuwen.ranking.tags import read_tags
+
+                collection.tags = read_tags(files.tags)
         else:
             collection.captions = captions(files)
             collection.texts = collection.captions
