@@ -114,3 +114,27 @@ def test_pixel_limit_rejects_with_the_limit_in_the_reason(tmp_path):
         probe_image(path, max_pixels=50_000)
     assert error.value.code == "too_many_pixels" and "50000" in error.value.message
     assert probe_image(path, max_pixels=60_000).width == 300
+
+
+def test_when_a_photo_was_taken_comes_from_its_exif(tmp_path):
+    from tuwen.files.images import exif_taken, probe_image
+
+    def saved(name: str, **tags) -> Image.Image:
+        exif = Image.Exif()
+        for tag, value in tags.items():
+            if tag == "original":
+                exif.get_ifd(0x8769)[36867] = value  # DateTimeOriginal, in the Exif sub-IFD
+            else:
+                exif[306] = value  # DateTime, in IFD0
+        Image.new("RGB", (8, 8)).save(tmp_path / name, exif=exif)
+        return Image.open(tmp_path / name)
+
+    assert exif_taken(saved("a.jpg", original="2021:06:15 10:00:00", changed="2022:01:01 00:00:00")) == (
+        "2021-06-15T10:00:00"
+    )
+    assert exif_taken(saved("b.jpg", changed="2022:01:01 09:30:05")) == "2022-01-01T09:30:05"
+    assert exif_taken(saved("c.jpg", original="0000:00:00 00:00:00")) is None  # cameras write this when unset
+    assert exif_taken(saved("d.jpg", original="yesterday")) is None
+    Image.new("RGB", (8, 8)).save(tmp_path / "e.png")
+    assert probe_image(tmp_path / "e.png", None).taken is None
+    assert probe_image(tmp_path / "a.jpg", None).taken == "2021-06-15T10:00:00"

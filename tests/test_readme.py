@@ -61,6 +61,8 @@ def own_folder(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("own")
     made = make_library(root / "photos", 8)
+    # The labels beside the photos, as the README's photo library section says to copy them.
+    (root / "photos" / "labels.txt").write_text((REPO / "examples/labels.txt").read_text("utf-8"), "utf-8")
     (root / "questions.csv").write_text("编号,问题\nQ1,一个红色的圆形\n", encoding="utf-8")
     (root / "pairs.tsv").write_text(
         "path\tcaption\n" + "".join(f"{p}\t{c}\n" for p, c in made), encoding="utf-8"
@@ -98,7 +100,7 @@ def runnable(
             return [*words, "--help"], REPO
         if "--run" in words:
             words[words.index("--run") + 1] = str(demo_run)
-        return words, demo_run
+        return with_demo_filters(words, demo_run), demo_run
     if tool.startswith("python") and words[1] == "-m" and words[2].startswith("bench."):
         return [*words[:3], "--help"], REPO
     raise AssertionError(f"README command of a form this test cannot check yet: {command}")
@@ -177,9 +179,27 @@ def serve_command_answers(command: str, demo_run: Path) -> None:
         server.stop()
 
 
+def demo_tag(demo_run: Path) -> str:
+    """A tag of the demo run's photos (it tags them by its own labels, shapes and colours), for
+    the README's commands that filter by a photo library's tag."""
+    import pandas as pd
+
+    return str(pd.read_csv(demo_run / "results/tags/t2i_gallery.csv")["label"].iloc[0])
+
+
+def with_demo_filters(words: list[str], demo_run: Path) -> list[str]:
+    """A README search's filters as the demo run can answer them: its tag; its photos' dates."""
+    for option, value in (("--tag", demo_tag(demo_run)), ("--after", "2000-01-01")):
+        if option in words:
+            words[words.index(option) + 1] = value
+    return [word.replace("tag=风景", f"tag={demo_tag(demo_run)}") for word in words]
+
+
 def curl_command_answers(command: str, server, demo_run: Path) -> None:
     """Run a README curl command against the demo run's server: JSON hits, no error."""
-    args = shlex.split(command.replace(README_PORT, server.base.removeprefix("http://")))
+    args = with_demo_filters(
+        shlex.split(command.replace(README_PORT, server.base.removeprefix("http://"))), demo_run
+    )
     result = subprocess.run(args, cwd=demo_run, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)

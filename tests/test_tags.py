@@ -120,7 +120,7 @@ def test_the_runs_tags_are_its_model_s_zero_shot_labels(demo_run):
 
 
 def test_the_server_and_cli_filter_by_tag_before_ranking(demo_run):
-    from tuwen.serve.loaded_run import LoadedRun, QueryError
+    from tuwen.serve.loaded_run import Filters, LoadedRun, QueryError
 
     loaded = LoadedRun.open(demo_run)
     gallery = loaded.gallery("t2i_gallery")
@@ -129,14 +129,14 @@ def test_the_server_and_cli_filter_by_tag_before_ranking(demo_run):
     tagged = {item for item, labels in tags.items() if label in labels}
     query = loaded.text_query("左上角有一个红色的圆形", "t2i_gallery")
     everything = loaded.search(query, "t2i_gallery", len(gallery.ids))
-    filtered = loaded.search(query, "t2i_gallery", 10, tag=label)
+    filtered = loaded.search(query, "t2i_gallery", 10, filters=Filters(tag=label))
     # Exactly the tagged photos, in the order (and with the scores) the whole gallery ranks them.
     expected = [hit for hit in everything["hits"] if hit["id"] in tagged][:10]
     assert [h["id"] for h in filtered["hits"]] == [h["id"] for h in expected]
     assert [h["score"] for h in filtered["hits"]] == [h["score"] for h in expected]
     assert filtered["filter"] == {"tag": label, "matching": len(tagged), "fewer_than_k": len(tagged) < 10}
     with pytest.raises(QueryError, match=r"no photo of t2i_gallery is tagged '不存在' \(tags: "):
-        loaded.search(query, "t2i_gallery", 10, tag="不存在")
+        loaded.search(query, "t2i_gallery", 10, filters=Filters(tag="不存在"))
     with pytest.raises(QueryError, match="i2t_gallery has no tags"):
-        loaded.search(loaded.text_query("猫", "i2t_gallery"), "i2t_gallery", 10, tag=label)
+        loaded.search(loaded.text_query("猫", "i2t_gallery"), "i2t_gallery", 10, filters=Filters(tag=label))
     json.dumps(filtered)  # the answer is JSON-ready

@@ -198,14 +198,21 @@ def test_duplicates_of_a_library_are_grouped_served_and_found_again_only_for_new
     assert set(groups.loc[groups["first"] == "p010.jpg", "id"]) == {"p010.jpg", "copies/later.jpg"}
 
 
-def test_a_library_is_tagged_zero_shot_and_searched_by_tag(tmp_path, library):
-    """examples/tags.yaml on the library with a labels file beside the photos: every photo it
-    encoded has its best labels, and a search by tag answers only from those photos."""
+def test_a_library_is_tagged_and_filtered_by_tag_folder_date_and_format(tmp_path, library):
+    """examples/tags.yaml on the library with a labels file beside the photos and EXIF dates
+    in some: every photo it encoded has its best labels, and a search filtered by tag, folder,
+    date or format answers with exactly the photos the tags table and the manifest name."""
     import shutil
 
     root = tmp_path / "library"
     shutil.copytree(library, root)
     (root / "labels.txt").write_text("\n".join([*COLOURS, *SHAPES]) + "\n", encoding="utf-8")
+    dated = {"2023/00/p0.jpg": "2019:03:04 08:00:00", "2023/01/p4.jpg": "2021:06:15 10:00:00"}
+    for relative, stamp in dated.items():
+        picture = Image.open(root / relative)
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[36867] = stamp  # DateTimeOriginal
+        picture.save(root / relative, exif=exif)
     run = tmp_path / "run"
     prompts = {"labels": "labels.txt", "templates": ["一个{}"]}
     snakemake(run, config=example("tags", data_root=str(root), tags=prompts))
@@ -213,12 +220,29 @@ def test_a_library_is_tagged_zero_shot_and_searched_by_tag(tmp_path, library):
     current = pd.read_parquet(run / "results/shards/photos/assignment.parquet")
     assert set(tags["id"]) == set(current["id"]) and tags.groupby("id").size().eq(3).all()
     assert set(tags["label"]) <= {*COLOURS, *SHAPES}
+    manifest = pd.read_parquet(run / "results/manifest/photos/images.parquet").set_index("image_id")
+    manifest = manifest[manifest.index.isin(current["id"])]
+    assert manifest.loc["2023/00/p0.jpg", "taken"] == "2019-03-04T08:00:00"
+    assert manifest["taken"].notna().sum() == 2
+
+    def found(*options: str) -> set[str]:
+        command = ["search", "一个红色的圆形", "--run", str(run), "--top", "50", *options]
+        result = subprocess.run(
+            [sys.executable, "-m", "tuwen", *command], capture_output=True, text=True, cwd=REPO, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        return {line.split("\t")[3] for line in result.stdout.strip().splitlines()}
+
     label = tags[tags["rank"] == 1]["label"].iloc[0]
-    tagged = set(tags[tags["label"] == label]["id"])
-    command = ["search", "一个红色的圆形", "--run", str(run), "--tag", label, "--top", "50"]
-    result = subprocess.run(
-        [sys.executable, "-m", "tuwen", *command], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
-    assert result.returncode == 0, result.stderr
-    found = {line.split("\t")[3] for line in result.stdout.strip().splitlines()}
-    assert found == tagged
+    assert found("--tag", label) == set(tags[tags["label"] == label]["id"])
+    assert found("--prefix", "2023/") == {i for i in manifest.index if i.startswith("2023/")}
+    assert found("--format", "png") == set(manifest.index[manifest["format"] == "PNG"])
+    # The dated photos by their EXIF date; every other photo by its file's time (today).
+    assert found("--before", "2020-12-31") == {"2023/00/p0.jpg"}
+    assert found("--after", "2019-03-04", "--before", "2021-06-15") == set(dated)
+    assert len(found("--after", "2022-01-01")) == len(manifest) - 2
+    bad = subprocess.run(
+        [sys.executable, "-m", "tuwen", "search", "猫", "--run", str(run), "--after", "2024-13-01"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "after must be a date YYYY-MM-DD, got '2024-13-01'" in bad.stderr

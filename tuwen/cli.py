@@ -53,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     search.add_argument("--milvus", help="search the galleries exported to this Milvus (URI or Lite file)")
     search.add_argument("--backend", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     search.add_argument("--tag", help="only the photos with this zero-shot tag (a run with tags.labels)")
+    search.add_argument("--prefix", help="only the photos under this sub-folder (an id prefix: 2024/05/)")
+    search.add_argument("--after", help="only the photos taken on or after YYYY-MM-DD (EXIF, else mtime)")
+    search.add_argument("--before", help="only the photos taken on or before YYYY-MM-DD")
+    search.add_argument("--format", help="only the photos of this format (JPEG, PNG, HEIF, ...)")
     serve = commands.add_parser("serve", help="a search page and JSON API over a finished run")
     serve.add_argument("--run", type=Path, default=Path("."), help="folder holding the run's results/ (.)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
@@ -91,7 +95,7 @@ def search(args: argparse.Namespace) -> tuple[dict, dict]:
     """Give the answer to the query, ranked as `tuwen serve` ranks it (tuwen.serve.loaded_run,
     whose scoring is the result tables': tuwen.ranking.scoring), and what each hit is."""
     from tuwen.finished.reader import read_finished
-    from tuwen.serve.loaded_run import LoadedRun
+    from tuwen.serve.loaded_run import Filters, LoadedRun
 
     kind = TEXTS if args.text is not None else IMAGES
     finished = read_finished(args.run)
@@ -110,7 +114,8 @@ def search(args: argparse.Namespace) -> tuple[dict, dict]:
                 f"{args.image}: {'does not exist' if not args.image.exists() else error}"
             ) from None
         query = loaded.image_query(data, gallery, str(args.image), args.by)
-    return loaded.search(query, gallery, args.top, args.by, args.tag), describe_hits(loaded, gallery)
+    filters = Filters(args.tag, args.prefix, args.after, args.before, args.format)
+    return loaded.search(query, gallery, args.top, args.by, filters), describe_hits(loaded, gallery)
 
 
 def describe_hits(loaded, gallery: str) -> dict:

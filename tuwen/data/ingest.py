@@ -44,6 +44,7 @@ IMAGE_MANIFEST_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("format", pa.string()),
+        ("taken", pa.string()),  # EXIF DateTimeOriginal, ISO 8601 (None: the file's mtime tells)
         ("status", pa.string()),
         ("reason_code", pa.string()),
         ("reason", pa.string()),
@@ -53,6 +54,8 @@ IMAGE_MANIFEST_SCHEMA = pa.schema(
 
 # Nullable integers: as float64, a nanosecond mtime loses its last digits and never matches.
 INTEGER_COLUMNS = {"bytes": "Int64", "mtime_ns": "Int64", "width": "Int32", "height": "Int32"}
+# A column that may be None in every row (no photo with an EXIF date) is still a string column.
+STRING_COLUMNS = {"taken": "str"}
 
 
 __all__ = ["InputError", "is_system_file"]  # re-exported: ingest's errors and its rule for hidden files
@@ -93,7 +96,7 @@ def scan_image_folder(
     manifest = pd.concat([reused, fresh], ignore_index=True) if len(reused) else fresh
     position = {name: i for i, name in enumerate(names)}
     order = np.argsort([position[name] for name in manifest["image_id"]], kind="stable")
-    return manifest.iloc[order].reset_index(drop=True).infer_objects()
+    return manifest.iloc[order].reset_index(drop=True).infer_objects().astype(STRING_COLUMNS)
 
 
 def scan_image_source(
@@ -164,7 +167,7 @@ def scan_containers(
             elif row["status"] == OK:
                 seen[row["image_id"]] = row["path"]
         parts.append(pd.DataFrame(rows, columns=IMAGE_MANIFEST_SCHEMA.names, dtype=object))
-    return pd.concat(parts, ignore_index=True).astype(INTEGER_COLUMNS).infer_objects()
+    return pd.concat(parts, ignore_index=True).astype(INTEGER_COLUMNS).infer_objects().astype(STRING_COLUMNS)
 
 
 def _container_row(
@@ -172,7 +175,8 @@ def _container_row(
 ) -> dict:
     path = locator(container, member.member or f"record {member.row}")
     row: dict[str, object] = {"image_id": member.item_id, "path": path, "bytes": None, "mtime_ns": mtime}
-    row.update(digest=None, width=None, height=None, format=None, status=OK, reason_code="", reason="")
+    row.update(digest=None, width=None, height=None, format=None, taken=None, status=OK, reason_code="")
+    row["reason"] = ""
     where = f"{container} record {member.row}"
     if not member.item_id:
         return {
@@ -210,7 +214,7 @@ def _manifest_row(folder: Path, image_id: str, max_pixels: int, verify_decode: b
     path = folder / image_id
     row: dict[str, object] = {"image_id": image_id, "path": str(path), "bytes": None, "mtime_ns": None}
     row["digest"] = None
-    row.update(width=None, height=None, format=None, status=OK, reason_code="", reason="")
+    row.update(width=None, height=None, format=None, taken=None, status=OK, reason_code="", reason="")
     if path.is_dir():  # only hidden folders are listed, not entered
         return {
             **row,
@@ -253,6 +257,7 @@ def _probed(row: dict, probe: ImageProbe) -> dict:
         "width": probe.width,
         "height": probe.height,
         "format": probe.format,
+        "taken": probe.taken,
     }
 
 
@@ -286,7 +291,10 @@ def read_scan_cache(path: str | os.PathLike, settings: dict) -> pd.DataFrame | N
     path = Path(path)
     if not path.is_file() or read_metadata(path).get("scan_settings") != settings:
         return None
-    return read_table(path).to_pandas().astype(INTEGER_COLUMNS)
+    table = read_table(path)
+    if not set(IMAGE_MANIFEST_SCHEMA.names) <= set(table.column_names):
+        return None  # an older scan, without a column now recorded (EXIF dates): read again
+    return table.to_pandas().astype(INTEGER_COLUMNS)
 
 
 def write_scan_cache(manifest: pd.DataFrame, path: str | os.PathLike, settings: dict) -> None:

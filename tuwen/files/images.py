@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import os
@@ -41,6 +42,29 @@ class ImageProbe:
     width: int
     height: int
     format: str
+    taken: str | None = None  # EXIF DateTimeOriginal (else DateTime), ISO 8601; None without one
+
+
+# EXIF: the Exif sub-IFD, its DateTimeOriginal, and IFD0's DateTime (the last change).
+EXIF_IFD, DATE_TIME_ORIGINAL, DATE_TIME = 0x8769, 36867, 306
+
+
+def exif_taken(image: Image.Image) -> str | None:
+    """Give when a photo was taken by its EXIF (`2024:05:01 12:30:00` as `2024-05-01T12:30:00`);
+    None where it has no such date or a malformed one."""
+    try:
+        exif = image.getexif()
+        found = exif.get_ifd(EXIF_IFD).get(DATE_TIME_ORIGINAL) or exif.get(DATE_TIME)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is no date, never a reject
+        return None
+    text = str(found or "").strip().rstrip("\x00")
+    if len(text) < 19 or text[4] != ":" or text[7] != ":":
+        return None
+    stamp = f"{text[:4]}-{text[5:7]}-{text[8:10]}T{text[11:19]}"
+    try:
+        return datetime.datetime.fromisoformat(stamp).isoformat()
+    except ValueError:
+        return None
 
 
 def content_digest(data: bytes) -> str:
@@ -168,6 +192,7 @@ def probe_image_data(
         width=width,
         height=height,
         format=image_format,
+        taken=exif_taken(image),
     )
 
 

@@ -7,7 +7,8 @@
     POST /api/search?gallery=NAME&k=K        an image: the body (Content-Type image/...) or
                                              the multipart field `image`
     GET  /image/NAME/ID?size=S               a gallery image, scaled to fit S pixels
-    any search also takes by=CHANNEL (one channel alone) and tag=LABEL (only photos so tagged)
+    any search also takes by=CHANNEL (one channel alone) and filters of its photos: tag=LABEL,
+    prefix=FOLDER/, after=YYYY-MM-DD, before=YYYY-MM-DD (taken: EXIF, else mtime), format=JPEG
 
 Every error is JSON {"error": "..."} with 400 (bad parameter, undecodable image),
 404 (unknown gallery or item), 413 (body over the limit) or 415 (a type it cannot take).
@@ -34,7 +35,9 @@ from starlette.routing import Route
 
 from tuwen.files.images import ImageRejected, load_image
 from tuwen.run.declaration import IMAGES, TEXTS
-from tuwen.serve.loaded_run import LiveRun, QueryError, UnknownGallery
+from tuwen.serve.loaded_run import Filters, LiveRun, QueryError, UnknownGallery
+
+FILTERS = ("tag", "prefix", "after", "before", "format")
 
 LOG = logging.getLogger(__name__)
 MAX_K = 100
@@ -160,7 +163,8 @@ async def search(request: Request) -> Response:
     params = request.query_params
     k = _top(request)
     by = params.get("by") or None  # one channel alone, e.g. text:use-m3 (by meaning)
-    tag = params.get("tag") or None  # only the photos with this zero-shot tag
+    # Only the photos with a zero-shot tag, under a sub-folder, of a date range, of a format.
+    filters = Filters(**{name: params.get(name) or None for name in FILTERS})
     if request.method == "POST":
         data, source = await _uploaded_image(request, request.app.state.max_body)
         if not data:
@@ -182,7 +186,7 @@ async def search(request: Request) -> Response:
         gallery = params.get("gallery") or loaded.default_gallery(TEXTS)
         loaded.gallery(gallery)
         query = await run_in_threadpool(loaded.text_query, text, gallery, by)
-    answer = await run_in_threadpool(loaded.search, query, gallery, k, by, tag)
+    answer = await run_in_threadpool(loaded.search, query, gallery, k, by, filters)
     answer["reload_error"] = live.reload_error
     return JSONResponse(answer)
 

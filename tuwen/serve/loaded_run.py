@@ -20,10 +20,12 @@ Loading is tuwen.serve.loading's, the answer's format tuwen.serve.answers'.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +47,40 @@ from tuwen.serve.answers import Query, answer
 from tuwen.serve.loading import LoadedCollection, known_items, needed_channels, read_collections
 
 LOG = logging.getLogger(__name__)
-__all__ = ["LiveRun", "LoadedRun", "Query", "QueryError", "RunNotFinished", "UnknownGallery"]
+__all__ = ["Filters", "LiveRun", "LoadedRun", "Query", "QueryError", "RunNotFinished", "UnknownGallery"]
 
 
 class QueryError(TuwenError):
     """A query the run cannot answer (bad input): the server's 400."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which photos a search may answer with: a zero-shot tag, a sub-folder (an id prefix,
+    `2024/05/`), a date range (YYYY-MM-DD, both ends included: EXIF DateTimeOriginal, else the
+    file's modification time) and a format (JPEG, PNG, HEIF, ...)."""
+
+    tag: str | None = None
+    prefix: str | None = None
+    after: str | None = None
+    before: str | None = None
+    format: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("after", "before"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    datetime.date.fromisoformat(value)
+                except ValueError:
+                    raise QueryError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from None
+
+    def __bool__(self) -> bool:
+        return any(value is not None for value in self.asked().values())
+
+    def asked(self) -> dict:
+        """Give the filters asked for, by name."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class UnknownGallery(TuwenError):
@@ -427,14 +458,39 @@ class LoadedRun:
             raise QueryError(f"no photo of {gallery.name} is tagged {tag!r} (tags: {shown})")
         return np.asarray(columns, dtype=np.int64)
 
+    def allowed(self, gallery: LoadedCollection, filters: Filters) -> np.ndarray | None:
+        """Give the gallery's columns that pass every filter (None: no filter asked)."""
+        if not filters:
+            return None
+        keep = np.ones(len(gallery.ids), dtype=bool)
+        if filters.tag:
+            keep &= np.isin(np.arange(len(gallery.ids)), self.tagged(gallery, filters.tag))
+        photos = [filters.prefix, filters.after, filters.before, filters.format]
+        if any(value is not None for value in photos):
+            if gallery.taken is None or gallery.formats is None:
+                raise QueryError(
+                    f"{gallery.name} holds captions: folder, date and format filters are for photos"
+                )
+            if filters.prefix is not None:
+                keep &= np.array([str(item).startswith(filters.prefix) for item in gallery.ids], dtype=bool)
+            dates = np.asarray([str(d)[:10] for d in gallery.taken], dtype=object)
+            if filters.after is not None:
+                keep &= dates >= filters.after
+            if filters.before is not None:
+                keep &= (dates <= filters.before) & (dates != "")
+            if filters.format is not None:
+                keep &= np.array([f.upper() == filters.format.upper() for f in gallery.formats], dtype=bool)
+        return np.flatnonzero(keep).astype(np.int64)
+
     def search(
-        self, query: Query, gallery_name: str, k: int, by: str | None = None, tag: str | None = None
+        self, query: Query, gallery_name: str, k: int, by: str | None = None, filters: Filters | None = None
     ) -> dict:
         """Give the top-`k` of `query` in a gallery as JSON-ready data (`by`: one channel alone;
-        `tag`: only the photos with that zero-shot tag among their best labels)."""
+        `filters`: only the photos that pass them, chosen before ranking)."""
+        filters = filters or Filters()
         started = time.perf_counter()
         gallery = self.gallery(gallery_name)
-        allowed = self.tagged(gallery, tag) if tag else None
+        allowed = self.allowed(gallery, filters)
         ranking = self.scoring(query.kind, gallery_name, by)
         if ranking.channel not in query.vectors:
             raise QueryError(f"{query.label}: no embedding of model {self.channels[ranking.channel].tag}")
@@ -445,7 +501,11 @@ class LoadedRun:
         approximate = self.approximate.get(gallery_name)
         if approximate is not None and approximate.channel == ranking.channel:
             # A filter is applied to the index's candidates: it over-fetches in proportion.
-            fetch = k if allowed is None else min(len(gallery.ids), k * len(gallery.ids) // len(allowed) * 2)
+            fetch = (
+                k
+                if allowed is None
+                else min(len(gallery.ids), k * len(gallery.ids) // max(len(allowed), 1) * 2)
+            )
             columns, index_scores = approximate.search(query.vectors[ranking.channel], fetch)
             search = approximate.answer_note()
             if allowed is not None:
@@ -466,7 +526,11 @@ class LoadedRun:
             query, gallery, gallery.ids, ranking, self.channels, hits, search, truth, self.loaded_at
         )
         if allowed is not None:
-            result["filter"] = {"tag": tag, "matching": int(len(allowed)), "fewer_than_k": len(hits) < k}
+            result["filter"] = {
+                **filters.asked(),
+                "matching": int(len(allowed)),
+                "fewer_than_k": len(hits) < k,
+            }
         search_ms = (time.perf_counter() - started) * 1000
         # The query's encoding is part of what a user waits for: the answer says how much.
         result["timing"] = {

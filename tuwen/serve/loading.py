@@ -29,6 +29,10 @@ class LoadedCollection:
     files: dict[str, tuple[str, str]] = field(default_factory=dict)  # image id: (path, digest)
     texts: dict[str, str] = field(default_factory=dict)  # OCR text read in each image (when the run has it)
     tags: dict[str, list[str]] | None = None  # each photo's zero-shot labels, best first (a tagged run)
+    # An image collection's photos by row (id order): when taken (EXIF, else the file's
+    # mtime; ISO 8601) and their format, for filters.
+    taken: np.ndarray | None = None
+    formats: np.ndarray | None = None
     shards: np.ndarray | None = None  # each item's shard, where a channel's embeddings are left on disk
 
     @property
@@ -93,6 +97,7 @@ def read_collections(
         if collection.holds_images:
             collection.files = image_files(run, files)
             collection.texts = image_texts(files)
+            collection.taken, collection.formats = photo_attributes(files, collection.ids)
             if files.tags is not None:
                 from tuwen.ranking.tags import read_tags
 
@@ -102,6 +107,22 @@ def read_collections(
             collection.texts = collection.captions
         collections[name] = collection
     return collections
+
+
+def photo_attributes(files, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Give each photo's date (EXIF DateTimeOriginal, else its file's modification time, as
+    ingest recorded them; ISO 8601) and format (JPEG, PNG, ...), in the order of `ids`."""
+    import pandas as pd
+
+    manifest = pd.read_parquet(files.manifest)
+    manifest = manifest[manifest["status"] == "ok"].drop_duplicates("image_id", keep="last")
+    manifest = manifest.set_index("image_id").reindex(list(ids))
+    taken = manifest["taken"] if "taken" in manifest else pd.Series(None, index=manifest.index)
+    modified = pd.to_datetime(manifest["mtime_ns"].astype("float64"), unit="ns").dt.strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )
+    dates = taken.where(taken.notna(), modified).fillna("")
+    return dates.to_numpy(dtype=object), manifest["format"].fillna("").to_numpy(dtype=object)
 
 
 def known_items(
