@@ -324,3 +324,30 @@ def test_page_shows_markup_as_text(server, browser_page):
     assert page.evaluate("window.pwned") is None
     assert page.locator("#query img, #query b").count() == 0
     assert page.inner_text("#query .query-text") == hostile
+
+
+def test_page_filters_by_tag_and_keeps_the_filter_in_the_link(server, demo_run, browser_page):
+    """The page's tag filter: only photos with that tag among their best labels, the answer's
+    filter said in the query line, and the filter kept in the page's address."""
+    tags = pd.read_csv(demo_run / "results/tags/t2i_gallery.csv", dtype={"id": str})
+    label = tags["label"].value_counts().index[-1]  # the rarest: a filter that narrows
+    tagged = set(tags[tags["label"] == label]["id"])
+    page = browser_page
+    page.goto(f"{server.base}/?gallery=t2i_gallery")
+    page.wait_for_function("document.body.dataset.ready === 'true'")
+    assert label in page.locator("#tags option").evaluate_all("options => options.map(o => o.value)")
+    before = page.evaluate("document.body.dataset.answered")
+    page.fill("#q", "左上角有一个红色的圆形")
+    page.fill("#tag", label)
+    page.click("button[type=submit]")
+    wait_for_answer(page, before)
+    shown = page.locator("li.hit").evaluate_all("items => items.map(i => i.dataset.id)")
+    assert shown and set(shown) <= tagged and len(shown) == min(10, len(tagged))
+    assert f"tag={label}" in page.inner_text("#query .note") and f"{len(tagged)} 张符合" in page.inner_text(
+        "#query"
+    )
+    assert "tag=" in page.url
+    page.reload()
+    wait_for_answer(page, None)
+    assert page.input_value("#tag") == label
+    page.fill("#tag", "")

@@ -210,6 +210,8 @@ class LoadedRun:
                 "search": self.approximate[c.name].answer_note()
                 if c.name in self.approximate
                 else {"exact": True},
+                # The labels its photos are tagged with, for a tag filter (a tagged run).
+                **({"tags": sorted({t for labels in c.tags.values() for t in labels})} if c.tags else {}),
             }
             for c in self.collections.values()
         ]

@@ -9,6 +9,8 @@
   // Rank by one channel alone: text:<encoder> channels rank captions by meaning.
   const bySelect = document.getElementById("by");
   const status = document.getElementById("status");
+  // Which photos a search may answer with (tuwen.serve.loaded_run.Filters), by parameter name.
+  const FILTERS = ["tag", "prefix", "after", "before", "format"];
   let galleries = {};
   let shownPreview = null;
   let maxBody = Infinity;  // the server's upload limit, from /api/galleries
@@ -44,6 +46,14 @@
       option.value = channel;
       bySelect.append(option);
     }
+    const tags = new Set();
+    for (const gallery of data.galleries) for (const tag of gallery.tags || []) tags.add(tag);
+    const tagList = document.getElementById("tags");
+    for (const tag of [...tags].sort()) {
+      const option = element("option");
+      option.value = tag;
+      tagList.append(option);
+    }
     if (data.max_body) maxBody = data.max_body;
     const notice = document.getElementById("notice");
     notice.textContent = data.warning ? "注意 (warning): " + data.warning : "";
@@ -71,6 +81,12 @@
     if (query.id) box.append(element("div", "hit-id", query.collection + " / " + query.id));
     let line = "模型 " + answer.model + " · 排序 " + answer.ranked_by + " · 图库 " + answer.gallery;
     if (answer.not_applied.length) line += " · 未用: " + answer.not_applied.join("; ");
+    if (answer.filter) {
+      const asked = FILTERS.filter((name) => answer.filter[name] !== undefined);
+      line += " · 筛选 " + asked.map((name) => name + "=" + answer.filter[name]).join(", ");
+      line += " (" + answer.filter.matching + " 张符合)";
+    }
+    if (answer.timing) line += " · 编码 " + answer.timing.encode_ms.toFixed(1) + " ms";
     // An index's answer is approximate: say by which index, and the recall it was measured at.
     if (answer.exact === false) {
       const recall = answer.search["recall@10"];
@@ -140,6 +156,10 @@
     if (gallerySelect.value && !values.has("gallery")) values.set("gallery", gallerySelect.value);
     values.set("k", topInput.value || "10");
     if (bySelect.value && !values.has("by")) values.set("by", bySelect.value);
+    for (const name of FILTERS) {
+      const value = document.getElementById(name).value.trim();
+      if (value && !values.has(name)) values.set(name, value);
+    }
     return values;
   }
 
@@ -192,6 +212,7 @@
     if (start.get("gallery") && galleries[start.get("gallery")]) gallerySelect.value = start.get("gallery");
     if (start.get("k")) topInput.value = start.get("k");
     if (start.get("by")) bySelect.value = start.get("by");
+    for (const name of FILTERS) if (start.get(name)) document.getElementById(name).value = start.get(name);
     if (start.get("q")) {
       input.value = start.get("q");
       searchText(start.get("q"));
