@@ -111,18 +111,24 @@ def read_collections(
 
 def photo_attributes(files, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Give each photo's date (EXIF DateTimeOriginal, else its file's modification time, as
-    ingest recorded them; ISO 8601) and format (JPEG, PNG, ...), in the order of `ids`."""
+    ingest recorded them; ISO 8601; "" where neither is known) and format (JPEG, PNG, ...),
+    in the order of `ids`."""
     import pandas as pd
 
     manifest = pd.read_parquet(files.manifest)
-    manifest = manifest[manifest["status"] == "ok"].drop_duplicates("image_id", keep="last")
-    manifest = manifest.set_index("image_id").reindex(list(ids))
-    taken = manifest["taken"] if "taken" in manifest else pd.Series(None, index=manifest.index)
-    modified = pd.to_datetime(manifest["mtime_ns"].astype("float64"), unit="ns").dt.strftime(
-        "%Y-%m-%dT%H:%M:%S"
-    )
+    if "status" in manifest:
+        manifest = manifest[manifest["status"] == "ok"]
+    manifest = manifest.drop_duplicates("image_id", keep="last").set_index("image_id").reindex(list(ids))
+    unknown = pd.Series(None, index=manifest.index, dtype="object")
+    taken = manifest.get("taken", unknown)
+    if "mtime_ns" in manifest:
+        stamps = pd.to_datetime(manifest["mtime_ns"].astype("float64"), unit="ns")
+        modified = stamps.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    else:
+        modified = unknown
     dates = taken.where(taken.notna(), modified).fillna("")
-    return dates.to_numpy(dtype=object), manifest["format"].fillna("").to_numpy(dtype=object)
+    formats = manifest["format"].fillna("") if "format" in manifest else unknown.fillna("")
+    return dates.to_numpy(dtype=object), formats.to_numpy(dtype=object)
 
 
 def known_items(
