@@ -256,7 +256,9 @@ def test_the_server_answers_8_clients_through_a_rerun_from_complete_states_only(
 
     library = tmp_path / "library"
     made = make_library(library, 40)
-    config = example("photos", data_root=str(library))
+    # Duplicates and zero-shot tags in the run too: they reload with it.
+    (library / "labels.txt").write_text("红色\n蓝色\n圆形\n方形\n", encoding="utf-8")
+    config = example("tags", data_root=str(library), tags={"labels": "labels.txt", "templates": ["一个{}"]})
     run = tmp_path / "run"
     snakemake(run, config=config)
     before = {relative for relative, _ in made}
@@ -266,7 +268,13 @@ def test_the_server_answers_8_clients_through_a_rerun_from_complete_states_only(
     stop = threading.Event()
 
     def client(number: int) -> None:
-        queries = [{"q": "一个红色的圆形"}, {"q": "蓝色的方形"}, {"like": sorted(before)[-1], "of": "photos"}]
+        # A date filter every photo passes (each is dated by its file's time, today): the
+        # filtered answers list every photo of a state as the others do.
+        queries = [
+            {"q": "一个红色的圆形"},
+            {"q": "蓝色的方形", "after": "2000-01-01"},
+            {"like": sorted(before)[-1], "of": "photos"},
+        ]
         turn = number
         while not stop.is_set():
             status, answer = server.get("/api/search", gallery="photos", k=60, **queries[turn % len(queries)])

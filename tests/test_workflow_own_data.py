@@ -239,6 +239,11 @@ def test_a_library_is_tagged_and_filtered_by_tag_folder_date_and_format(tmp_path
     assert found("--format", "png") == set(manifest.index[manifest["format"] == "PNG"])
     # The dated photos by their EXIF date; every other photo by its file's time (today).
     assert found("--before", "2020-12-31") == {"2023/00/p0.jpg"}
+    said = subprocess.run(
+        [sys.executable, "-m", "tuwen", "search", "猫", "--run", str(run), "--before", "2020-12-31"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert "among 1 photos (before=2020-12-31)" in said.stderr
     assert found("--after", "2019-03-04", "--before", "2021-06-15") == set(dated)
     assert len(found("--after", "2022-01-01")) == len(manifest) - 2
     bad = subprocess.run(

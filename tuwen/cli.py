@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     took = time.perf_counter() - started
     backends = "+".join(sorted(set(answer.get("encoded_by", {}).values()))) or "stored"
     encoding = f"query encoded in {answer['timing']['encode_ms']:.1f} ms by {backends}"
+    if "filter" in answer:
+        asked = ", ".join(
+            f"{k}={v}" for k, v in answer["filter"].items() if k not in ("matching", "fewer_than_k")
+        )
+        how += f", among {answer['filter']['matching']} photos ({asked})"
     print(
         f"({len(answer['hits'])} hits by {answer['ranked_by']}, {how}, {encoding}, in {took:.1f} s)",
         file=sys.stderr,
