@@ -163,7 +163,9 @@ def test_a_query_list_and_own_training_pairs(tmp_path):
     assert features  # the photos are ranked with the fine-tuned model
 
 
-def test_duplicates_of_a_library_are_grouped_served_and_found_again_only_for_new_shards(tmp_path):
+def test_duplicates_of_a_library_are_grouped_served_and_found_again_only_for_new_shards(tmp_path, chromium):
+    from playwright.sync_api import sync_playwright
+
     from tests.dataset_formats import photo, plant_copies
     from tests.test_serve import Server
 
@@ -186,6 +188,18 @@ def test_duplicates_of_a_library_are_grouped_served_and_found_again_only_for_new
         kinds = {item["id"]: item["kind"] for group in answer["groups"] for item in group["items"]}
         assert kinds["copies/cropped.jpg"] == "near" and kinds["p002.jpg"] == "first"
         assert server.get("/api/duplicates", gallery="nowhere")[0] == 404
+        # The search page shows the same groups, each photo with how it relates to the first.
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(server.base + "/")
+            page.wait_for_function("document.body.dataset.ready === 'true'")
+            page.click("#duplicates")
+            page.wait_for_function("document.body.dataset.answered !== undefined", timeout=30000)
+            assert page.locator("li.group").count() == len(planted)
+            shown = page.locator("li.group img").evaluate_all("images => images.map(i => i.alt)")
+            assert sorted(shown) == sorted(kinds)
+            browser.close()
     finally:
         server.stop()
     # One more copy in a new shard: the earlier shards' hashes and pairs are not made again.

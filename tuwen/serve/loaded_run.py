@@ -210,7 +210,9 @@ class LoadedRun:
                 "search": self.approximate[c.name].answer_note()
                 if c.name in self.approximate
                 else {"exact": True},
-                # The labels its photos are tagged with, for a tag filter (a tagged run).
+                # Whether the run found its duplicates (/api/duplicates), and the labels its
+                # photos are tagged with, for a tag filter (a tagged run).
+                "duplicates": self.finished.collections[c.name].duplicates is not None,
                 **({"tags": sorted({t for labels in c.tags.values() for t in labels})} if c.tags else {}),
             }
             for c in self.collections.values()

@@ -14,6 +14,7 @@
   let galleries = {};
   let shownPreview = null;
   let maxBody = Infinity;  // the server's upload limit, from /api/galleries
+  let duplicatesGallery = null;
 
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -54,6 +55,9 @@
       option.value = tag;
       tagList.append(option);
     }
+    // A gallery whose duplicates the run found: the button shows its groups.
+    duplicatesGallery = (data.galleries.find((gallery) => gallery.duplicates) || {}).name || null;
+    document.getElementById("duplicates").hidden = !duplicatesGallery;
     if (data.max_body) maxBody = data.max_body;
     const notice = document.getElementById("notice");
     notice.textContent = data.warning ? "注意 (warning): " + data.warning : "";
@@ -192,6 +196,38 @@
     run("/api/search?" + params({}).toString(), { method: "POST", body: body });
   }
 
+  async function showDuplicates() {
+    const chosen = galleries[gallerySelect.value];
+    const gallery = chosen && chosen.duplicates ? chosen.name : duplicatesGallery;
+    say("读取重复照片…");
+    const response = await fetch("/api/duplicates?gallery=" + encodeURIComponent(gallery));
+    const answer = await response.json();
+    if (!response.ok) {
+      say("错误 " + response.status + ": " + answer.error, true);
+      return;
+    }
+    document.getElementById("query").replaceChildren(element("div", "note", "重复照片 · 图库 " + gallery));
+    const list = document.getElementById("hits");
+    list.replaceChildren();
+    for (const group of answer.groups) {
+      const item = element("li", "hit group");
+      item.dataset.group = String(group.group);
+      item.append(element("div", "rank", "组 " + group.group));
+      for (const copy of group.items) {
+        const image = element("img", "thumb");
+        image.src = copy.image + "?size=128";
+        image.alt = copy.id;
+        item.append(image);
+        const kind = copy.kind === "first" ? "原图" : copy.kind === "exact" ? "完全相同" : "近似 " + copy.distance;
+        item.append(element("div", "hit-id", copy.id + " · " + kind));
+      }
+      list.append(item);
+    }
+    say(answer.groups.length + " 组重复");
+    document.body.dataset.answered = String(Date.now());
+  }
+
+  document.getElementById("duplicates").addEventListener("click", showDuplicates);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     if (input.value.trim()) searchText(input.value);
