@@ -111,8 +111,9 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     # Zero-shot beside fine-tuned (results/eval/results.md): which weights rank the test tasks.
     "results_table": ("evaluate.zero_shot_test",),
     "duplicates": ("duplicates.max_hash_distance",),
-    # Zero-shot tags: the labels file (relative to data_root), its prompts, how many are kept.
-    "tags": ("data_root", "tags.labels", "tags.templates", "tags.top"),
+    # Zero-shot tags: the labels file, its prompts, how many are kept. (The file itself is the
+    # tagging job's input, so a new data_root, which moves a relative one, reruns it too.)
+    "tags": ("tags.labels", "tags.templates", "tags.top"),
     "browse": ("browse.thumbnail_size",),
 }
 # Groups recorded once per model, with that model's own values (its name and checkpoint,
