@@ -477,13 +477,12 @@ class LoadedRun:
                 )
             if filters.prefix is not None:
                 keep &= np.array([str(item).startswith(filters.prefix) for item in gallery.ids], dtype=bool)
-            dates = np.asarray([str(d)[:10] for d in gallery.taken], dtype=object)
             if filters.after is not None:
-                keep &= dates >= filters.after
+                keep &= gallery.taken >= filters.after
             if filters.before is not None:
-                keep &= (dates <= filters.before) & (dates != "")
+                keep &= (gallery.taken <= filters.before) & (gallery.taken != "")
             if filters.format is not None:
-                keep &= np.array([f.upper() == filters.format.upper() for f in gallery.formats], dtype=bool)
+                keep &= gallery.formats == filters.format.upper()
         return np.flatnonzero(keep).astype(np.int64)
 
     def search(

@@ -29,8 +29,8 @@ class LoadedCollection:
     files: dict[str, tuple[str, str]] = field(default_factory=dict)  # image id: (path, digest)
     texts: dict[str, str] = field(default_factory=dict)  # OCR text read in each image (when the run has it)
     tags: dict[str, list[str]] | None = None  # each photo's zero-shot labels, best first (a tagged run)
-    # An image collection's photos by row (id order): when taken (EXIF, else the file's
-    # mtime; ISO 8601) and their format, for filters.
+    # An image collection's photos by row (id order): the day taken (EXIF, else the file's
+    # mtime; YYYY-MM-DD, "" where unknown) and their format in capitals, for filters.
     taken: np.ndarray | None = None
     formats: np.ndarray | None = None
     shards: np.ndarray | None = None  # each item's shard, where a channel's embeddings are left on disk
@@ -128,7 +128,8 @@ def photo_attributes(files, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         modified = unknown
     dates = taken.where(taken.notna(), modified).fillna("")
     formats = manifest["format"].fillna("") if "format" in manifest else unknown.fillna("")
-    return dates.to_numpy(dtype=object), formats.to_numpy(dtype=object)
+    # Days and capitals once, at load: a filter compares them as they are.
+    return dates.str[:10].to_numpy(dtype=object), formats.str.upper().to_numpy(dtype=object)
 
 
 def known_items(
