@@ -105,3 +105,24 @@ def test_a_recipe_that_re_ranks_without_its_bank_says_so():
         Ranking("clip:a", recipe).missing()
         and not Ranking("clip:a", recipe.__class__(recipe.weights)).missing()
     )
+
+
+def test_reciprocal_rank_fusion_adds_each_lists_share_and_breaks_ties_by_column():
+    from tuwen.ranking.hybrid import RANK_CONSTANT, ranked_list, reciprocal_rank_fusion
+
+    columns = np.array([3, 5, 8, 9])
+    meaning = ranked_list("clip:m", np.array([0.30, 0.10, 0.20, 0.30]), columns, depth=3, matched_only=False)
+    # Cosines tie at 0.30: column 3 before 9; the list holds its best 3 only.
+    assert meaning.columns.tolist() == [3, 9, 8]
+    keywords = ranked_list("ocr", np.array([0.0, 2.5, 0.0, 1.0]), columns, depth=3, matched_only=True)
+    assert keywords.columns.tolist() == [5, 9]  # what shared nothing with the query is not in it
+    hits = reciprocal_rank_fusion([meaning, keywords], k=3)
+    share = [1 / (RANK_CONSTANT + rank) for rank in (1, 2, 3)]
+    # 9: second in both lists; 3: first by meaning only; 5: first by keywords only (3 before 5).
+    assert [hit.column for hit in hits] == [9, 3, 5]
+    assert hits[0].score == pytest.approx(2 * share[1]) and hits[0].found_by == (("clip:m", 2), ("ocr", 2))
+    assert hits[1].parts == (("clip:m", pytest.approx(share[0])),) and hits[2].found_by == (("ocr", 1),)
+    assert [hit.rank for hit in hits] == [1, 2, 3]
+    for hit in hits:
+        assert sum(value for _, value in hit.parts) == pytest.approx(hit.score)
+    assert reciprocal_rank_fusion([ranked_list("ocr", np.zeros(4), columns, 3, True)], k=3) == []

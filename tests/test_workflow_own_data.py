@@ -265,3 +265,87 @@ def test_a_library_is_tagged_and_filtered_by_tag_folder_date_and_format(tmp_path
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "after must be a date YYYY-MM-DD, got '2024-13-01'" in bad.stderr
+
+
+def test_a_word_printed_in_a_photo_finds_it_by_keyword_and_meaning(tmp_path, library):
+    """examples/tags.yaml reads the text in the photos: a query for the words printed in one
+    photo ranks it first (found by the keyword list and the model's), a folder filter still
+    narrows the answer, and a run that reads no text says how to turn keyword search on."""
+    import shutil
+
+    from PIL import ImageDraw, ImageFont
+
+    from tuwen.report.figures import cjk_font_path
+    from tuwen.serve.loaded_run import HYBRID, LoadedRun, QueryError
+
+    root = tmp_path / "library"
+    shutil.copytree(library, root)
+    (root / "labels.txt").write_text("\n".join(COLOURS) + "\n", encoding="utf-8")
+    signs = {"signs/breakfast.jpg": "豆浆油条", "signs/dinner.png": "四川火锅", "signs/cafe.jpg": "咖啡外卖"}
+    font = ImageFont.truetype(cjk_font_path(), 48)
+    for relative, words in signs.items():
+        picture = Image.new("RGB", (480, 160), "white")
+        ImageDraw.Draw(picture).text((20, 50), words, fill="black", font=font)
+        (root / relative).parent.mkdir(exist_ok=True)
+        picture.save(root / relative)
+    run = tmp_path / "run"
+    snakemake(run, config=example("tags", data_root=str(root)))
+    read = pd.concat(pd.read_parquet(p) for p in (run / "results/ocr/photos").glob("*.parquet"))
+    texts = dict(zip(read["id"], read["text"].str.replace(" ", ""), strict=True))
+    assert all(words in texts[relative] for relative, words in signs.items()), texts
+
+    loaded = LoadedRun.open(run)
+    assert HYBRID in loaded.galleries()[0]["by"]
+    for relative, words in signs.items():
+        answer = loaded.search(loaded.text_query(words, "photos"), "photos", 5)
+        assert answer["ranked_by"] == HYBRID
+        best = answer["hits"][0]
+        assert best["id"] == relative and best["found_by"]["ocr"] == 1
+        assert set(best["found_by"]) == {"ocr", loaded.finished.default_channel}
+        assert sum(value for _, value in best["parts"]) == pytest.approx(best["score"], abs=1e-5)
+        # The other sign photos share no character with the query: the model alone found them.
+        for hit in answer["hits"][1:]:
+            assert "ocr" not in hit["found_by"]
+    # By the model alone, the same query is ranked as before: by cosine.
+    alone = loaded.search(
+        loaded.text_query("豆浆油条", "photos"), "photos", 5, by=loaded.finished.default_channel
+    )
+    assert alone["ranked_by"] == "cosine" and "found_by" not in alone["hits"][0]
+    from tuwen.serve.loaded_run import Filters
+
+    elsewhere = loaded.search(
+        loaded.text_query("豆浆油条", "photos"), "photos", 50, filters=Filters(prefix="2023/")
+    )
+    assert elsewhere["hits"] and all(hit["id"].startswith("2023/") for hit in elsewhere["hits"])
+    with pytest.raises(QueryError, match="ranks a text query"):
+        loaded.scoring("images", "photos", HYBRID)
+    # The command line ranks the same way and says which lists found each hit.
+    result = subprocess.run(
+        [sys.executable, "-m", "tuwen", "search", "四川火锅", "--run", str(run), "--top", "3"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0].split("\t")
+    assert first[3] == "signs/dinner.png" and "ocr#1" in first[-1] and "by hybrid" in result.stderr
+    # Exported to Milvus, the text read is a BM25 field of Milvus's own full-text search, and
+    # the server's keyword list comes from it.
+    from tuwen.export.milvus import export_milvus, milvus_client
+
+    uri = str(tmp_path / "photos.db")
+    export_milvus(run, uri)
+    fields = {field["name"] for field in milvus_client(uri).describe_collection("tuwen_photos")["fields"]}
+    assert {"ocr", "ocr_sparse"} <= fields
+    served = LoadedRun.open(run, milvus=uri)
+    for relative, words in signs.items():
+        answer = served.search(served.text_query(words, "photos"), "photos", 5)
+        assert answer["search"]["keywords"] == "Milvus BM25 (tuwen_photos.ocr_sparse)"
+        assert answer["hits"][0]["id"] == relative and answer["hits"][0]["found_by"]["ocr"] == 1
+
+
+def test_a_run_that_reads_no_text_in_its_photos_refuses_keyword_search(photo_run):
+    from tuwen.serve.loaded_run import HYBRID, LoadedRun, QueryError
+
+    loaded = LoadedRun.open(photo_run)
+    assert HYBRID not in loaded.galleries()[0]["by"]
+    with pytest.raises(QueryError, match="keywords.enabled: true"):
+        loaded.text_query("豆浆油条", "photos", HYBRID)

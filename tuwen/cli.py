@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     search.add_argument("--top", type=int, default=5, help="how many hits to print (5)")
     search.add_argument(
         "--by",
-        help="rank by a sentence encoder's channel alone (by meaning), e.g. text:use-m3; "
-        "an image's text is read by OCR",
+        help="rank by one channel alone, e.g. text:use-m3 (by meaning; an image's text is read by "
+        "OCR), or by hybrid: the words read in the photos and the model together (keywords.enabled)",
     )
     search.add_argument(
         "--gallery",
@@ -167,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     if answer.get("warning"):
         print(f"tuwen search: WARNING: {answer['warning']}", file=sys.stderr)
     for hit in answer["hits"]:
-        print(
+        line = (
             f"{hit['rank']}\t{hit['score']:.6f}\t{hit['cosine']:.6f}\t{hit['id']}\t{what.get(hit['id'], '')}"
         )
+        if "found_by" in hit:  # by keyword and meaning: each list's rank of the hit
+            line += "\t" + " ".join(f"{name}#{rank}" for name, rank in hit["found_by"].items())
+        print(line)
     how = "exact" if answer["exact"] else f"approximate ({answer['search']['index']})"
     took = time.perf_counter() - started
     backends = "+".join(sorted(set(answer.get("encoded_by", {}).values()))) or "stored"

@@ -1,5 +1,6 @@
 """What is exported of a finished run: each gallery's current items with the embeddings of
-the model that ranks it (its task's, or the run's first model), and what each item is."""
+the model that ranks it (its task's, or the run's first model), what each item is, and the
+text read in its photos where the run reads it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from tuwen.errors import TuwenError
 from tuwen.files.parquet import read_features
-from tuwen.finished.items import shown_items
+from tuwen.finished.items import image_texts, shown_items
 from tuwen.finished.reader import read_finished
 
 
@@ -31,6 +32,7 @@ class Gallery:
     shards: list[Path]
     current: pd.Series  # id -> digest
     shown: pd.Series  # id -> caption or image path
+    read: pd.Series | None = None  # id -> the text OCR read in the image (a run that reads it)
 
     def rows(self) -> Iterator[tuple[str, list[str], np.ndarray]]:
         """Give each shard's current rows: (shard, ids, embeddings)."""
@@ -62,9 +64,16 @@ def run_galleries(run: Path, only: list[str] | None = None) -> list[Gallery]:
         current = pd.read_parquet(files.assignment, columns=["id", "digest"]).drop_duplicates(
             "id", keep="last"
         )
+        read = pd.Series(image_texts(files), dtype=object) if files.ocr else None
         galleries.append(
             Gallery(
-                name, files.kind, channel.tag, shards, current.set_index("id")["digest"], shown_items(files)
+                name,
+                files.kind,
+                channel.tag,
+                shards,
+                current.set_index("id")["digest"],
+                shown_items(files),
+                read,
             )
         )
     return galleries

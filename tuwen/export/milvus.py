@@ -5,7 +5,10 @@
 
 Each gallery's current items are exported with the embeddings of the model that ranks it
 (its task's, or the run's first model), their ids, captions (texts) or image files (images),
-and the model's tag. A Milvus collection is named `<prefix><gallery>`; exporting again adds
+and the model's tag; a gallery whose photos' text the run reads (keywords.enabled, or
+fusion's OCR) also holds that text in a field Milvus's own full-text search indexes (BM25
+over the jieba tokenizer's Chinese words), which `tuwen serve --milvus` uses for the keyword
+half of a hybrid query. A Milvus collection is named `<prefix><gallery>`; exporting again adds
 only the shards it does not hold yet (and replaces a collection of another model's tag), so
 an incremental run is followed by an incremental export. `tuwen serve --milvus URI` then
 searches the galleries there instead of in its own memory.
@@ -20,6 +23,11 @@ from typing import Any
 from tuwen.export.galleries import ExportError, Gallery, run_galleries
 
 MILVUS_PREFIX = "tuwen_"
+# The collection property that says its `ocr` field is indexed for BM25, and the fields.
+KEYWORDS_PROPERTY, KEYWORDS_BM25 = "tuwen.keywords", "bm25"
+OCR_FIELD, OCR_SPARSE_FIELD = "ocr", "ocr_sparse"
+# Milvus Lite and Milvus 2.5+ both tokenize Chinese with jieba (Lite has no "chinese" analyzer type).
+OCR_ANALYZER = {"tokenizer": "jieba"}
 MAX_TEXT = 8192  # Milvus VARCHAR bytes for a caption or an image path
 BATCH = 2000
 
@@ -52,9 +60,11 @@ def export_milvus(
     for gallery in run_galleries(run, galleries):
         name = milvus_name(prefix, gallery.name)
         if client.has_collection(name):
-            held = client.describe_collection(name).get("properties", {}).get("tuwen.model_tag")
-            if held != gallery.tag:
-                client.drop_collection(name)  # another model's embeddings: not comparable
+            properties = client.describe_collection(name).get("properties", {})
+            keywords = properties.get(KEYWORDS_PROPERTY) == KEYWORDS_BM25
+            if properties.get("tuwen.model_tag") != gallery.tag or keywords != (gallery.read is not None):
+                # Another model's embeddings are not comparable; a changed schema is made anew.
+                client.drop_collection(name)
             else:
                 client.load_collection(name)
         added = 0
@@ -65,18 +75,22 @@ def export_milvus(
             if held == len(ids):
                 continue
             texts = gallery.shown.reindex(ids).fillna("").astype(str)
+            read = gallery.read.reindex(ids).fillna("").astype(str) if gallery.read is not None else None
             for start in range(0, len(ids), BATCH):
                 part = slice(start, start + BATCH)
                 rows = [
                     {
                         "id": i,
                         "vector": v.tolist(),
-                        "text": t.encode()[:MAX_TEXT].decode(errors="ignore"),
+                        "text": _clipped(t),
                         "shard": shard,
                         "digest": str(gallery.current[i]),
                     }
                     for i, v, t in zip(ids[part], embeddings[part], texts.iloc[part], strict=True)
                 ]
+                if read is not None:
+                    for row, text in zip(rows, read.iloc[part], strict=True):
+                        row[OCR_FIELD] = _clipped(text)
                 client.upsert(name, rows)
             added += len(ids)
         client.flush(name)
@@ -93,8 +107,13 @@ def export_milvus(
     return summary
 
 
+def _clipped(text: str) -> str:
+    """Give a text cut to what a VARCHAR field holds (MAX_TEXT bytes, whole characters)."""
+    return text.encode()[:MAX_TEXT].decode(errors="ignore")
+
+
 def _create_collection(client: Any, name: str, gallery: Gallery, dim: int, index_type: str) -> None:
-    from pymilvus import DataType
+    from pymilvus import DataType, Function, FunctionType
 
     schema = client.create_schema(auto_id=False, description=f"tuwen gallery {gallery.name} ({gallery.kind})")
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=1024)
@@ -105,4 +124,23 @@ def _create_collection(client: Any, name: str, gallery: Gallery, dim: int, index
     index = client.prepare_index_params()
     index.add_index(field_name="vector", index_type=index_type, metric_type="IP")
     properties = {"tuwen.model_tag": gallery.tag, "tuwen.kind": gallery.kind, "tuwen.gallery": gallery.name}
+    if gallery.read is not None:
+        schema.add_field(
+            OCR_FIELD,
+            DataType.VARCHAR,
+            max_length=MAX_TEXT,
+            enable_analyzer=True,
+            analyzer_params=OCR_ANALYZER,
+        )
+        schema.add_field(OCR_SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="ocr_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=[OCR_FIELD],
+                output_field_names=[OCR_SPARSE_FIELD],
+            )
+        )
+        index.add_index(field_name=OCR_SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        properties[KEYWORDS_PROPERTY] = KEYWORDS_BM25
     client.create_collection(name, schema=schema, index_params=index, properties=properties)

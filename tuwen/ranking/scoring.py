@@ -216,6 +216,7 @@ class Hit:
     score: float
     cosine: float  # the ranking channel's
     parts: tuple[tuple[str, float], ...]  # empty when one channel's cosine ranks
+    found_by: tuple[tuple[str, int], ...] = ()  # its rank in each list a fused-by-rank hit was in
 
 
 def cosines(gallery: np.ndarray, query: np.ndarray, fused: bool) -> np.ndarray:

@@ -167,6 +167,7 @@ class Run:
     ocr: bool = False  # OCR's channel (fusion.enabled and fusion.ocr)
     text_encoders: tuple[str, ...] = ()  # text:<encoder> channels (with OCR: they read its text)
     index: bool = False  # index.enabled: large galleries get an approximate index
+    keywords: bool = False  # keywords.enabled: OCR reads every searchable image collection
 
     # ---- models and channels -------------------------------------------------------------
 
@@ -251,9 +252,19 @@ class Run:
             used += [name for task in self.validation_tasks.values() for name in (task.queries, task.gallery)]
         return list(dict.fromkeys(used))
 
+    @property
+    def reads_text(self) -> bool:
+        """Whether OCR reads text in images: for fusion's OCR channel, or for keyword search."""
+        return self.ocr or self.keywords
+
     def ocr_collections(self) -> list[str]:
-        """Give the image collections whose text OCR reads: the image side of every task."""
-        sides = [t.image_side for t in [*self.tasks.values(), *self.validation_tasks.values()]]
+        """Give the image collections whose text OCR reads: the image side of every task (for
+        fusion's OCR channel), and with keyword search every searchable image collection."""
+        sides = []
+        if self.ocr:
+            sides += [t.image_side for t in [*self.tasks.values(), *self.validation_tasks.values()]]
+        if self.keywords:
+            sides += [name for name in self.searchable() if self.collections[name].kind == IMAGES]
         return list(dict.fromkeys(sides))
 
     def default_gallery(self, query_kind: str) -> str | None:
@@ -303,6 +314,7 @@ class Run:
             data["ocr"],
             tuple(data["text_encoders"]),
             data["index"],
+            data.get("keywords", False),
         )
 
 
@@ -401,6 +413,7 @@ def declare_run(config: dict, check_files: bool = True) -> Run:
         # Sentence encoders match captions with the text OCR reads in the images: only with OCR.
         text_encoders=tuple(fusion["text_encoders"]) if use_ocr else (),
         index=bool(config["index"]["enabled"]),
+        keywords=bool(config["keywords"]["enabled"]),
     )
     if run.fuse and not trains:
         raise DeclarationError(

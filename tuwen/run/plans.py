@@ -169,7 +169,7 @@ def finished_plan(
                     features[name][model.channel(stage)] = files.features(name, model, stage)
                 for encoder in run.text_encoders:
                     features[name][channel_name(TEXT, encoder)] = files.sentences(name, encoder)
-    ocr = run.ocr_collections() if run.ocr else []
+    ocr = run.ocr_collections()
     collections = {
         name: {
             "kind": run.collections[name].kind,
@@ -189,7 +189,7 @@ def finished_plan(
         for name in run.tasks
     }
     settings = {"ingest": layout.settings("ingest")}
-    settings |= {"ocr": layout.settings("ocr")} if run.ocr else {}
+    settings |= {"ocr": layout.settings("ocr")} if run.reads_text else {}
     settings |= {"index_search": layout.settings("index_search")} if run.indexed_galleries() else {}
     return {
         "run": layout.settings("run"),
@@ -234,7 +234,7 @@ def run_targets(run: Run, config: dict) -> list[str]:
         for name in ("curves.png", "val_metrics.csv")
     ]
     outputs += [layout.evaluation("fusion.csv")] if run.fuse else []
-    outputs += [layout.summary("ocr.csv")] if run.ocr else []
+    outputs += [layout.summary("ocr.csv")] if run.reads_text else []
     outputs.append(layout.summary("accounting.csv"))
     for task in run.tasks:
         outputs += figure_files(task, config["figures"]["queries_per_task"])

@@ -60,6 +60,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
         "fusion.ocr",
         "fusion.text_encoders",
         "index.enabled",
+        "keywords.enabled",
     ),
     # One file per model (model.<name>.json, train.<name>.json): see MODEL_GROUPS.
     "model": ("models", "encode.int8"),
@@ -200,7 +201,7 @@ def used_groups(run: Run, browse: bool, duplicates: bool = False, tags: bool = F
     groups += [group_name("train", model.name) for model in run.trained_models]
     groups += ["demo"] if run.demo else []
     groups += ["validation", "fusion"] if run.fuse else []
-    groups += ["ocr"] if run.ocr else []
+    groups += ["ocr"] if run.reads_text else []
     groups += ["sentences"] if run.text_encoders else []
     groups += ["browse"] if browse else []
     groups += ["duplicates"] if duplicates else []

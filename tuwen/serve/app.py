@@ -7,7 +7,8 @@
     POST /api/search?gallery=NAME&k=K        an image: the body (Content-Type image/...) or
                                              the multipart field `image`
     GET  /image/NAME/ID?size=S               a gallery image, scaled to fit S pixels
-    any search also takes by=CHANNEL (one channel alone) and filters of its photos: tag=LABEL,
+    any search also takes by=CHANNEL (one channel alone) or by=hybrid (a text query by the words
+    read in the photos and by the model together) and filters of its photos: tag=LABEL,
     prefix=FOLDER/, after=YYYY-MM-DD, before=YYYY-MM-DD (taken: EXIF, else mtime), format=JPEG
 
 Every error is JSON {"error": "..."} with 400 (bad parameter, undecodable image),

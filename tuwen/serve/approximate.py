@@ -109,6 +109,7 @@ class MilvusGallery:
     uri: str
     ids: np.ndarray  # the gallery's current items, sorted (the server's columns)
     candidates: int  # hits taken from Milvus per query (the run's index.candidates)
+    keywords: bool = False  # its photos' text is indexed for Milvus's full-text search (BM25)
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Give the candidate columns in increasing order (current items only) and Milvus's scores."""
@@ -124,6 +125,20 @@ class MilvusGallery:
         order = np.argsort(rows[valid], kind="stable")
         return rows[valid][order].astype(np.int64), scores[valid][order]
 
+    def keyword_search(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Give the columns of the `k` best items by Milvus's BM25 of `text` against the text
+        read in them, best first (Milvus's order), with their BM25 scores."""
+        from tuwen.export.milvus import OCR_SPARSE_FIELD
+
+        found = self.client.search(self.name, data=[text], anns_field=OCR_SPARSE_FIELD, limit=k)
+        pairs = [(hit["id"], hit["distance"]) for hit in found[0]]
+        ids = [item for item, _ in pairs]
+        rows = np.searchsorted(self.ids, ids) if pairs else np.zeros(0, np.int64)
+        valid = (rows < len(self.ids)) & (self.ids[np.minimum(rows, len(self.ids) - 1)] == ids)
+        # Milvus Lite gives BM25 negated, best first; a server gives it as it is.
+        scores = np.abs(np.array([score for _, score in pairs], dtype=np.float64))
+        return rows[valid].astype(np.int64), scores[valid]
+
     def answer_note(self) -> dict:
         where = "Milvus Lite" if not self.uri.startswith(("http://", "https://", "tcp://")) else "Milvus"
         return {"exact": False, "index": f"{where} collection {self.name}", "candidates": self.candidates}
@@ -133,8 +148,10 @@ def read_milvus_gallery(
     uri: str, prefix: str, gallery: str, channel: str, ids: np.ndarray, client, candidates: int
 ) -> MilvusGallery:
     """Give the gallery's Milvus collection (one the server found holding its channel's embeddings)."""
-    from tuwen.export.milvus import milvus_name
+    from tuwen.export.milvus import KEYWORDS_BM25, KEYWORDS_PROPERTY, milvus_name
 
     name = milvus_name(prefix, gallery)
     client.load_collection(name)
-    return MilvusGallery(channel, client, name, uri, ids, candidates)
+    properties = client.describe_collection(name).get("properties", {})
+    keywords = properties.get(KEYWORDS_PROPERTY) == KEYWORDS_BM25
+    return MilvusGallery(channel, client, name, uri, ids, candidates, keywords)

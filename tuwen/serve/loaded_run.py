@@ -9,6 +9,10 @@ What ranks a query against a gallery:
   added to the bank.
 - any other pairing (text → captions, image → images, ...) ranks by the ranking model's
   cosine; `by=` ranks by one channel alone.
+- `by=hybrid` (the default for a text query in a gallery no task ranks, in a run that reads
+  the text in its photos: keywords.enabled) ranks by keyword and meaning together: BM25 of
+  the text read in each item, the ranking model's cosine and any sentence channel, fused by
+  reciprocal rank (tuwen.ranking.hybrid); each hit says which lists found it.
 - a gallery with a served approximate index (tuwen.ranking.index) is searched through it:
   its candidates are then scored as above, and the answer says `exact: false`.
 Ties break by id everywhere, as in the workflow.
@@ -32,22 +36,36 @@ import numpy as np
 import pandas as pd
 
 from tuwen.errors import TuwenError
+from tuwen.export.milvus import OCR_SPARSE_FIELD
 from tuwen.files.images import ImageRejected, content_digest, decode_image
 from tuwen.finished.items import ground_truths
 from tuwen.finished.reader import FinishedRun, read_finished
 from tuwen.finished.record import RunNotFinished, record_stamp
+from tuwen.ranking.hybrid import DEPTH, RankedList, ranked_list, reciprocal_rank_fusion
 from tuwen.ranking.recall import read_positives
-from tuwen.ranking.scoring import Ranking, cosines, rank_query
+from tuwen.ranking.scoring import Hit, Ranking, cosines, rank_query
 from tuwen.report.notices import untrained_notice
 from tuwen.run import layout
 from tuwen.run.channels import OCR
 from tuwen.run.declaration import IMAGES, TEXTS
 from tuwen.run.schema import schema_default
 from tuwen.serve.answers import Query, answer
+from tuwen.serve.approximate import MilvusGallery
 from tuwen.serve.loading import LoadedCollection, known_items, needed_channels, read_collections
 
 LOG = logging.getLogger(__name__)
-__all__ = ["Filters", "LiveRun", "LoadedRun", "Query", "QueryError", "RunNotFinished", "UnknownGallery"]
+__all__ = [
+    "HYBRID",
+    "Filters",
+    "LiveRun",
+    "LoadedRun",
+    "Query",
+    "QueryError",
+    "RunNotFinished",
+    "UnknownGallery",
+]
+# by=hybrid: keyword and meaning together, fused by reciprocal rank.
+HYBRID = "hybrid"
 
 
 class QueryError(TuwenError):
@@ -265,14 +283,40 @@ class LoadedRun:
         )
 
     def rankings_of(self, gallery: str) -> list[str]:
-        """Give the channels a query may be ranked by alone in `gallery` (`by=`): those it embeds."""
+        """Give what a query may be ranked by in `gallery` (`by=`): each channel it embeds alone,
+        and `hybrid` where its items have text (captions, or what OCR read in the photos)."""
         indexed = [self.approximate[gallery].channel] if gallery in self.approximate else []
-        return sorted({*self.gallery(gallery).embeddings, *indexed})
+        hybrid = [HYBRID] if self.has_text(gallery) else []
+        return sorted({*self.gallery(gallery).embeddings, *indexed}) + hybrid
+
+    def has_text(self, gallery: str) -> bool:
+        """Whether a keyword can find items of `gallery`: any of them has a caption or read text."""
+        return any(text.strip() for text in self.gallery(gallery).texts.values())
+
+    def ranked_by(self, query_kind: str, gallery: str, by: str | None) -> str | None:
+        """Give what a query is ranked by when `by` is not given: `hybrid` for a text query in a
+        gallery of photos whose text the run reads and that no task ranks (a task's gallery
+        ranks as its table does); else `by` as given."""
+        if by is not None or query_kind != TEXTS or not self.declared.keywords:
+            return by
+        if self.task_for(query_kind, gallery) is None and self.gallery(gallery).holds_images:
+            return HYBRID if self.has_text(gallery) else None
+        return None
 
     def scoring(self, query_kind: str, gallery: str, by: str | None = None) -> Ranking:
         """Give how a query of `query_kind` is ranked in `gallery`: its task's ranking (the result
         table's), the run's ranking model's cosine, or `by` one channel's cosine alone (e.g.
         text:use-m3, by meaning)."""
+        if by == HYBRID:
+            if query_kind != TEXTS:
+                raise QueryError("by=hybrid ranks a text query (its words against the items' text)")
+            if not self.has_text(gallery):
+                raise QueryError(
+                    f"{gallery}: no text was read in its photos, so no keyword can find them "
+                    "(set keywords.enabled: true and rerun)"
+                )
+            # The meaning list is the ranking model's cosine; sentence channels join it.
+            return Ranking(self.finished.default_channel)
         if by is not None:
             if by not in self.rankings_of(gallery):
                 known = ", ".join(self.rankings_of(gallery))
@@ -342,8 +386,17 @@ class LoadedRun:
                     encode_picture(self.model(channel), picture, self.channels[channel].resolution)
 
     def channels_for(self, query_kind: str, gallery: str, by: str | None = None) -> list[str]:
-        """Give the channels a query is embedded by (all that score it but OCR)."""
-        return [c for c in self.scoring(query_kind, gallery, by).channels if c != OCR]
+        """Give the channels a query is embedded by (all that score it but OCR; by keyword and
+        meaning, every sentence channel of the gallery too)."""
+        by = self.ranked_by(query_kind, gallery, by)
+        channels = [c for c in self.scoring(query_kind, gallery, by).channels if c != OCR]
+        if by == HYBRID:
+            channels += self._sentence_channels(gallery)
+        return list(dict.fromkeys(channels))
+
+    def _sentence_channels(self, gallery: str) -> list[str]:
+        embedded = self.gallery(gallery).embeddings
+        return sorted(c for c in embedded if self.channels[c].sentence)
 
     def _embed_text(self, channel: str, text: str) -> np.ndarray:
         """Give a text's embedding by a channel: a CLIP model's caption, or a sentence encoder's."""
@@ -494,6 +547,7 @@ class LoadedRun:
         started = time.perf_counter()
         gallery = self.gallery(gallery_name)
         allowed = self.allowed(gallery, filters)
+        by = self.ranked_by(query.kind, gallery_name, by)
         ranking = self.scoring(query.kind, gallery_name, by)
         if ranking.channel not in query.vectors:
             raise QueryError(f"{query.label}: no embedding of model {self.channels[ranking.channel].tag}")
@@ -502,7 +556,9 @@ class LoadedRun:
         member = query.known_id is not None and query.known_in == queries
         columns, search, blocks = None, {"exact": True, "index": "exact"}, {}
         approximate = self.approximate.get(gallery_name)
-        if approximate is not None and approximate.channel == ranking.channel:
+        if by == HYBRID:
+            hits, search = self._hybrid_hits(query, gallery, k, allowed)
+        elif approximate is not None and approximate.channel == ranking.channel:
             # A filter is applied to the index's candidates: it over-fetches in proportion.
             fetch = (
                 k
@@ -518,16 +574,19 @@ class LoadedRun:
                 blocks[ranking.channel] = index_scores
         elif allowed is not None:
             columns = allowed  # exact search filters before ranking
-        for name in ranking.channels:
-            if name not in blocks:
-                blocks[name] = self._scores(name, query, gallery, ranking, columns)
-        hits = rank_query(blocks, ranking, k, columns, member)
+        if by != HYBRID:
+            for name in ranking.channels:
+                if name not in blocks:
+                    blocks[name] = self._scores(name, query, gallery, ranking, columns)
+            hits = rank_query(blocks, ranking, k, columns, member)
         truth = (
             self.positives.get(task, {}).get(query.known_id) if member and task and query.known_id else None
         )
         result = answer(
             query, gallery, gallery.ids, ranking, self.channels, hits, search, truth, self.loaded_at
         )
+        if by == HYBRID:
+            result["ranked_by"] = HYBRID
         if allowed is not None:
             result["filter"] = {
                 **filters.asked(),
@@ -547,6 +606,64 @@ class LoadedRun:
         if self.notice:
             result["warning"] = self.notice
         return result
+
+    def _hybrid_hits(
+        self, query: Query, gallery: LoadedCollection, k: int, allowed: np.ndarray | None
+    ) -> tuple[list[Hit], dict]:
+        """Give a text query's top-`k` by keyword and meaning (tuwen.ranking.hybrid) among the
+        `allowed` columns (None: all), and how the meaning list was searched."""
+        columns = np.arange(len(gallery.ids)) if allowed is None else allowed
+        meaning = self.finished.default_channel
+        search: dict = {"exact": True, "index": "exact"}
+        approximate = self.approximate.get(gallery.name)
+        if meaning in gallery.embeddings:
+            scores = cosines(gallery.embeddings[meaning][columns], query.vectors[meaning], fused=False)
+            lists = [ranked_list(meaning, scores, columns, DEPTH, matched_only=False)]
+        else:  # the index holds the meaning channel: its candidates are the list
+            assert approximate is not None and approximate.channel == meaning
+            share = len(gallery.ids) // max(len(columns), 1)
+            found, scores = approximate.search(
+                query.vectors[meaning], min(len(gallery.ids), DEPTH * share * 2)
+            )
+            kept = np.isin(found, columns)
+            lists = [ranked_list(meaning, scores[kept], found[kept], DEPTH, matched_only=False)]
+            search = approximate.answer_note()
+        with_text = np.asarray(
+            [column for column in columns if gallery.texts.get(gallery.ids[column], "").strip()],
+            dtype=np.int64,
+        )
+        for channel in self._sentence_channels(gallery.name):
+            if channel not in query.vectors:  # a stored item's query, embedded by other channels
+                continue
+            scores = cosines(gallery.embeddings[channel][with_text], query.vectors[channel], fused=False)
+            lists.append(ranked_list(channel, scores, with_text, DEPTH, matched_only=False))
+        if isinstance(approximate, MilvusGallery) and approximate.keywords:
+            # Milvus's own full-text search (BM25 of jieba's words) gives the keyword list.
+            share = len(gallery.ids) // max(len(columns), 1)
+            found, scores = approximate.keyword_search(query.text, min(len(gallery.ids), DEPTH * share * 2))
+            kept = np.isin(found, columns)
+            lists.append(RankedList(OCR, found[kept][:DEPTH], scores[kept][:DEPTH]))
+            search = {**search, "keywords": f"Milvus BM25 ({approximate.name}.{OCR_SPARSE_FIELD})"}
+        else:
+            keywords = self._lexical_scores(query.text, gallery)[columns]
+            lists.append(ranked_list(OCR, keywords, columns, DEPTH, matched_only=True))
+        found_cosines = dict(zip(lists[0].columns.tolist(), lists[0].scores.tolist(), strict=True))
+        hits = []
+        for fused in reciprocal_rank_fusion(lists, k):
+            cosine = found_cosines.get(fused.column)
+            if cosine is None:
+                cosine = self._cosine(query, gallery, meaning, fused.column)
+            hits.append(Hit(fused.rank, fused.column, fused.score, cosine, fused.parts, fused.found_by))
+        return hits, search
+
+    def _cosine(self, query: Query, gallery: LoadedCollection, channel: str, column: int) -> float:
+        """Give one item's cosine with the query by a channel (from its shard where on disk)."""
+        if channel in gallery.embeddings:
+            row = gallery.embeddings[channel][column]
+        else:
+            assert gallery.shards is not None
+            row = self._stored_vector(gallery, channel, gallery.ids[column], gallery.shards[column])
+        return float(np.dot(row.astype(np.float32), query.vectors[channel].astype(np.float32)))
 
     def _scores(
         self,

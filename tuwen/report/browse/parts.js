@@ -13,7 +13,9 @@ window.TuwenParts = {
     details.append(make("summary", "", "分项 (parts)"));
     const list = make("ul");
     for (const [name, value] of hit.parts) {
-      list.append(make("li", "part", name + " " + (value >= 0 ? "+" : "") + value.toFixed(4)));
+      // Fused by rank (by=hybrid): each list's share, and the hit's rank in that list.
+      const rank = hit.found_by && hit.found_by[name] ? " (#" + hit.found_by[name] + ")" : "";
+      list.append(make("li", "part", name + rank + " " + (value >= 0 ? "+" : "") + value.toFixed(4)));
     }
     list.append(make("li", "part", "cosine " + hit.cosine.toFixed(4)));
     details.append(list);

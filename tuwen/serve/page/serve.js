@@ -47,6 +47,12 @@
       option.value = channel;
       bySelect.append(option);
     }
+    // Keyword and meaning together, where a gallery's items have text (read in its photos).
+    if (data.galleries.some((gallery) => (gallery.by || []).includes("hybrid"))) {
+      const option = element("option", "", "关键词+语义 (hybrid)");
+      option.value = "hybrid";
+      bySelect.append(option);
+    }
     const tags = new Set();
     for (const gallery of data.galleries) for (const tag of gallery.tags || []) tags.add(tag);
     const tagList = document.getElementById("tags");
