@@ -30,3 +30,23 @@ def test_a_small_run_is_built_grown_measured_and_served(tmp_path):
     assert exact["what"].startswith("exact") and exact["p50_ms"] > 0
     table = index_table(rows) + baseline_table(rows) + goals(rows)
     assert "3,000 + 30" in table and "recall@10 ≥ 0.95" in table
+
+
+def test_the_sweeps_text_like_queries_lie_as_far_as_asked_and_re_scoring_is_exact():
+    from bench.index_sweep import build, calibrated_text_like, exact_top, gallery, measure, searcher
+
+    mixture, rows = gallery(4000, 512, seed=0)
+    texts, share = calibrated_text_like(mixture, rows, 40, seed=5, target=0.25)
+    _, scores = exact_top(rows, texts, 100)
+    assert abs(scores.mean() - 0.25) < 0.03 and 0.05 < share < 0.95
+    images = mixture.draw(40, seed=6)
+    _, image_scores = exact_top(rows, images, 100)
+    assert image_scores.mean() > scores.mean() + 0.05  # text-like queries lie farther away
+    # Every list probed and every item re-scored from float16: the exact top 10 but for the
+    # near ties that float16's rounding swaps.
+    index, _, _ = build("IVF16,PQ64x4fs", rows, 16, threads=1)
+    exact, _ = exact_top(rows, texts, 10)
+    found, _ = measure(searcher(index, 16, len(rows), rows.astype(np.float16)), texts, exact)
+    assert found >= 0.99
+    coarse, _ = measure(searcher(index, 16, 10, None), texts, exact)
+    assert coarse < 1.0  # the 4-bit codes alone do not rank exactly

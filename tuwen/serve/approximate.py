@@ -99,6 +99,9 @@ def read_gallery_index(
     return GalleryIndex(channel, index, columns_of, measured["candidates"], measured)
 
 
+MILVUS_TOP = 16384  # the most hits Milvus gives one search
+
+
 @dataclass
 class MilvusGallery:
     """A gallery searched in a Milvus collection that `tuwen export milvus` filled."""
@@ -113,9 +116,8 @@ class MilvusGallery:
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Give the candidate columns in increasing order (current items only) and Milvus's scores."""
-        found = self.client.search(
-            self.name, data=[vector.astype(np.float32).tolist()], limit=max(k, self.candidates)
-        )
+        limit = min(max(k, self.candidates), MILVUS_TOP)
+        found = self.client.search(self.name, data=[vector.astype(np.float32).tolist()], limit=limit)
         pairs = [(hit["id"], hit["distance"]) for hit in found[0]]
         rows = np.searchsorted(self.ids, [item for item, _ in pairs]) if pairs else np.zeros(0, np.int64)
         scores = np.array([score for _, score in pairs], dtype=np.float32)
@@ -130,7 +132,8 @@ class MilvusGallery:
         read in them, best first (Milvus's order), with their BM25 scores."""
         from tuwen.export.milvus import OCR_SPARSE_FIELD
 
-        found = self.client.search(self.name, data=[text], anns_field=OCR_SPARSE_FIELD, limit=k)
+        limit = min(k, MILVUS_TOP)
+        found = self.client.search(self.name, data=[text], anns_field=OCR_SPARSE_FIELD, limit=limit)
         pairs = [(hit["id"], hit["distance"]) for hit in found[0]]
         ids = [item for item, _ in pairs]
         rows = np.searchsorted(self.ids, ids) if pairs else np.zeros(0, np.int64)

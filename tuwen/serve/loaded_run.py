@@ -613,20 +613,21 @@ class LoadedRun:
         """Give a text query's top-`k` by keyword and meaning (tuwen.ranking.hybrid) among the
         `allowed` columns (None: all), and how the meaning list was searched."""
         columns = np.arange(len(gallery.ids)) if allowed is None else allowed
+        depth = max(DEPTH, k)  # each list is read at least as deep as the answer
         meaning = self.finished.default_channel
         search: dict = {"exact": True, "index": "exact"}
         approximate = self.approximate.get(gallery.name)
         if meaning in gallery.embeddings:
             scores = cosines(gallery.embeddings[meaning][columns], query.vectors[meaning], fused=False)
-            lists = [ranked_list(meaning, scores, columns, DEPTH, matched_only=False)]
+            lists = [ranked_list(meaning, scores, columns, depth, matched_only=False)]
         else:  # the index holds the meaning channel: its candidates are the list
             assert approximate is not None and approximate.channel == meaning
             share = len(gallery.ids) // max(len(columns), 1)
             found, scores = approximate.search(
-                query.vectors[meaning], min(len(gallery.ids), DEPTH * share * 2)
+                query.vectors[meaning], min(len(gallery.ids), depth * share * 2)
             )
             kept = np.isin(found, columns)
-            lists = [ranked_list(meaning, scores[kept], found[kept], DEPTH, matched_only=False)]
+            lists = [ranked_list(meaning, scores[kept], found[kept], depth, matched_only=False)]
             search = approximate.answer_note()
         with_text = np.asarray(
             [column for column in columns if gallery.texts.get(gallery.ids[column], "").strip()],
@@ -636,17 +637,17 @@ class LoadedRun:
             if channel not in query.vectors:  # a stored item's query, embedded by other channels
                 continue
             scores = cosines(gallery.embeddings[channel][with_text], query.vectors[channel], fused=False)
-            lists.append(ranked_list(channel, scores, with_text, DEPTH, matched_only=False))
+            lists.append(ranked_list(channel, scores, with_text, depth, matched_only=False))
         if isinstance(approximate, MilvusGallery) and approximate.keywords:
             # Milvus's own full-text search (BM25 of jieba's words) gives the keyword list.
             share = len(gallery.ids) // max(len(columns), 1)
-            found, scores = approximate.keyword_search(query.text, min(len(gallery.ids), DEPTH * share * 2))
+            found, scores = approximate.keyword_search(query.text, min(len(gallery.ids), depth * share * 2))
             kept = np.isin(found, columns)
-            lists.append(RankedList(OCR, found[kept][:DEPTH], scores[kept][:DEPTH]))
+            lists.append(RankedList(OCR, found[kept][:depth], scores[kept][:depth]))
             search = {**search, "keywords": f"Milvus BM25 ({approximate.name}.{OCR_SPARSE_FIELD})"}
         else:
             keywords = self._lexical_scores(query.text, gallery)[columns]
-            lists.append(ranked_list(OCR, keywords, columns, DEPTH, matched_only=True))
+            lists.append(ranked_list(OCR, keywords, columns, depth, matched_only=True))
         found_cosines = dict(zip(lists[0].columns.tolist(), lists[0].scores.tolist(), strict=True))
         hits = []
         for fused in reciprocal_rank_fusion(lists, k):
