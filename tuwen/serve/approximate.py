@@ -99,7 +99,8 @@ def read_gallery_index(
     return GalleryIndex(channel, index, columns_of, measured["candidates"], measured)
 
 
-MILVUS_TOP = 16384  # the most hits Milvus gives one search
+# Milvus's own limit on the hits one search gives (its topk), not a setting of the run.
+MILVUS_TOP = 2**14
 
 
 @dataclass

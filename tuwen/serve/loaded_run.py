@@ -148,6 +148,7 @@ class LoadedRun:
         self.max_image_pixels = max_image_pixels or finished.setting("ingest")["ingest"]["max_image_pixels"]
         self._ocr_engine = None
         self._lexical: dict[str, object] = {}
+        self._text_rows: dict[str, np.ndarray] = {}
 
     @classmethod
     def open(cls, run: Path, **options) -> LoadedRun:
@@ -291,7 +292,16 @@ class LoadedRun:
 
     def has_text(self, gallery: str) -> bool:
         """Whether a keyword can find items of `gallery`: any of them has a caption or read text."""
-        return any(text.strip() for text in self.gallery(gallery).texts.values())
+        return bool(self.text_rows(gallery).any())
+
+    def text_rows(self, gallery: str) -> np.ndarray:
+        """Give, per column of `gallery`, whether its item has text (found once, at first use)."""
+        with self._model_lock:
+            if gallery not in self._text_rows:
+                loaded = self.gallery(gallery)
+                texts = [loaded.texts.get(item, "").strip() for item in loaded.ids]
+                self._text_rows[gallery] = np.array([bool(text) for text in texts], dtype=bool)
+            return self._text_rows[gallery]
 
     def ranked_by(self, query_kind: str, gallery: str, by: str | None) -> str | None:
         """Give what a query is ranked by when `by` is not given: `hybrid` for a text query in a
@@ -629,10 +639,7 @@ class LoadedRun:
             kept = np.isin(found, columns)
             lists = [ranked_list(meaning, scores[kept], found[kept], depth, matched_only=False)]
             search = approximate.answer_note()
-        with_text = np.asarray(
-            [column for column in columns if gallery.texts.get(gallery.ids[column], "").strip()],
-            dtype=np.int64,
-        )
+        with_text = columns[self.text_rows(gallery.name)[columns]]
         for channel in self._sentence_channels(gallery.name):
             if channel not in query.vectors:  # a stored item's query, embedded by other channels
                 continue
