@@ -182,14 +182,23 @@ def cosines_matrix(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return l2_normalised(queries) @ l2_normalised(gallery).T
 
 
-def test_an_int8_image_tower_that_does_not_hold_up_stays_fp32(tmp_path):
-    from tuwen.clip.onnx_towers import export_model_towers
+def test_an_int8_image_tower_is_kept_exactly_where_it_holds_up(tmp_path, monkeypatch):
+    from tuwen.clip import onnx_towers
+    from tuwen.clip.onnx_towers import INT8_IMAGE_COSINE, export_model_towers
 
-    # tuwen-tiny's small ViT: int8 image embeddings at cosine ~0.990 to fp32.
+    # Whether int8 holds up depends on the CPU (tuwen-tiny's small ViT: ~0.990 on AVX2
+    # without VNNI, above 0.999 with it): the export keeps what it measured.
     model, card = card_of(tmp_path, "tuwen-tiny", int8=True)
     described = export_model_towers(model, card, tmp_path / "towers")
-    assert described["precision"] == {"text": "int8", "image": "fp32"}
-    assert described["cosine_to_torch"]["image"] >= 0.9999
+    measured = described["int8_cosine_to_torch"]["image"]
+    kept = "int8" if measured >= INT8_IMAGE_COSINE else "fp32"
+    assert described["precision"] == {"text": "int8", "image": kept}
+    assert described["cosine_to_torch"]["image"] == pytest.approx(measured if kept == "int8" else 1, abs=1e-4)
+    # Where it does not hold up, the image tower stays fp32, exact to torch.
+    monkeypatch.setattr(onnx_towers, "INT8_IMAGE_COSINE", measured + 1e-3)
+    strict = export_model_towers(model, card, tmp_path / "strict")
+    assert strict["precision"] == {"text": "int8", "image": "fp32"}
+    assert strict["cosine_to_torch"]["image"] >= 0.9999
 
 
 def test_the_backend_is_onnxruntime_only_where_it_is_exact_or_int8():

@@ -9,8 +9,9 @@ import sys
 import pyarrow.parquet as pq
 
 from tests.conftest import REPO, SMALL_DEMO, snakemake
+from tuwen.clip.onnx_towers import INT8_IMAGE_COSINE
 
-# A small ViT, untrained: its int8 image tower does not hold up (cosine ~0.990), its text one does.
+# A small ViT, untrained: its int8 text tower holds up; its image one only on some CPUs.
 INT8_RUN = {**SMALL_DEMO, "models": ["tuwen-tiny"], "train": {"enabled": False}, "encode": {"int8": True}}
 
 
@@ -19,9 +20,11 @@ def test_an_int8_run_encodes_under_its_own_tag_and_serves_through_onnx_runtime(t
     card = json.loads((tmp_path / "results/models/tuwen-tiny/base/model.json").read_text())
     assert card["int8"] and card["tag"].endswith("-int8")
     towers = json.loads((tmp_path / "results/models/tuwen-tiny/base/towers/towers.json").read_text())
-    assert towers["tag"] == card["tag"] and towers["precision"] == {"text": "int8", "image": "fp32"}
+    # The image tower is int8 only where int8 measured up on this CPU (see test_onnx_towers).
+    image = "int8" if towers["int8_cosine_to_torch"]["image"] >= INT8_IMAGE_COSINE else "fp32"
+    assert towers["tag"] == card["tag"] and towers["precision"] == {"text": "int8", "image": image}
     features = tmp_path / "results/features" / card["tag"]
-    for collection, precision in (("t2i_queries", "int8"), ("t2i_gallery", "fp32"), ("i2t_gallery", "int8")):
+    for collection, precision in (("t2i_queries", "int8"), ("t2i_gallery", image), ("i2t_gallery", "int8")):
         shards = sorted((features / collection).glob("*.parquet"))
         assert shards, collection
         for shard in shards:

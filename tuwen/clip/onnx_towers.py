@@ -186,6 +186,9 @@ def export_model_towers(model: CLIP, card: ModelCard, folder: str | os.PathLike)
                 fp32 = export_tower(model, card.arch, tower, Path(scratch) / name)
                 int8 = quantize_tower(fp32, Path(scratch) / f"{tower}.int8.onnx")
                 agreement = cosines(expected, OnnxTower(int8, threads)(inputs[tower])).min()
+                # What int8 measured, kept or not: whether it holds up depends on the CPU
+                # (without VNNI, ONNX Runtime's u8 x s8 products can saturate).
+                description.setdefault("int8_cosine_to_torch", {})[tower] = round(float(agreement), 6)
                 kept = int8 if tower == "text" or agreement >= INT8_IMAGE_COSINE else fp32
                 precision = INT8 if kept == int8 else FP32
                 os.replace(kept, folder / name)
