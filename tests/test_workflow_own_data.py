@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -267,7 +268,7 @@ def test_a_library_is_tagged_and_filtered_by_tag_folder_date_and_format(tmp_path
     assert bad.returncode == 2 and "after must be a date YYYY-MM-DD, got '2024-13-01'" in bad.stderr
 
 
-def test_a_word_printed_in_a_photo_finds_it_by_keyword_and_meaning(tmp_path, library):
+def test_a_word_printed_in_a_photo_finds_it_by_keyword_and_meaning(tmp_path, library, chromium):
     """examples/tags.yaml reads the text in the photos: a query for the words printed in one
     photo ranks it first (found by the keyword list and the model's), a folder filter still
     narrows the answer, and a run that reads no text says how to turn keyword search on."""
@@ -327,6 +328,26 @@ def test_a_word_printed_in_a_photo_finds_it_by_keyword_and_meaning(tmp_path, lib
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0].split("\t")
     assert first[3] == "signs/dinner.png" and "ocr#1" in first[-1] and "by hybrid" in result.stderr
+    # The search page offers the ranking and shows which lists found a hit.
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_serve import Server, wait_for_answer
+
+    server = Server(run)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(server.base + "/?" + urllib.parse.urlencode({"q": "四川火锅"}))
+            wait_for_answer(page, None)
+            assert HYBRID in page.locator("#by option").evaluate_all("options => options.map(o => o.value)")
+            best = page.locator("li.hit").first
+            assert best.get_attribute("data-id") == "signs/dinner.png"
+            best.locator("details.parts summary").click()
+            assert "ocr (#1)" in best.locator("details.parts").inner_text()
+            browser.close()
+    finally:
+        server.stop()
     # Exported to Milvus, the text read is a BM25 field of Milvus's own full-text search, and
     # the server's keyword list comes from it.
     from tuwen.export.milvus import export_milvus, milvus_client
