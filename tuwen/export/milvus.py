@@ -37,6 +37,11 @@ def milvus_name(prefix: str, gallery: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", prefix + gallery)
 
 
+def holds_keywords(properties: dict) -> bool:
+    """Whether a collection's properties say its `ocr` field is indexed for BM25."""
+    return properties.get(KEYWORDS_PROPERTY) == KEYWORDS_BM25
+
+
 def milvus_client(uri: str, token: str = "") -> Any:
     from pymilvus import MilvusClient
 
@@ -61,7 +66,7 @@ def export_milvus(
         name = milvus_name(prefix, gallery.name)
         if client.has_collection(name):
             properties = client.describe_collection(name).get("properties", {})
-            keywords = properties.get(KEYWORDS_PROPERTY) == KEYWORDS_BM25
+            keywords = holds_keywords(properties)
             if properties.get("tuwen.model_tag") != gallery.tag or keywords != (gallery.read is not None):
                 # Another model's embeddings are not comparable; a changed schema is made anew.
                 client.drop_collection(name)

@@ -64,10 +64,10 @@ def answer(
         item = {"rank": hit.rank, "id": item_id, "score": round(hit.score, 6), "cosine": round(hit.cosine, 6)}
         if hit.parts:
             item["parts"] = [[name, round(value, 6)] for name, value in hit.parts]
-        if hit.found_by:
-            item["found_by"] = dict(hit.found_by)
         elif sentence:
             item["parts"] = [[ranking.channel, round(hit.score, 6)]]
+        if hit.found_by:
+            item["found_by"] = dict(hit.found_by)
         if gallery.holds_images:
             item["image"] = f"/image/{gallery.name}/{item_id}"
         else:

@@ -119,14 +119,9 @@ class MilvusGallery:
         """Give the candidate columns in increasing order (current items only) and Milvus's scores."""
         limit = min(max(k, self.candidates), MILVUS_TOP)
         found = self.client.search(self.name, data=[vector.astype(np.float32).tolist()], limit=limit)
-        pairs = [(hit["id"], hit["distance"]) for hit in found[0]]
-        rows = np.searchsorted(self.ids, [item for item, _ in pairs]) if pairs else np.zeros(0, np.int64)
-        scores = np.array([score for _, score in pairs], dtype=np.float32)
-        valid = (rows < len(self.ids)) & (
-            self.ids[np.minimum(rows, len(self.ids) - 1)] == [i for i, _ in pairs]
-        )
-        order = np.argsort(rows[valid], kind="stable")
-        return rows[valid][order].astype(np.int64), scores[valid][order]
+        rows, scores = self._current_rows(found[0])
+        order = np.argsort(rows, kind="stable")
+        return rows[order], scores[order].astype(np.float32)
 
     def keyword_search(self, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Give the columns of the `k` best items by Milvus's BM25 of `text` against the text
@@ -135,13 +130,18 @@ class MilvusGallery:
 
         limit = min(k, MILVUS_TOP)
         found = self.client.search(self.name, data=[text], anns_field=OCR_SPARSE_FIELD, limit=limit)
-        pairs = [(hit["id"], hit["distance"]) for hit in found[0]]
-        ids = [item for item, _ in pairs]
-        rows = np.searchsorted(self.ids, ids) if pairs else np.zeros(0, np.int64)
-        valid = (rows < len(self.ids)) & (self.ids[np.minimum(rows, len(self.ids) - 1)] == ids)
+        rows, scores = self._current_rows(found[0])
         # Milvus Lite gives BM25 negated, best first; a server gives it as it is.
-        scores = np.abs(np.array([score for _, score in pairs], dtype=np.float64))
-        return rows[valid].astype(np.int64), scores[valid]
+        return rows, np.abs(scores)
+
+    def _current_rows(self, hits: list) -> tuple[np.ndarray, np.ndarray]:
+        """Give the columns of Milvus's hits that are current items, in Milvus's order, and
+        their distances (float64)."""
+        ids = [hit["id"] for hit in hits]
+        distances = np.array([hit["distance"] for hit in hits], dtype=np.float64)
+        rows = np.searchsorted(self.ids, ids).astype(np.int64) if ids else np.zeros(0, np.int64)
+        valid = (rows < len(self.ids)) & (self.ids[np.minimum(rows, len(self.ids) - 1)] == ids)
+        return rows[valid], distances[valid]
 
     def answer_note(self) -> dict:
         where = "Milvus Lite" if not self.uri.startswith(("http://", "https://", "tcp://")) else "Milvus"
@@ -152,10 +152,9 @@ def read_milvus_gallery(
     uri: str, prefix: str, gallery: str, channel: str, ids: np.ndarray, client, candidates: int
 ) -> MilvusGallery:
     """Give the gallery's Milvus collection (one the server found holding its channel's embeddings)."""
-    from tuwen.export.milvus import KEYWORDS_BM25, KEYWORDS_PROPERTY, milvus_name
+    from tuwen.export.milvus import holds_keywords, milvus_name
 
     name = milvus_name(prefix, gallery)
     client.load_collection(name)
-    properties = client.describe_collection(name).get("properties", {})
-    keywords = properties.get(KEYWORDS_PROPERTY) == KEYWORDS_BM25
+    keywords = holds_keywords(client.describe_collection(name).get("properties", {}))
     return MilvusGallery(channel, client, name, uri, ids, candidates, keywords)

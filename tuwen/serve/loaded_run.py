@@ -569,13 +569,9 @@ class LoadedRun:
         if by == HYBRID:
             hits, search = self._hybrid_hits(query, gallery, k, allowed)
         elif approximate is not None and approximate.channel == ranking.channel:
-            # A filter is applied to the index's candidates: it over-fetches in proportion.
-            fetch = (
-                k
-                if allowed is None
-                else min(len(gallery.ids), k * len(gallery.ids) // max(len(allowed), 1) * 2)
+            columns, index_scores = approximate.search(
+                query.vectors[ranking.channel], over_fetch(k, gallery, allowed)
             )
-            columns, index_scores = approximate.search(query.vectors[ranking.channel], fetch)
             search = approximate.answer_note()
             if allowed is not None:
                 kept = np.isin(columns, allowed)
@@ -632,10 +628,7 @@ class LoadedRun:
             lists = [ranked_list(meaning, scores, columns, depth, matched_only=False)]
         else:  # the index holds the meaning channel: its candidates are the list
             assert approximate is not None and approximate.channel == meaning
-            share = len(gallery.ids) // max(len(columns), 1)
-            found, scores = approximate.search(
-                query.vectors[meaning], min(len(gallery.ids), depth * share * 2)
-            )
+            found, scores = approximate.search(query.vectors[meaning], over_fetch(depth, gallery, allowed))
             kept = np.isin(found, columns)
             lists = [ranked_list(meaning, scores[kept], found[kept], depth, matched_only=False)]
             search = approximate.answer_note()
@@ -647,8 +640,7 @@ class LoadedRun:
             lists.append(ranked_list(channel, scores, with_text, depth, matched_only=False))
         if isinstance(approximate, MilvusGallery) and approximate.keywords:
             # Milvus's own full-text search (BM25 of jieba's words) gives the keyword list.
-            share = len(gallery.ids) // max(len(columns), 1)
-            found, scores = approximate.keyword_search(query.text, min(len(gallery.ids), depth * share * 2))
+            found, scores = approximate.keyword_search(query.text, over_fetch(depth, gallery, allowed))
             kept = np.isin(found, columns)
             lists.append(RankedList(OCR, found[kept][:depth], scores[kept][:depth]))
             search = {**search, "keywords": f"Milvus BM25 ({approximate.name}.{OCR_SPARSE_FIELD})"}
@@ -696,6 +688,14 @@ class LoadedRun:
             return np.zeros(len(gallery.ids))
         index = self._lexical_index(gallery)
         return normalised_by_query(index.scores([text])).toarray()[0]
+
+
+def over_fetch(n: int, gallery: LoadedCollection, allowed: np.ndarray | None) -> int:
+    """Give how many hits to ask an index for so that `n` pass a filter that leaves `allowed`
+    of the gallery (None: no filter): in proportion, twice over, at most the whole gallery."""
+    if allowed is None:
+        return n
+    return min(len(gallery.ids), n * len(gallery.ids) // max(len(allowed), 1) * 2)
 
 
 class LiveRun:
