@@ -7,18 +7,23 @@ For each size, in one invocation:
   disk and the peak RSS of the process that built it;
 - +1%: new shards added (the segments the plan then adds, as the stage would build them) against
   the rebuild of everything (training included), measured in this run;
-- recall@10 against exact search of the same shards, on queries drawn from the mixture;
+- recall@10 against exact search of the same shards, on two kinds of query: image-like ones
+  drawn from the mixture ("more like this"), and text-like ones shifted from it as captions
+  are from photos (`Mixture.calibrated_text_like`: cosine ~0.30 to their 100 nearest,
+  calibrated on the first 1M items), searched as text queries (index.cross_modal_nprobe);
 - the served index: the server's LoadedRun (`tuwen serve`'s search of one query) in its own
-  process, 1 and 8 threads, p50 / p99 and its peak RSS; then `python -m tuwen serve` itself
-  over HTTP with text queries (a random-initialised tuwen-tiny-512 encodes each query),
-  1 and 8 clients;
+  process, cold (the first 100 queries after loading), then 1 and 8 threads, p50 / p99, its
+  peak RSS, and its memory at the end: its own, the codes and ids, and the float16 rows'
+  pages apart; then `python -m tuwen serve` itself over HTTP with text queries (a
+  random-initialised tuwen-tiny-512 encodes each query), 1 and 8 clients;
 - baselines: exact search held in memory (numpy, one query), where the gallery fits in 4 GB,
   usearch HNSW (float16, 2 threads) where asked (--usearch), and Milvus Lite (--milvus): the
   export's time, then the server's search through it.
 
 Usage: python -m bench.index --items N [--shard-size 16384] [--workdir runs/bench-index]
     [--usearch] [--milvus] [--no-http] [--report FILE]
-The last line printed is `recall@10 R p50 P ms` of the served index (in-process, one thread).
+The last line printed is `recall@10 R p50 P ms text_recall@10 T` of the served index
+(in-process, one thread; R and P for image-like queries, T for text-like ones).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from tuwen.run.schema import schema_default
 GALLERY = "archive"
 MODEL = "tuwen-tiny-512"  # a small CN-CLIP embedding in 512 dimensions, as ViT-B-16 does
 QUERIES = 200
+TEXT_COSINE = 0.30  # text-like queries' mean cosine to their 100 nearest (CLIP ViT-B/16, COCO)
+CALIBRATION_ITEMS = 1_000_000  # the text-like queries are calibrated on the first this many
 CLUSTERS_PER_ITEM = 1 / 250  # a mixture of items / 250 clusters: ~250 near neighbours each
 
 
@@ -58,9 +65,19 @@ def peak_rss_mb(pid: int | str = "self") -> float:
 
 
 def rss_parts_mb() -> dict[str, float]:
-    """Give this process's resident memory now: its own (anonymous) and mapped files' pages."""
+    """Give this process's resident memory now: its own (anonymous), mapped files' pages, and
+    of those the index's float16 rows (`.rows` files: read only for re-scored candidates)."""
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-    return {key: int(status[key].split()[0]) / 1024 for key in ("RssAnon", "RssFile")}
+    parts = {key: int(status[key].split()[0]) / 1024 for key in ("RssAnon", "RssFile")}
+    rows_kb, mapping = 0, ""
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's first line
+            mapping = fields[-1] if len(fields) >= 6 else ""
+        elif fields and fields[0] == "Rss:" and mapping.endswith(".rows"):
+            rows_kb += int(fields[1])
+    parts["rows_mapped"] = rows_kb / 1024
+    return parts
 
 
 def in_child(function, *args):
@@ -169,29 +186,35 @@ def build(
     started = time.perf_counter()
     if not trained.exists():
         sample, lists = ann.training_sample([p for _, p in shards[:trained_count]], options.lists, seed=0)
-        ann.write_index(ann.train(sample, lists, threads), trained)
+        ann.write_index(ann.train(sample, lists, options.codes, threads), trained)
     train_s = time.perf_counter() - started
-    segments, built = [], []
+    segments, rows, built = [], [], []
     started = time.perf_counter()
     for start, count in ann.segment_plan(len(shards), options.segment_base):
-        path = run / layout.index_segment(GALLERY, tag, str(trained_count), str(start), str(count))
+        where = (GALLERY, tag, str(trained_count), str(start), str(count))
+        path, rows_path = run / layout.index_segment(*where), run / layout.index_segment_rows(*where)
         if not path.exists():
-            ann.write_index(ann.build_segment(trained, shards[start : start + count], threads), path)
+            segment = ann.build_segment(trained, shards[start : start + count], threads)
+            ann.write_index(segment, path)
+            ann.write_rows(shards[start : start + count], rows_path, ann.rows_centre(segment))
             built.append(path)
         segments.append(path)
+        rows.append(rows_path)
     return {
         "trained": str(trained),
         "segments": [str(s) for s in segments],
+        "rows": [str(r) for r in rows],
         "built": len(built),
         "train_s": train_s,
         "segments_s": time.perf_counter() - started,
         "bytes": trained.stat().st_size + sum(s.stat().st_size for s in segments),
+        "rows_bytes": sum(r.stat().st_size for r in rows),
     }
 
 
 def describe(run: Path, built: dict, shards, options: ann.IndexOptions, tag: str) -> dict:
     """Write the index's description (as describe_index does), with its measured recall."""
-    measured = ann.describe(built["trained"], built["segments"], shards, [], options, run)
+    measured = ann.describe(built["trained"], built["segments"], built["rows"], shards, [], options, run)
     description = {"collection": GALLERY, "items": measured["items"], "index": measured, "model_tag": tag}
     path = run / layout.served_index(GALLERY)
     path.write_text(json.dumps(description), encoding="utf-8")
@@ -222,10 +245,15 @@ def finish(run: Path, shards: list[tuple[int, Path]]) -> None:
 
 
 def serve_in_process(
-    run: Path, queries: np.ndarray, exact: np.ndarray, shard_size: int, milvus: str | None = None
+    run: Path,
+    queries: dict[str, np.ndarray],
+    exact: dict[str, np.ndarray],
+    shard_size: int,
+    milvus: str | None = None,
 ) -> dict:
     """The server's search of one query (LoadedRun.search, what `tuwen serve` runs per request,
-    less HTTP and encoding), 1 and 8 threads; the answers' recall@10 against exact."""
+    less HTTP and encoding): image-like queries cold (the first 100 after loading), then 1 and
+    8 threads; text-like ones (searched as text queries) 1 thread; each kind's recall@10."""
     from tuwen.serve.loaded_run import LoadedRun, Query
 
     started = time.perf_counter()
@@ -234,37 +262,50 @@ def serve_in_process(
     channel = index.approximate[GALLERY].channel
     collection = index.collections[GALLERY]
 
-    def one(vector):
-        began = time.perf_counter()
-        answer = index.search(Query(IMAGES, "vector", {channel: vector}), GALLERY, 10)
-        return time.perf_counter() - began, [h["id"] for h in answer["hits"]], answer["exact"]
+    def one(kind: str):
+        def search(vector):
+            began = time.perf_counter()
+            answer = index.search(Query(kind, "vector", {channel: vector}), GALLERY, 10)
+            return time.perf_counter() - began, [h["id"] for h in answer["hits"]], answer["exact"]
 
-    results = {"load_s": load_s}
+        return search
+
+    def wanted(top: np.ndarray) -> np.ndarray:
+        # The exact top ids are (shard << 32 | row); bench.synthetic names item n of shard s's
+        # rows `item-<s * shard size + n>`.
+        shards, rows = ann.split_ids(top)
+        names = [
+            [collection.row(f"item-{s * shard_size + r:09d}") for s, r in zip(*pair, strict=True)]
+            for pair in zip(shards, rows, strict=True)
+        ]
+        return np.asarray(names)
+
+    def timed(answers) -> dict:
+        times = sorted(a[0] for a in answers)
+        return {
+            "p50_ms": 1000 * statistics.median(times),
+            "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
+        }
+
+    results: dict = {"load_s": load_s}
+    images, texts = queries["image"], queries["text"]
     # Cold: the first pass, the index's pages read from disk as queries touch them; then warm.
-    cold = sorted(one(vector)[0] for vector in queries[:50])
-    results["cold_p50_ms"] = 1000 * statistics.median(cold)
+    cold = [one(IMAGES)(vector) for vector in images[:100]]
+    results["cold_p50_ms"] = timed(cold)["p50_ms"]
+    results["cold_rss_mb"] = rss_parts_mb()
     for threads in (1, 8):
         with ThreadPoolExecutor(threads) as pool:
             began = time.perf_counter()
-            answers = list(pool.map(one, queries))
+            answers = list(pool.map(one(IMAGES), images))
             wall = time.perf_counter() - began
-        times = sorted(a[0] for a in answers)
-        results[str(threads)] = {
-            "p50_ms": 1000 * statistics.median(times),
-            "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
-            "per_s": len(times) / wall,
-        }
+        results[str(threads)] = {**timed(answers), "per_s": len(answers) / wall}
         found = [[collection.row(i) for i in a[1]] for a in answers]
         results["exact"] = any(a[2] for a in answers)
+    results["recall@10"] = neighbour_recall(found, wanted(exact["image"]))
+    answers = [one(TEXTS)(vector) for vector in texts]
+    found = [[collection.row(i) for i in a[1]] for a in answers]
+    results["text"] = {"1": timed(answers), "recall@10": neighbour_recall(found, wanted(exact["text"]))}
     results["rss_now_mb"] = rss_parts_mb()
-    # The exact top ids are (shard << 32 | row); bench.synthetic names item n of shard s's
-    # rows `item-<s * shard size + n>`.
-    shards, rows = ann.split_ids(exact)
-    wanted = [
-        [collection.row(f"item-{s * shard_size + r:09d}") for s, r in zip(*pair, strict=True)]
-        for pair in zip(shards, rows, strict=True)
-    ]
-    results["recall@10"] = neighbour_recall(found, np.asarray(wanted))
     return results
 
 
@@ -303,7 +344,7 @@ def exact_in_memory(shards, queries: np.ndarray) -> dict:
     return {"p50_ms": 1000 * statistics.median(times)}
 
 
-def usearch_hnsw(shards, queries: np.ndarray, exact: np.ndarray, threads: int) -> dict:
+def usearch_hnsw(shards, queries: dict[str, np.ndarray], exact: dict[str, np.ndarray], threads: int) -> dict:
     """usearch's HNSW (inner product, float16 vectors, expansion_search 128), built from the shards
     one at a time. Its 8-bit vectors halve the memory but stopped at recall@10 0.80 to 0.82 on
     the 50,000-item mixture (expansion_search 64 to 256, 2026-12-02), below the goal."""
@@ -311,27 +352,29 @@ def usearch_hnsw(shards, queries: np.ndarray, exact: np.ndarray, threads: int) -
 
     from tuwen.files.parquet import read_features
 
-    index = Index(ndim=queries.shape[1], metric="ip", dtype="f16", expansion_search=128)
+    index = Index(ndim=queries["image"].shape[1], metric="ip", dtype="f16", expansion_search=128)
     began = time.perf_counter()
     for number, path in shards:
         vectors = read_features(path).embeddings
         index.add(ann.row_ids(number, len(vectors)), vectors, threads=threads)
     build_s = time.perf_counter() - began
-    times, found = [], []
-    for query in queries:
-        started = time.perf_counter()
-        matches = index.search(query, 10)
-        times.append(time.perf_counter() - started)
-        found.append(np.asarray(matches.keys, dtype=np.int64))
-    return {
-        "build_s": build_s,
-        "bytes": index.memory_usage,
-        "p50_ms": 1000 * statistics.median(times),
-        "recall@10": neighbour_recall(found, exact),
-    }
+    measured = {"build_s": build_s, "bytes": index.memory_usage}
+    for kind in ("image", "text"):
+        times, found = [], []
+        for query in queries[kind]:
+            started = time.perf_counter()
+            matches = index.search(query, 10)
+            times.append(time.perf_counter() - started)
+            found.append(np.asarray(matches.keys, dtype=np.int64))
+        prefix = "" if kind == "image" else "text_"
+        measured[prefix + "p50_ms"] = 1000 * statistics.median(times)
+        measured[prefix + "recall@10"] = neighbour_recall(found, exact[kind])
+    return measured
 
 
-def milvus_lite(run: Path, queries: np.ndarray, exact: np.ndarray, shard_size: int) -> dict:
+def milvus_lite(
+    run: Path, queries: dict[str, np.ndarray], exact: dict[str, np.ndarray], shard_size: int
+) -> dict:
     """`tuwen export milvus` into a Milvus Lite file, then the server's search through it."""
     from tuwen.export.milvus import export_milvus
 
@@ -384,8 +427,10 @@ def contest_run(workdir: Path) -> list[dict]:
             "items": described["items"],
             "what": "contest-shaped run (bench-serve), workflow index stage, " + described["factory"],
             "stage_s": stage_s,
+            # The stage's own measurement on its gallery items and on the task's real captions.
             "recall@10": described["recall@10"],
             "candidates_recall@10": described["candidates_recall@10"],
+            "cross_modal": described["cross_modal"],
             "served": {"recall@10": recall, "1": {"p50_ms": 1000 * statistics.median(times)}},
         }
     ]
@@ -401,6 +446,23 @@ def served_ids(index, vector: np.ndarray, channel: str) -> list[str]:
 # ---- the benchmark ------------------------------------------------------------------------
 
 
+def query_sets(
+    mixture: Mixture, shards: list[tuple[int, Path]], shard_size: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float, float, float]:
+    """Give the image-like and text-like queries, each kind's exact top-10 ids over `shards`,
+    the share of each text-like query that is its own item's direction (calibrated on the
+    first CALIBRATION_ITEMS items), and each kind's mean cosine to its 100 nearest over
+    every shard (text, then image)."""
+    first = shards[: max(1, CALIBRATION_ITEMS // shard_size)]
+    texts, share = mixture.calibrated_text_like(
+        QUERIES, 10**6 + 1, TEXT_COSINE, lambda probe: ann.exact_top_scored(probe, first, 100)[0]
+    )
+    queries = {"image": mixture.draw(QUERIES, seed=424242), "text": texts}
+    scores, ids = ann.exact_top_scored(np.concatenate([queries["image"], texts]), shards, 100)
+    exact = {"image": ids[:QUERIES, :10], "text": ids[QUERIES:, :10]}
+    return queries, exact, share, float(scores[QUERIES:].mean()), float(scores[:QUERIES].mean())
+
+
 def bench(
     items: int, workdir: Path, shard_size: int, threads: int, usearch: bool, http: bool, milvus: bool
 ) -> list[dict]:
@@ -412,21 +474,21 @@ def bench(
     shards, grown_shards = make_run(run, items, math.ceil(items / 100), shard_size, card, mixture)
     write_s = time.perf_counter() - began
     options = ann.IndexOptions.defaults()
-    queries = mixture.draw(QUERIES, seed=424242)
 
     # A full build from nothing (training included), then +1%: new shards, the segments added.
     shutil.rmtree(run / layout.served_index(GALLERY).rsplit("/", 1)[0], ignore_errors=True)
     built, build_rss = in_child(build, run, tag, shards, options, threads)
     grown, grow_rss = in_child(build, run, tag, grown_shards, options, threads)
     measured = describe(run, grown, grown_shards, options, tag)
-    # The served gallery is the grown one: exact top-10 of the same queries over it.
-    exact = ann.exact_top(queries, grown_shards, 10)
+    # The served gallery is the grown one: exact top-10 of the queries over it.
+    queries, exact, share, text_cosine, image_cosine = query_sets(mixture, grown_shards, shard_size)
     served, serve_rss = in_child(serve_in_process, run, queries, exact, shard_size)
     rows = [
         {
             "items": items,
             "added": math.ceil(items / 100),
-            "what": "faiss " + measured["factory"] + f" nprobe {measured['nprobe']}",
+            "what": f"faiss {measured['factory']} nprobe {measured['nprobe']} / "
+            f"{measured['cross_modal_nprobe']} (text), {measured['rescored']} re-scored",
             "write_s": write_s,
             "build_s": built["train_s"] + built["segments_s"],
             "train_s": built["train_s"],
@@ -436,22 +498,24 @@ def bench(
             "add_1pct_segments": grown["built"],
             "add_rss_mb": grow_rss,
             "bytes": grown["bytes"],
+            "rows_bytes": grown["rows_bytes"],
             "recall@10": measured["recall@10"],
             "candidates_recall@10": measured["candidates_recall@10"],
             "index_p50_ms": measured["search_ms"]["p50"],
             "index_p99_ms": measured["search_ms"]["p99"],
             "served": served,
             "serve_rss_mb": serve_rss,
+            "text_like": {"share": share, "cosine@100": text_cosine, "image_cosine@100": image_cosine},
         }
     ]
     if http:
         rows[0]["http"] = serve_http(run)
-    if items * queries.shape[1] * 4 <= 4 * 2**30:
+    if items * queries["image"].shape[1] * 4 <= 4 * 2**30:
         rows.append(
             {
                 "items": rows[0]["items"],
                 "what": "exact, numpy, held in memory",
-                **exact_in_memory(grown_shards, queries),
+                **exact_in_memory(grown_shards, queries["image"]),
             }
         )
     if usearch:
@@ -485,8 +549,7 @@ def serve_again(items: int, workdir: Path, shard_size: int, http: bool) -> list[
     folder = run / layout.features_folder(tag, GALLERY)
     shards = [(shard_number(path.name), path) for path in sorted(folder.glob("*.parquet"))]
     mixture = Mixture.spectral(clusters=max(16, int(items * CLUSTERS_PER_ITEM)), noise=0.04, seed=0)
-    queries = mixture.draw(QUERIES, seed=424242)
-    exact = ann.exact_top(queries, shards, 10)
+    queries, exact, *_ = query_sets(mixture, shards, shard_size)
     served, serve_rss = in_child(serve_in_process, run, queries, exact, shard_size)
     row = {"items": items, "what": "served again", "served": served, "serve_rss_mb": serve_rss}
     if http:
@@ -537,7 +600,11 @@ def main() -> None:
         with args.report.open("a", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row, default=str) + "\n" for row in rows)
     served = rows[0]["served"]
-    print(f"recall@10 {served['recall@10']:.3f} p50 {served['1']['p50_ms']:.2f} ms")
+    text = served.get("text", {}).get("recall@10")
+    print(
+        f"recall@10 {served['recall@10']:.3f} p50 {served['1']['p50_ms']:.2f} ms "
+        f"text_recall@10 {'—' if text is None else f'{text:.3f}'}"
+    )
 
 
 if __name__ == "__main__":

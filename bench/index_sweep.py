@@ -25,7 +25,6 @@ import time
 import numpy as np
 
 from bench.synthetic import Mixture
-from tuwen.files.parquet import l2_normalised
 
 CHUNK = 65536
 
@@ -37,31 +36,6 @@ def gallery(items: int, dim: int, seed: int) -> tuple[Mixture, np.ndarray]:
         stop = min(items, start + CHUNK)
         rows[start:stop] = mixture.draw(stop - start, seed + 1 + start // CHUNK)
     return mixture, rows
-
-
-def text_like(mixture: Mixture, count: int, seed: int, cosine: float) -> np.ndarray:
-    """Queries a common offset away from the gallery: `cosine` of each to the item it was
-    drawn from, the rest split between one shared direction and the query's own spread."""
-    rng = np.random.default_rng(seed)
-    base = mixture.draw(count, seed)
-    offset = l2_normalised(rng.normal(size=(1, base.shape[1])).astype(np.float32))
-    spread = l2_normalised(rng.normal(size=base.shape).astype(np.float32))
-    rest = np.sqrt(1 - cosine**2)
-    return l2_normalised(cosine * base + rest * (0.85 * offset + 0.53 * spread))
-
-
-def calibrated_text_like(
-    mixture: Mixture, rows: np.ndarray, count: int, seed: int, target: float
-) -> tuple[np.ndarray, float]:
-    """Give text-like queries whose mean cosine to their 100 nearest items is ~`target`
-    (CLIP's caption-to-image figure), and the `cosine` to their own item that gives it: found
-    by a few proportional steps measured on 20 queries."""
-    cosine = target
-    for _ in range(4):
-        probe = text_like(mixture, 20, seed, cosine)
-        _, scores = exact_top(rows, probe, 100)
-        cosine = float(np.clip(cosine * target / scores.mean(), 0.05, 0.95))
-    return text_like(mixture, count, seed, cosine), cosine
 
 
 def exact_top(rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +120,9 @@ def main() -> None:
 
     build_threads = os.cpu_count() or 1
     mixture, rows = gallery(args.items, 512, seed=0)
-    texts, cosine = calibrated_text_like(mixture, rows, args.queries, 10**6 + 1, args.text_cosine)
+    texts, cosine = mixture.calibrated_text_like(
+        args.queries, 10**6 + 1, args.text_cosine, lambda probe: exact_top(rows, probe, 100)[1]
+    )
     print(f"text-like: {cosine:.3f} of each query is its own item's direction", flush=True)
     kinds = {"image-like": mixture.draw(args.queries, seed=10**6), "text-like": texts}
     exact = {}

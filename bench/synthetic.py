@@ -11,6 +11,7 @@ gallery of any size is written one shard at a time and never held whole in memor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,30 @@ class Mixture:
         dim = self.centres.shape[1]
         noisy = self.centres[which] + rng.normal(scale=self.noise, size=(count, dim)).astype(np.float32)
         return l2_normalised(noisy)
+
+    def text_like(self, count: int, seed: int, cosine: float) -> np.ndarray:
+        """Give queries shifted from the mixture as captions' embeddings are from the images
+        they describe: `cosine` of each to an item drawn from the mixture, the rest split
+        between one direction shared by all of them and each query's own spread."""
+        rng = np.random.default_rng(seed)
+        base = self.draw(count, seed)
+        offset = l2_normalised(rng.normal(size=(1, base.shape[1])).astype(np.float32))
+        spread = l2_normalised(rng.normal(size=base.shape).astype(np.float32))
+        rest = np.sqrt(1 - cosine**2)
+        return l2_normalised(cosine * base + rest * (0.85 * offset + 0.53 * spread))
+
+    def calibrated_text_like(
+        self, count: int, seed: int, target: float, nearest: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, float]:
+        """Give text-like queries whose mean cosine to their 100 nearest items is ~`target`
+        (0.30: CLIP ViT-B/16's caption to its 100 nearest images, on COCO), and the `cosine`
+        to their own item that gives it: a few proportional steps, each measured on 20
+        queries by `nearest` (queries -> their 100 best exact scores)."""
+        cosine = target
+        for _ in range(4):
+            scores = nearest(self.text_like(20, seed, cosine))
+            cosine = float(np.clip(cosine * target / scores.mean(), 0.05, 0.95))
+        return self.text_like(count, seed, cosine), cosine
 
 
 def zipf_weights(count: int, seed: int) -> np.ndarray:

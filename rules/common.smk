@@ -486,7 +486,16 @@ def index_inputs(wildcards):
             layout.index_segment(name, tag, str(trained), str(start), str(count))
             for start, count in segments
         ]
-        queries = [t.queries for t in TASKS.values() if t.gallery == name]
+        inputs["rows"] = [
+            layout.index_segment_rows(name, tag, str(trained), str(start), str(count))
+            for start, count in segments
+        ]
+        # A task's queries of the other kind: the index's recall is measured on them too.
+        queries = [
+            t.queries
+            for t in TASKS.values()
+            if t.gallery == name and COLLECTIONS[t.queries].kind != COLLECTIONS[name].kind
+        ]
         if queries:
             inputs["queries"] = features_of(queries[0], RUN.ranking_model)
     return inputs

@@ -1,6 +1,7 @@
 # Approximate search (index.enabled): per gallery of at least index.min_items items, a faiss
-# IVF index of the ranking model's feature shards, trained on its first shards and grown by
-# segments (tuwen.ranking.index), with its recall@10 against exact search measured on every change.
+# IVF index of the ranking model's feature shards (fast-scan codes, candidates re-scored from
+# float16 rows), trained on its first shards and grown by segments (tuwen.ranking.index), with
+# its recall@10 against exact search measured on every change, for each kind of query.
 # The result tables stay exact; the server searches through the index.
 
 
@@ -33,7 +34,8 @@ rule index_segment:
         trained=layout.index_trained("{col}", "{tag}", "{trained}"),
         features=segment_features,
     output:
-        layout.index_segment("{col}", "{tag}", "{trained}", "{start}", "{shards}"),
+        codes=layout.index_segment("{col}", "{tag}", "{trained}", "{start}", "{shards}"),
+        rows=layout.index_segment_rows("{col}", "{tag}", "{trained}", "{start}", "{shards}"),
     log:
         layout.log("index_segment", "{col}", "{tag}", "{trained}", "{start}-{shards}"),
     benchmark:

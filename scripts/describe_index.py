@@ -21,7 +21,13 @@ def main(snakemake) -> None:
         queries = list(snakemake.input.get("queries", []))
         options = IndexOptions.from_config(settings)
         measured = describe(
-            snakemake.input.trained, snakemake.input.segments, gallery, queries, options, Path.cwd()
+            snakemake.input.trained,
+            snakemake.input.segments,
+            snakemake.input.rows,
+            gallery,
+            queries,
+            options,
+            Path.cwd(),
         )
         description |= {"index": measured, "model_tag": read_metadata(gallery[0][1])["model_tag"]}
         logging.info("%s: recall@10 %s", snakemake.wildcards.col, measured["recall@10"])

@@ -8,9 +8,10 @@ from tuwen.run.settings import read_settings
 
 
 def main(snakemake) -> None:
-    lists = read_settings(snakemake.input.settings)["index"]["lists"]
-    sample, lists = training_sample(snakemake.input.features, None if lists == "auto" else int(lists), seed=0)
-    index = train(sample, lists, snakemake.threads)
+    settings = read_settings(snakemake.input.settings)["index"]
+    lists = None if settings["lists"] == "auto" else int(settings["lists"])
+    sample, lists = training_sample(snakemake.input.features, lists, seed=0)
+    index = train(sample, lists, settings["codes"], snakemake.threads)
     write_index(index, snakemake.output[0])
     logging.info(
         "trained %d lists on %d vectors of %d shards", lists, len(sample), len(snakemake.input.features)

@@ -158,7 +158,7 @@ def test_no_schema_default_is_written_again_in_code():
 def test_the_default_check_finds_a_restated_default(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text(
-        "def search(nprobe=32):\n    pass\n\n\nclass Options:\n    candidates: int = 100\n\n\n"
+        "def search(nprobe=64):\n    pass\n\n\nclass Options:\n    candidates: int = 100\n\n\n"
         "value = {}.get('segment_base', 4)\nLIMIT = 89_478_485\n",
         encoding="utf-8",
     )

@@ -26,17 +26,23 @@ def test_a_small_run_is_built_grown_measured_and_served(tmp_path):
     index, exact = rows[0], rows[1]
     assert index["segments"] == 3 and index["add_1pct_segments"] == 1  # 6 shards: 4 + 1 + 1; then + 1
     assert index["served"]["recall@10"] >= 0.9 and index["served"]["exact"] is False
-    assert 0 < index["add_1pct_s"] < index["build_s"] and index["bytes"] > 3000 * 512
+    assert 0 < index["add_1pct_s"] < index["build_s"]
+    # The codes are a quarter of 8-bit codes' 512 bytes an item (with the trained file's
+    # centroids and graph beside them); the float16 rows beside them, 1,024 bytes an item.
+    assert index["rows_bytes"] > 3030 * 1024 and index["bytes"] < 3030 * 512
+    text = index["served"]["text"]
+    assert text["recall@10"] >= 0.85 and text["1"]["p50_ms"] > 0
+    assert 0.25 < index["text_like"]["cosine@100"] < index["text_like"]["image_cosine@100"]
     assert exact["what"].startswith("exact") and exact["p50_ms"] > 0
     table = index_table(rows) + baseline_table(rows) + goals(rows)
-    assert "3,000 + 30" in table and "recall@10 ≥ 0.95" in table
+    assert "3,000 + 30" in table and "recall@10 image-like ≥ 0.95" in table
 
 
 def test_the_sweeps_text_like_queries_lie_as_far_as_asked_and_re_scoring_is_exact():
-    from bench.index_sweep import build, calibrated_text_like, exact_top, gallery, measure, searcher
+    from bench.index_sweep import build, exact_top, gallery, measure, searcher
 
     mixture, rows = gallery(4000, 512, seed=0)
-    texts, share = calibrated_text_like(mixture, rows, 40, seed=5, target=0.25)
+    texts, share = mixture.calibrated_text_like(40, 5, 0.25, lambda probe: exact_top(rows, probe, 100)[1])
     _, scores = exact_top(rows, texts, 100)
     assert abs(scores.mean() - 0.25) < 0.03 and 0.05 < share < 0.95
     images = mixture.draw(40, seed=6)

@@ -72,17 +72,20 @@ def test_a_gallery_index_gives_current_rows_as_columns_in_id_order(tmp_path):
     mixture = Mixture.spectral(clusters=20, dim=32, noise=0.05, seed=3)
     shards = write_gallery(mixture, tmp_path / "features", items=400, shard_size=200, tag="t")
     sample, lists = ann.training_sample([p for _, p in shards], None, seed=0)
-    ann.write_index(ann.train(sample, lists), tmp_path / "trained.faiss")
-    ann.write_index(ann.build_segment(tmp_path / "trained.faiss", shards), tmp_path / "segment.faiss")
-    index = ann.SegmentedIndex(tmp_path / "trained.faiss", [tmp_path / "segment.faiss"], nprobe=100)
+    ann.write_index(ann.train(sample, lists, "pq4fs"), tmp_path / "trained.faiss")
+    segment = ann.build_segment(tmp_path / "trained.faiss", shards)
+    ann.write_index(segment, tmp_path / "segment.faiss")
+    ann.write_rows(shards, tmp_path / "segment.rows", ann.rows_centre(segment))
+    index = ann.SegmentedIndex(
+        tmp_path / "trained.faiss", [tmp_path / "segment.faiss"], [tmp_path / "segment.rows"], 100, 100
+    )
     # The gallery's columns: its ids sorted; item 5 of shard 1 was superseded (no column).
     ids = sorted(f"item-{n:09d}" for n in range(400) if n != 205)
     position = {item: column for column, item in enumerate(ids)}
-    columns_of = {
-        number: np.array([position.get(f"item-{number * 200 + row:09d}", -1) for row in range(200)])
-        for number, _ in shards
-    }
-    gallery = GalleryIndex("clip:m", index, columns_of, 30, {"factory": "x", "nprobe": 100})
+    columns = np.array([position.get(f"item-{n:09d}", -1) for n in range(400)])
+    first_of = np.array([0, 200])
+    described = {"factory": "x", "nprobe": 100, "cross_modal_nprobe": 100}
+    gallery = GalleryIndex("clip:m", index, first_of, columns, 30, described)
     from tuwen.files.parquet import read_features
 
     stale = read_features(shards[1][1]).embeddings[5]

@@ -208,9 +208,15 @@ def test_table_server_and_cli_give_a_re_ranked_runs_own_queries_the_same_top_5(f
 
     index = LoadedRun.open(run)
     assert set(index.approximate) == {"t2i_gallery", "i2t_gallery"}
+    # The index stage measured its recall on the task's own captions too, with their nprobe.
+    described = json.loads((run / "results/index/t2i_gallery/index.json").read_text())["index"]
+    cross = described["cross_modal"]
+    assert cross["source"] == "the task's queries" and cross["nprobe"] == described["cross_modal_nprobe"]
+    assert cross["queries"] > 0 and 0 <= cross["recall@10"] <= 1
     for text_id, caption in queries[["text_id", "caption"]].head(2).itertuples(index=False):
         answer = index.search(index.text_query(caption, "t2i_gallery"), "t2i_gallery", 5)
         assert answer["exact"] is False and answer["search"]["index"].startswith("IVF")
+        assert answer["search"]["recall_measured_on"] == "the task's queries"
         expected = table_top5("t2i", text_id)
         assert [h["id"] for h in answer["hits"]] == list(expected["target_id"])
         assert [h["score"] for h in answer["hits"]] == pytest.approx(list(expected["score"]), abs=1e-6)

@@ -1,32 +1,44 @@
 """Approximate search of a large gallery: a faiss IVF index of one channel's feature shards,
-grown by segments so that new shards are added without rebuilding what is there.
+grown by segments so that new shards are added without rebuilding what is there, its
+candidates re-scored exactly.
 
 - **Training.** The coarse quantizer (`lists` centroids, found through an HNSW graph) and
-  the 8-bit scalar quantizer of the codes are trained on the first `T` shards, `T` the
-  largest power of `retrain_growth` not above the shard count: as a collection grows the
-  index is retrained when it has grown that many times since its training (its centroids
-  then describe a quarter or less of it), and never otherwise.
+  the codebook of the codes (4-bit fast-scan PQ, two dimensions a sub-quantizer: 128 bytes
+  a 512-d row; or 8-bit scalar codes, `index.codes: sq8`) are trained on the first `T`
+  shards, `T` the largest power of `retrain_growth` not above the shard count: as a
+  collection grows the index is retrained when it has grown that many times since its
+  training (its centroids then describe a quarter or less of it), and never otherwise.
+  Every segment is built from the one trained file: a new segment trains nothing.
 - **Segments.** The shards are covered by segments whose sizes are powers of
   `segment_base` shards, the shard count written in that base (biggest first): 61 shards
   in base 4 are 3 x 16 + 3 x 4 + 1. A new shard adds a segment of one; `segment_base`
-  segments of one size are merged into one of the next. Each segment is its own file, one
-  workflow job; adding 1% of the items rewrites at most what the carries of that addition
-  touch.
-- **Search.** The query's nearest `nprobe` centroids are found once, then each segment's
-  lists are scanned (memory-mapped: the server's memory holds what queries touch, not the
-  index) and the best `n` of all segments kept. A row's id in the index is
-  `shard ordinal << 32 | row in the shard`; rows a later shard superseded (an image whose
-  content changed) are dropped by the caller, which knows the collection's current items.
+  segments of one size are merged into one of the next. Each segment is two files, one
+  workflow job: its codes (a faiss index) and its rows in float16 (`write_rows`), read
+  memory-mapped for re-scoring. Adding 1% of the items rewrites at most what the carries
+  of that addition touch.
+- **Search.** The query's nearest `nprobe` centroids are found once (queries of the other
+  kind than the gallery's, a caption against photos, take `cross_modal_nprobe`: their
+  nearest centroids are less often where their nearest items are), each segment's lists
+  are scanned by their codes (segments in parallel threads), the best `rescored` of all
+  segments are scored again from their float16 rows, and the best `n` of those kept with
+  those scores: the cosines of the rows, to float16's precision. A row's id in the index
+  is `shard ordinal << 32 | row in the shard`; rows a later shard superseded (an image
+  whose content changed) are dropped by the caller, which knows the collection's current
+  items.
 
 Ties break by row id, and results are approximate: `describe` measures recall@10 against
-exact search of the same shards.
+exact search of the same shards, for each kind of query it can.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import mmap
+import struct
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +51,12 @@ from tuwen.ranking.recall import neighbour_recall
 ROW_BITS = 32
 MAX_LISTS = 4096  # beyond, training k-means on 2 cores takes longer than the encoding
 POINTS_PER_LIST = 40  # training sample per centroid (faiss warns below 39)
+CODES = ("pq4fs", "sq8")
+ROWS_MAGIC = b"TUWENROWS1"
+ROWS_ALIGN = 64  # the rows start at a multiple of this in a rows file
+SEARCH_THREADS = 2  # threads one query's segments are scanned on, in an index of at least
+PARALLEL_ITEMS = 500_000  # this many items: at 50,000 the threads' hand-off cost 0.3 ms a
+# query (0.67 -> 1.0 ms), at 1M they saved 0.4 ms (2.7 -> 2.3 ms; bench/README.md)
 
 
 @dataclass(frozen=True)
@@ -46,8 +64,11 @@ class IndexOptions:
     """The index settings (config `index`; their defaults are the schema's)."""
 
     lists: int | None  # None: auto, from the items trained on
-    nprobe: int
+    nprobe: int  # lists scanned for a query of the gallery's own kind
+    cross_modal_nprobe: int  # and for a query of the other kind
     candidates: int
+    rescored: int
+    codes: str
     retrain_growth: int
     segment_base: int
     retrain_drift: float
@@ -58,7 +79,10 @@ class IndexOptions:
         return cls(
             lists=None if index["lists"] == "auto" else int(index["lists"]),
             nprobe=int(index["nprobe"]),
+            cross_modal_nprobe=int(index["cross_modal_nprobe"]),
             candidates=int(index["candidates"]),
+            rescored=int(index["rescored"]),
+            codes=str(index["codes"]),
             retrain_growth=int(index["retrain_growth"]),
             segment_base=int(index["segment_base"]),
             retrain_drift=float(index["retrain_drift"]),
@@ -122,9 +146,15 @@ def auto_lists(items: int) -> int:
     return max(1, lists // 2 if lists * POINTS_PER_LIST > items else lists)
 
 
-def factory(lists: int) -> str:
-    """Give the faiss index_factory string: IVF lists found through HNSW, 8-bit codes."""
-    return f"IVF{lists}_HNSW32,SQ8" if lists > 1 else "IVF1,SQ8"
+def factory(lists: int, dim: int, codes: str) -> str:
+    """Give the faiss index_factory string: IVF lists found through HNSW, and the codes: 4-bit
+    fast-scan PQ of two dimensions a sub-quantizer, or 8-bit scalar codes."""
+    if codes not in CODES:
+        raise ValueError(f"index.codes: {codes!r} is not one of {', '.join(CODES)}")
+    if codes == "pq4fs" and dim % 2:
+        raise ValueError(f"index.codes pq4fs needs an even dimension, not {dim}; use sq8")
+    coarse = f"IVF{lists}_HNSW32" if lists > 1 else "IVF1"
+    return f"{coarse},SQ8" if codes == "sq8" else f"{coarse},PQ{dim // 2}x4fs"
 
 
 def row_ids(ordinal: int, rows: int) -> np.ndarray:
@@ -155,12 +185,14 @@ def training_sample(shards: Sequence[str | Path], lists: int | None, seed: int) 
     return np.ascontiguousarray(sample, dtype=np.float32), max(1, min(lists, len(sample)))
 
 
-def train(sample: np.ndarray, lists: int, threads: int = 1) -> Any:
-    """Give an empty index trained on `sample` (its coarse centroids and code ranges)."""
+def train(sample: np.ndarray, lists: int, codes: str, threads: int = 1) -> Any:
+    """Give an empty index trained on `sample`: its coarse centroids and its codebook."""
     import faiss
 
     faiss.omp_set_num_threads(max(1, threads))
-    index = faiss.index_factory(sample.shape[1], factory(lists), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(
+        sample.shape[1], factory(lists, sample.shape[1], codes), faiss.METRIC_INNER_PRODUCT
+    )
     index.train(sample)
     return index
 
@@ -169,11 +201,14 @@ def build_segment(
     trained_path: str | Path, shards: Iterable[tuple[int, str | Path]], threads: int = 1
 ) -> Any:
     """Give the trained index with every row of `shards` ((ordinal, feature shard) pairs) added,
-    one shard in memory at a time."""
+    one shard in memory at a time. The trained file's centroids and codebook are used as they
+    are (a segment trains nothing, so that every segment's codes mean the same)."""
     import faiss
 
     faiss.omp_set_num_threads(max(1, threads))
     index = faiss.read_index(str(trained_path))
+    if not index.is_trained:
+        raise ValueError(f"{trained_path}: not a trained index")
     for ordinal, path in shards:
         vectors = np.ascontiguousarray(read_features(path).embeddings, dtype=np.float32)
         index.add_with_ids(vectors, row_ids(ordinal, len(vectors)))
@@ -189,44 +224,228 @@ def write_index(index: Any, path: str | Path) -> None:
         faiss.write_index(index, str(tmp))
 
 
-class SegmentedIndex:
-    """The segments of one index, memory-mapped, searched as one."""
+def rows_centre(index: Any) -> np.ndarray:
+    """Give the point the rows are stored relative to: the mean of the index's coarse centroids
+    (every segment's, as they share the trained quantizer)."""
+    import faiss
 
-    def __init__(self, trained: str | Path, segments: Sequence[str | Path], nprobe: int):
+    ivf = faiss.extract_index_ivf(index)
+    return faiss.downcast_index(ivf.quantizer).reconstruct_n(0, ivf.nlist).mean(axis=0).astype(np.float32)
+
+
+def write_rows(shards: Sequence[tuple[int, str | Path]], path: str | Path, centre: np.ndarray) -> int:
+    """Write a segment's rows for re-scoring its candidates, one shard in memory at a time; give
+    the rows written. Each row is stored as its difference from `centre` (`rows_centre`), in
+    float16: float16's rounding is then relative to what tells the rows apart, not to the
+    direction they share (a gallery of near-copies, cosine 0.9999, keeps its order). The file:
+    ROWS_MAGIC, the header's length (4 bytes, little endian), a JSON header (dim, centre, each
+    shard's ordinal and row count, ordinals increasing), padding to ROWS_ALIGN, the rows."""
+    from tuwen.files.atomic import atomic_path
+    from tuwen.files.parquet import read_metadata
+
+    counts = [[int(ordinal), row_count(shard)] for ordinal, shard in shards]
+    if any(later[0] <= earlier[0] for earlier, later in zip(counts, counts[1:], strict=False)):
+        raise ValueError(f"{path}: shard ordinals must increase, not {[c[0] for c in counts]}")
+    dim = int(read_metadata(shards[0][1])["embedding_dim"]) if shards else 0
+    centre = np.asarray(centre, dtype=np.float32)
+    described = {"dim": dim, "dtype": "float16", "centre": [float(x) for x in centre], "shards": counts}
+    header = json.dumps(described).encode()
+    head = ROWS_MAGIC + struct.pack("<I", len(header)) + header
+    written = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(head + b"\0" * (-len(head) % ROWS_ALIGN))
+        for (_, shard), (_, count) in zip(shards, counts, strict=True):
+            vectors = read_features(shard).embeddings
+            if len(vectors) != count:
+                raise ValueError(f"{shard}: {len(vectors)} rows, its footer says {count}")
+            handle.write(np.ascontiguousarray(vectors - centre, dtype=np.float16).tobytes())
+            written += count
+    return written
+
+
+def factory_of(ivf: Any) -> str:
+    """Give the factory string of a trained IVF index (downcast)."""
+    import faiss
+
+    codes = "sq8" if isinstance(ivf, faiss.IndexIVFScalarQuantizer) else "pq4fs"
+    return factory(ivf.nlist, ivf.d, codes)
+
+
+class SegmentRows:
+    """A segment's float16 rows, memory-mapped: read only for the candidates re-scored."""
+
+    def __init__(self, path: str | Path):
+        with open(path, "rb") as handle:
+            magic = handle.read(len(ROWS_MAGIC))
+            if magic != ROWS_MAGIC:
+                raise ValueError(f"{path}: not a rows file of tuwen's index")
+            (length,) = struct.unpack("<I", handle.read(4))
+            header = json.loads(handle.read(length))
+        start = len(ROWS_MAGIC) + 4 + length
+        start += -start % ROWS_ALIGN
+        counts = np.array(header["shards"], dtype=np.int64).reshape(-1, 2)
+        self.centre = np.array(header["centre"], dtype=np.float32)
+        self.ordinals = counts[:, 0]
+        self.offsets = np.concatenate([[0], np.cumsum(counts[:, 1])])
+        shape = (int(self.offsets[-1]), int(header["dim"]))
+        # (numpy cannot map an empty region: a segment of empty shards has no rows to read.)
+        self.rows = (
+            np.memmap(path, np.float16, "r", start, shape) if shape[0] else np.zeros(shape, np.float16)
+        )
+        if shape[0]:
+            # A query reads ~300 scattered rows: read from disk, each should fetch its own
+            # pages, not the kernel's read-ahead window around them.
+            self.rows._mmap.madvise(mmap.MADV_RANDOM)
+        # faiss's float16 decoder: vectorised, ~3x numpy's astype on 300 rows of 512.
         import faiss
 
-        # One thread a search: a server's concurrency is its requests', and OpenMP threads
-        # inside each of them only contend for the same cores.
+        self._decoder = faiss.IndexScalarQuantizer(max(1, shape[1]), faiss.ScalarQuantizer.QT_fp16)
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        """Give the float16 rows of index `ids` (every one in this segment), in their order."""
+        shards, rows = split_ids(ids)
+        return self.rows[self.offsets[np.searchsorted(self.ordinals, shards)] + rows]
+
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        """Give float16 rows as float32 (less the centre)."""
+        return self._decoder.sa_decode(np.ascontiguousarray(rows).view(np.uint8))
+
+    def scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Give the query's inner product with the rows of index `ids` (every one in this segment)."""
+        return self.decode(self.gather(ids)) @ query + self.centre @ query
+
+
+class SegmentedIndex:
+    """The segments of one index, searched as one: codes in memory (faiss reads fast-scan
+    codes whole; SQ8 codes are memory-mapped), rows memory-mapped."""
+
+    def __init__(
+        self,
+        trained: str | Path,
+        segments: Sequence[str | Path],
+        rows: Sequence[str | Path],
+        nprobe: int,
+        rescored: int = 0,
+        threads: int = SEARCH_THREADS,
+    ):
+        import faiss
+
+        if len(rows) != len(segments):
+            raise ValueError(f"{len(segments)} segments and {len(rows)} rows files")
+        # One OpenMP thread a search: a server's concurrency is its requests', and this
+        # index's own threads (one query's segments side by side); more would contend.
         faiss.omp_set_num_threads(1)
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
         self._trained = faiss.read_index(str(trained))
-        self.quantizer = faiss.extract_index_ivf(self._trained).quantizer
-        self.nprobe = min(nprobe, faiss.extract_index_ivf(self._trained).nlist)
+        trained_ivf = faiss.downcast_index(faiss.extract_index_ivf(self._trained))
+        self.factory = factory_of(trained_ivf)
+        self.quantizer = faiss.downcast_index(trained_ivf.quantizer)
+        self.lists = trained_ivf.nlist
+        self.nprobe = min(nprobe, self.lists)
+        self.rescored = rescored
         self._segments = [faiss.read_index(str(path), flags) for path in segments]
-        self.segments = [faiss.extract_index_ivf(index) for index in self._segments]
-        for segment in self.segments:
-            segment.nprobe = self.nprobe
+        self.segments = [faiss.downcast_index(faiss.extract_index_ivf(index)) for index in self._segments]
+        self.rows = [SegmentRows(path) for path in rows]
+        if any(not np.array_equal(r.centre, self.rows[0].centre) for r in self.rows):
+            raise ValueError(f"{trained}: its segments' rows files were written for other trainings")
         self.items = sum(segment.ntotal for segment in self.segments)
-        if hasattr(self.quantizer, "hnsw"):
-            # The HNSW graph's breadth when finding the nearest centroids.
-            faiss.downcast_index(self.quantizer).hnsw.efSearch = max(64, 2 * self.nprobe)
+        parallel = threads > 1 and len(self.segments) > 1 and self.items >= PARALLEL_ITEMS
+        self._pool = ThreadPoolExecutor(threads) if parallel else None
 
-    def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Give each query's best `n` (scores, ids), best first, ties by id; -1 ids pad a short row."""
+    def search(self, queries: np.ndarray, n: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Give each query's best `n` (scores, ids), best first, ties by id; -1 ids pad a short
+        row. The best max(n, rescored) by the codes are scored again from the rows."""
+        import faiss
+
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        centroid_scores, lists = self.quantizer.search(queries, self.nprobe)
-        found = [segment.search_preassigned(queries, n, lists, centroid_scores) for segment in self.segments]
+        nprobe = min(nprobe or self.nprobe, self.lists)
+        # The HNSW graph's breadth when finding the nearest centroids.
+        params = (
+            faiss.SearchParametersHNSW(efSearch=max(64, 2 * nprobe))
+            if hasattr(self.quantizer, "hnsw")
+            else None
+        )
+        centroid_scores, lists = self.quantizer.search(queries, nprobe, params=params)
+        wanted = max(n, self.rescored)
+        scan = lambda segment: _preassigned(segment, queries, wanted, lists, centroid_scores, nprobe)  # noqa: E731
+        found = list(self._pool.map(scan, self.segments)) if self._pool else [scan(s) for s in self.segments]
         scores = np.concatenate([segment_scores for segment_scores, _ in found], axis=1)
         ids = np.concatenate([segment_ids for _, segment_ids in found], axis=1)
-        scores = np.where(ids < 0, -np.inf, scores)
-        # Best first, then by id: a deterministic merge of the segments' lists.
-        order = np.lexsort((ids, -scores), axis=1)[:, :n]
-        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+        segment_of = np.repeat(np.arange(len(found)), [f[1].shape[1] for f in found])
+        best_scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
+        best_ids = np.full((len(queries), n), -1, dtype=np.int64)
+        for number, (query, row_scores, row_ids) in enumerate(zip(queries, scores, ids, strict=True)):
+            held = np.flatnonzero(row_ids >= 0)
+            if len(held) > wanted:
+                held = best_by_score_then_id(held, row_scores[held], row_ids[held], wanted)
+            kept_ids = row_ids[held]
+            kept = self._rescore(query, kept_ids, segment_of[held]) if self.rescored else row_scores[held]
+            order = np.lexsort((kept_ids, -kept))[:n]  # best first, then by id
+            best_scores[number, : len(order)], best_ids[number, : len(order)] = kept[order], kept_ids[order]
+        return best_scores, best_ids
+
+    def _rescore(self, query: np.ndarray, ids: np.ndarray, segments: np.ndarray) -> np.ndarray:
+        """Give the query's exact scores of `ids`, each from the rows of its segment
+        (`segments`), decoded at once."""
+        places, rows = [], []
+        for number in np.unique(segments):
+            mine = np.flatnonzero(segments == number)
+            places.append(mine)
+            rows.append(self.rows[number].gather(ids[mine]))
+        scores = np.empty(len(ids), dtype=np.float32)
+        if places:
+            centred = self.rows[0].decode(np.concatenate(rows)) @ query
+            scores[np.concatenate(places)] = centred + self.rows[0].centre @ query
+        return scores
+
+
+def best_by_score_then_id(places: np.ndarray, scores: np.ndarray, ids: np.ndarray, count: int) -> np.ndarray:
+    """Give the `count` places of the best scores, ties at the cut by id: the codes' best of all
+    segments, the same however the rows are split into segments (4-bit codes tie often)."""
+    negated = -scores
+    cut = np.partition(negated, count - 1)[count - 1]
+    sure = places[negated < cut]
+    tied = np.flatnonzero(negated == cut)
+    tied = places[tied[np.argsort(ids[tied], kind="stable")[: count - len(sure)]]]
+    return np.concatenate([sure, tied])
+
+
+def _preassigned(
+    segment: Any, queries: np.ndarray, k: int, lists: np.ndarray, centroid_scores: np.ndarray, nprobe: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One segment's best `k` of the lists already chosen, with this search's nprobe (given to
+    faiss per call: concurrent searches may differ in it)."""
+    import faiss
+
+    count = len(queries)
+    scores = np.empty((count, k), dtype=np.float32)
+    ids = np.empty((count, k), dtype=np.int64)
+    lists = np.ascontiguousarray(lists, dtype=np.int64)
+    centroid_scores = np.ascontiguousarray(centroid_scores, dtype=np.float32)
+    segment.search_preassigned_c(
+        count,
+        faiss.swig_ptr(queries),
+        k,
+        faiss.swig_ptr(lists),
+        faiss.swig_ptr(centroid_scores),
+        faiss.swig_ptr(scores),
+        faiss.swig_ptr(ids),
+        False,
+        faiss.SearchParametersIVF(nprobe=nprobe),
+    )
+    return scores, ids
 
 
 def exact_top(queries: np.ndarray, shards: Iterable[tuple[int, str | Path]], k: int) -> np.ndarray:
     """Give each query's exact top-`k` index ids (float32 inner products, ties by id), one
     shard in memory at a time."""
+    return exact_top_scored(queries, shards, k)[1]
+
+
+def exact_top_scored(
+    queries: np.ndarray, shards: Iterable[tuple[int, str | Path]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Give each query's exact top-`k` (scores, index ids), as `exact_top`."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
     for ordinal, path in shards:
@@ -240,31 +459,23 @@ def exact_top(queries: np.ndarray, shards: Iterable[tuple[int, str | Path]], k: 
             np.take_along_axis(scores, order, axis=1),
             np.take_along_axis(ids, order, axis=1),
         )
-    return best_ids
+    return best_scores, best_ids
 
 
-def latencies(index: SegmentedIndex, queries: np.ndarray, n: int) -> tuple[float, float]:
+def latencies(
+    index: SegmentedIndex, queries: np.ndarray, n: int, nprobe: int | None = None
+) -> tuple[float, float]:
     """Give the p50 and p99 of one query's search, in milliseconds, one query at a time."""
     times = []
     for query in queries:
         started = time.perf_counter()
-        index.search(query[None, :], n)
+        index.search(query[None, :], n, nprobe)
         times.append((time.perf_counter() - started) * 1000)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def recall_queries(
-    query_shards: Sequence[str | Path],
-    gallery_shards: Sequence[tuple[int, str | Path]],
-    count: int,
-    seed: int,
-) -> tuple[np.ndarray, str]:
-    """Give the queries recall is measured on, and what they are: a task's own queries (the
-    first `count` of its shards) when the gallery has a task, else `count` gallery items
-    drawn evenly ("more like this")."""
-    if query_shards:
-        vectors = np.concatenate([read_features(path).embeddings for path in query_shards[:4]])
-        return vectors[:count], "the task's queries"
+def gallery_queries(gallery_shards: Sequence[tuple[int, str | Path]], count: int, seed: int) -> np.ndarray:
+    """Give `count` gallery items drawn evenly from the first shards ("more like this" queries)."""
     rng = np.random.default_rng(seed)
     per_shard = max(1, math.ceil(count / max(1, len(gallery_shards))))
     picked = []
@@ -273,12 +484,39 @@ def recall_queries(
         picked.append(vectors[rng.choice(len(vectors), min(per_shard, len(vectors)), replace=False)])
         if sum(len(p) for p in picked) >= count:
             break
-    return np.concatenate(picked)[:count], "gallery items"
+    return np.concatenate(picked)[:count]
+
+
+def task_queries(query_shards: Sequence[str | Path], count: int) -> np.ndarray:
+    """Give a task's first `count` queries (of its first shards): real queries of the other kind."""
+    return np.concatenate([read_features(path).embeddings for path in query_shards[:4]])[:count]
+
+
+def measured_recall(
+    index: SegmentedIndex,
+    sample: np.ndarray,
+    gallery_shards: Sequence[tuple[int, str | Path]],
+    candidates: int,
+    nprobe: int,
+) -> dict:
+    """Give recall@10 of the index's top 10 and of the exact top 10 among its `candidates`
+    against exact search, and one query's p50 / p99, with `nprobe`."""
+    exact = exact_top(sample, gallery_shards, 10)
+    _, found = index.search(sample, max(10, candidates), nprobe)
+    p50, p99 = latencies(index, sample[:100], max(10, candidates), nprobe)
+    return {
+        "queries": len(sample),
+        "nprobe": min(nprobe, index.lists),
+        "recall@10": round(neighbour_recall(found[:, :10], exact), 4),
+        "candidates_recall@10": round(neighbour_recall(found, exact), 4),
+        "search_ms": {"p50": round(p50, 3), "p99": round(p99, 3)},
+    }
 
 
 def describe(
     trained: str | Path,
     segments: Sequence[str | Path],
+    rows: Sequence[str | Path],
     gallery_shards: Sequence[tuple[int, str | Path]],
     query_shards: Sequence[str | Path],
     options: IndexOptions,
@@ -287,22 +525,39 @@ def describe(
     sample_seed: int = 0,
 ) -> dict:
     """Give the index's description as the server reads it, with what was measured: recall@10
-    of the index's own top 10 and of the exact top 10 among its `candidates`, and the p50 /
-    p99 of one query's search, on `queries` queries."""
-    index = SegmentedIndex(trained, segments, options.nprobe)
+    against exact search of the index's own top 10 and of the exact top 10 among its
+    `candidates`, and the p50 / p99 of one query's search, on `queries` gallery items (queries
+    of the gallery's kind) and, where `query_shards` are given, on as many of a task's queries
+    (of the other kind: a caption against photos), each kind with its own nprobe."""
+    index = SegmentedIndex(trained, segments, rows, options.nprobe, options.rescored)
     trained_on = int(Path(trained).stem.removeprefix("trained-"))
     fit = centroid_fit(index, gallery_shards, trained_on, sample_seed)
-    sample, source = recall_queries(query_shards, gallery_shards, queries, sample_seed)
-    exact = exact_top(sample, gallery_shards, 10)
-    _, found = index.search(sample, max(10, options.candidates))
-    p50, p99 = latencies(index, sample[:100], max(10, options.candidates))
+    own = measured_recall(
+        index,
+        gallery_queries(gallery_shards, queries, sample_seed),
+        gallery_shards,
+        options.candidates,
+        options.nprobe,
+    )
+    cross = None
+    if query_shards:
+        cross = measured_recall(
+            index,
+            task_queries(query_shards, queries),
+            gallery_shards,
+            options.candidates,
+            options.cross_modal_nprobe,
+        )
+        cross["source"] = "the task's queries"
     trained_fit, since_fit = fit["trained"], fit["since"]
     drift = trained_fit - since_fit if trained_fit is not None and since_fit is not None else 0.0
     return {
-        "factory": factory(faiss_lists(index)),
-        "lists": faiss_lists(index),
+        "factory": index.factory,
+        "lists": index.lists,
         "nprobe": index.nprobe,
+        "cross_modal_nprobe": min(options.cross_modal_nprobe, index.lists),
         "candidates": options.candidates,
+        "rescored": options.rescored,
         "items": index.items,
         "trained": _relative(trained, run),
         "trained_on_shards": trained_on,
@@ -313,12 +568,14 @@ def describe(
         "centroid_fit": {k: None if v is None else round(v, 4) for k, v in fit.items()},
         "retrain_due": bool(drift > options.retrain_drift),
         "segments": [_relative(s, run) for s in segments],
+        "rows": [_relative(r, run) for r in rows],
         "shards_indexed": [[number, _relative(path, run)] for number, path in gallery_shards],
-        "recall_queries": len(sample),
-        "recall_query_source": source,
-        "recall@10": round(neighbour_recall(found[:, :10], exact), 4),
-        "candidates_recall@10": round(neighbour_recall(found, exact), 4),
-        "search_ms": {"p50": round(p50, 3), "p99": round(p99, 3)},
+        "recall_queries": own["queries"],
+        "recall_query_source": "gallery items",
+        "recall@10": own["recall@10"],
+        "candidates_recall@10": own["candidates_recall@10"],
+        "search_ms": own["search_ms"],
+        "cross_modal": cross,
     }
 
 
@@ -350,7 +607,3 @@ def centroid_fit(
 
 def _relative(path: str | Path, run: Path) -> str:
     return str(Path(path).relative_to(run)) if Path(path).is_absolute() else str(path)
-
-
-def faiss_lists(index: SegmentedIndex) -> int:
-    return index.segments[0].nlist if index.segments else 0

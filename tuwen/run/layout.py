@@ -139,6 +139,11 @@ def index_segment(collection: str, tag: str, trained: str, start: str, shards: s
     return _path("index", collection, tag, f"t{trained}", f"segment-{start}-{shards}.faiss")
 
 
+def index_segment_rows(collection: str, tag: str, trained: str, start: str, shards: str) -> str:
+    """That segment's rows in float16, read memory-mapped to re-score its candidates."""
+    return _path("index", collection, tag, f"t{trained}", f"segment-{start}-{shards}.rows")
+
+
 def query_bank(task: str) -> str:
     """A fused task's re-ranking normaliser per gallery item (tuwen.ranking.scoring.QueryBank)."""
     return retrieval(task, "query_bank.parquet")

@@ -98,12 +98,15 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     # The approximate index: its training (lists), and how it is searched and grown (its
     # description records the lists too, so that it says what it was trained with).
-    "index": ("index.lists",),
+    "index": ("index.lists", "index.codes"),
     "index_search": (
         "index.lists",
+        "index.codes",
         "index.min_items",
         "index.nprobe",
+        "index.cross_modal_nprobe",
         "index.candidates",
+        "index.rescored",
         "index.retrain_growth",
         "index.retrain_drift",
         "index.segment_base",

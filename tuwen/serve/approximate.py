@@ -24,27 +24,29 @@ from tuwen.ranking.index import SegmentedIndex, split_ids
 
 @dataclass
 class GalleryIndex:
-    """A gallery's index, and each indexed shard's rows as the gallery's columns (-1: not current)."""
+    """A gallery's index, and where each indexed row is among the gallery's columns: shard
+    `s`'s row `r` is column `columns[first_of[s] + r]` (-1: not a current item)."""
 
     channel: str
     index: SegmentedIndex
-    columns_of: dict[int, np.ndarray]
+    first_of: np.ndarray  # by shard ordinal: its first row's place in `columns` (-1: not indexed)
+    columns: np.ndarray
     candidates: int
     description: dict
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vector: np.ndarray, k: int, cross_modal: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Give the query's candidate columns, in increasing order (the gallery's id order), and
-        the index's (approximate) score of each."""
-        scores, ids = self.index.search(vector[None, :], max(k, self.candidates))
+        the index's score of each (re-scored: the rows' cosines). `cross_modal`: the query is of
+        the other kind than the gallery's, and scans the lists set for those."""
+        nprobe = self.description["cross_modal_nprobe"] if cross_modal else self.description["nprobe"]
+        scores, ids = self.index.search(vector[None, :], max(k, self.candidates), nprobe)
         found = ids[0] >= 0
         shards, rows = split_ids(ids[0][found])
-        columns = np.array(
-            [
-                self.columns_of[int(s)][int(r)] if int(s) in self.columns_of else -1
-                for s, r in zip(shards, rows, strict=True)
-            ],
-            dtype=np.int64,
+        known = (shards < len(self.first_of)) & (
+            self.first_of[np.minimum(shards, len(self.first_of) - 1)] >= 0
         )
+        columns = np.full(len(shards), -1, dtype=np.int64)
+        columns[known] = self.columns[self.first_of[shards[known]] + rows[known]]
         current = columns >= 0
         columns, values = columns[current], scores[0][found][current]
         order = np.argsort(columns, kind="stable")
@@ -52,16 +54,21 @@ class GalleryIndex:
         keep = np.concatenate([[True], columns[1:] != columns[:-1]]) if len(columns) else np.zeros(0, bool)
         return columns[keep], values[keep]
 
-    def answer_note(self) -> dict:
-        """Give what an answer says of the search: approximate, by which index, its measured recall."""
+    def answer_note(self, cross_modal: bool = False) -> dict:
+        """Give what an answer says of the search: approximate, by which index, its measured
+        recall (on queries of the kind asked, where the index stage measured it)."""
         measured = self.description
+        cross = measured.get("cross_modal") if cross_modal else None
+        recall = cross or measured
         return {
             "exact": False,
             "index": measured["factory"],
-            "nprobe": measured["nprobe"],
+            "nprobe": measured["cross_modal_nprobe" if cross_modal else "nprobe"],
+            "rescored": measured["rescored"],
             "candidates": self.candidates,
-            "recall@10": measured["recall@10"],
-            "candidates_recall@10": measured["candidates_recall@10"],
+            "recall@10": recall["recall@10"],
+            "candidates_recall@10": recall["candidates_recall@10"],
+            "recall_measured_on": "the task's queries" if cross else "gallery items",
         }
 
 
@@ -73,30 +80,40 @@ def read_description(path: Path) -> dict:
 def read_gallery_index(
     finished: FinishedRun, gallery: str, channel: str, tag: str, ids: np.ndarray
 ) -> GalleryIndex | None:
-    """Give a gallery's index when the run has one for `channel` (model `tag`), else None.
+    """Give a gallery's index when the run has one for `channel` (model `tag`), else None (an
+    index described before its rows were written, too: the next run rebuilds it).
     `ids`: the gallery's current items, sorted (the server's columns)."""
     if gallery not in finished.indexes:
         return None
     run = finished.folder
     described = read_description(finished.indexes[gallery])
     measured = described.get("index")
-    if not measured or described.get("model_tag") != tag:
+    if not measured or described.get("model_tag") != tag or "rows" not in measured:
         return None
     index = SegmentedIndex(
-        run / measured["trained"], [run / s for s in measured["segments"]], measured["nprobe"]
+        run / measured["trained"],
+        [run / s for s in measured["segments"]],
+        [run / r for r in measured["rows"]],
+        measured["nprobe"],
+        measured["rescored"],
     )
     current = pd.read_parquet(finished.collections[gallery].assignment, columns=["id", "digest"])
     current = current.drop_duplicates("id", keep="last").set_index("id")["digest"]
     position = pd.Index(ids)
     digests = current.reindex(ids).to_numpy(dtype=object)
-    columns_of = {}
-    for number, shard in measured["shards_indexed"]:
+    ordinals = [int(number) for number, _ in measured["shards_indexed"]]
+    first_of = np.full(max(ordinals, default=-1) + 1, -1, dtype=np.int64)
+    parts, placed = [], 0
+    for ordinal, (_, shard) in zip(ordinals, measured["shards_indexed"], strict=True):
         table = pq.read_table(run / shard, columns=["id", "digest"])
         columns = position.get_indexer(table.column("id").to_pandas())
         shard_digests = table.column("digest").to_numpy(zero_copy_only=False)
         stale = (columns < 0) | (digests[np.maximum(columns, 0)] != shard_digests)
-        columns_of[int(number)] = np.where(stale, -1, columns)
-    return GalleryIndex(channel, index, columns_of, measured["candidates"], measured)
+        parts.append(np.where(stale, -1, columns).astype(np.int64))
+        first_of[ordinal] = placed
+        placed += len(columns)
+    columns = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return GalleryIndex(channel, index, first_of, columns, measured["candidates"], measured)
 
 
 # Milvus's own limit on the hits one search gives (its topk), not a setting of the run.
@@ -115,8 +132,9 @@ class MilvusGallery:
     candidates: int  # hits taken from Milvus per query (the run's index.candidates)
     keywords: bool = False  # its photos' text is indexed for Milvus's full-text search (BM25)
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Give the candidate columns in increasing order (current items only) and Milvus's scores."""
+    def search(self, vector: np.ndarray, k: int, cross_modal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Give the candidate columns in increasing order (current items only) and Milvus's scores
+        (Milvus searches every kind of query alike)."""
         limit = min(max(k, self.candidates), MILVUS_TOP)
         found = self.client.search(self.name, data=[vector.astype(np.float32).tolist()], limit=limit)
         rows, scores = self._current_rows(found[0])
@@ -143,7 +161,7 @@ class MilvusGallery:
         valid = (rows < len(self.ids)) & (self.ids[np.minimum(rows, len(self.ids) - 1)] == ids)
         return rows[valid], distances[valid]
 
-    def answer_note(self) -> dict:
+    def answer_note(self, cross_modal: bool = False) -> dict:
         where = "Milvus Lite" if not self.uri.startswith(("http://", "https://", "tcp://")) else "Milvus"
         return {"exact": False, "index": f"{where} collection {self.name}", "candidates": self.candidates}
 

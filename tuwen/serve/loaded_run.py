@@ -569,10 +569,11 @@ class LoadedRun:
         if by == HYBRID:
             hits, search = self._hybrid_hits(query, gallery, k, allowed)
         elif approximate is not None and approximate.channel == ranking.channel:
+            cross_modal = (query.kind == TEXTS) == gallery.holds_images
             columns, index_scores = approximate.search(
-                query.vectors[ranking.channel], over_fetch(k, gallery, allowed)
+                query.vectors[ranking.channel], over_fetch(k, gallery, allowed), cross_modal
             )
-            search = approximate.answer_note()
+            search = approximate.answer_note(cross_modal)
             if allowed is not None:
                 kept = np.isin(columns, allowed)
                 columns, index_scores = columns[kept], index_scores[kept]
@@ -628,10 +629,13 @@ class LoadedRun:
             lists = [ranked_list(meaning, scores, columns, depth, matched_only=False)]
         else:  # the index holds the meaning channel: its candidates are the list
             assert approximate is not None and approximate.channel == meaning
-            found, scores = approximate.search(query.vectors[meaning], over_fetch(depth, gallery, allowed))
+            cross_modal = gallery.holds_images  # a text query
+            found, scores = approximate.search(
+                query.vectors[meaning], over_fetch(depth, gallery, allowed), cross_modal
+            )
             kept = np.isin(found, columns)
             lists = [ranked_list(meaning, scores[kept], found[kept], depth, matched_only=False)]
-            search = approximate.answer_note()
+            search = approximate.answer_note(cross_modal)
         with_text = columns[self.text_rows(gallery.name)[columns]]
         for channel in self._sentence_channels(gallery.name):
             if channel not in query.vectors:  # a stored item's query, embedded by other channels
