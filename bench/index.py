@@ -185,7 +185,8 @@ def build(
     trained = run / layout.index_trained(GALLERY, tag, str(trained_count))
     started = time.perf_counter()
     if not trained.exists():
-        sample, lists = ann.training_sample([p for _, p in shards[:trained_count]], options.lists, seed=0)
+        first = [p for _, p in shards[:trained_count]]
+        sample, lists = ann.training_sample(first, options.lists, 0, options.retrain_growth)
         ann.write_index(ann.train(sample, lists, options.codes, threads), trained)
     train_s = time.perf_counter() - started
     segments, rows, built = [], [], []
@@ -379,6 +380,8 @@ def milvus_lite(
     from tuwen.export.milvus import export_milvus
 
     uri = str(run / "milvus.db")
+    if Path(uri).is_dir():  # Milvus Lite's database is a folder of that name
+        shutil.rmtree(uri)
     Path(uri).unlink(missing_ok=True)
     began = time.perf_counter()
     done = export_milvus(run, uri, index_type="AUTOINDEX")

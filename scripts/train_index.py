@@ -10,7 +10,7 @@ from tuwen.run.settings import read_settings
 def main(snakemake) -> None:
     settings = read_settings(snakemake.input.settings)["index"]
     lists = None if settings["lists"] == "auto" else int(settings["lists"])
-    sample, lists = training_sample(snakemake.input.features, lists, seed=0)
+    sample, lists = training_sample(snakemake.input.features, lists, 0, settings["retrain_growth"])
     index = train(sample, lists, settings["codes"], snakemake.threads)
     write_index(index, snakemake.output[0])
     logging.info(

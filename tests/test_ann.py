@@ -45,6 +45,9 @@ def test_segments_write_the_shard_count_in_the_base():
 def test_training_moves_only_when_the_gallery_has_grown_the_factor():
     assert [trained_shards(n, 4) for n in (0, 1, 3, 4, 15, 16, 63, 64)] == [0, 1, 1, 4, 4, 16, 16, 64]
     assert auto_lists(10) == 1 and auto_lists(1_000_000) == 4096 and auto_lists(50_000) == 1024
+    # Trained on a quarter of what it will hold: lists for the four times as many.
+    assert auto_lists(262_144) == 2048 and auto_lists(262_144, growth=4) == 4096
+    assert auto_lists(50_000, growth=4) == 1024  # no fewer than 40 training points a list
 
 
 def test_ids_carry_the_shard_and_the_row():

@@ -98,7 +98,7 @@ SETTINGS_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     # The approximate index: its training (lists), and how it is searched and grown (its
     # description records the lists too, so that it says what it was trained with).
-    "index": ("index.lists", "index.codes"),
+    "index": ("index.lists", "index.codes", "index.retrain_growth"),
     "index_search": (
         "index.lists",
         "index.codes",
