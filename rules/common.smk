@@ -494,7 +494,8 @@ def index_inputs(wildcards):
         queries = [
             t.queries
             for t in TASKS.values()
-            if t.gallery == name and COLLECTIONS[t.queries].kind != COLLECTIONS[name].kind
+            if t.gallery == name
+            and COLLECTIONS[t.queries].kind != COLLECTIONS[name].kind
         ]
         if queries:
             inputs["queries"] = features_of(queries[0], RUN.ranking_model)

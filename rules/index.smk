@@ -35,7 +35,9 @@ rule index_segment:
         features=segment_features,
     output:
         codes=layout.index_segment("{col}", "{tag}", "{trained}", "{start}", "{shards}"),
-        rows=layout.index_segment_rows("{col}", "{tag}", "{trained}", "{start}", "{shards}"),
+        rows=layout.index_segment_rows(
+            "{col}", "{tag}", "{trained}", "{start}", "{shards}"
+        ),
     log:
         layout.log("index_segment", "{col}", "{tag}", "{trained}", "{start}-{shards}"),
     benchmark:

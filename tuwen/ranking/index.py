@@ -294,13 +294,13 @@ class SegmentRows:
         self.offsets = np.concatenate([[0], np.cumsum(counts[:, 1])])
         shape = (int(self.offsets[-1]), int(header["dim"]))
         # (numpy cannot map an empty region: a segment of empty shards has no rows to read.)
-        self.rows = (
-            np.memmap(path, np.float16, "r", start, shape) if shape[0] else np.zeros(shape, np.float16)
-        )
+        self.rows: np.ndarray = np.zeros(shape, np.float16)
         if shape[0]:
+            mapped = np.memmap(path, np.float16, "r", start, shape)
             # A query reads ~300 scattered rows: read from disk, each should fetch its own
             # pages, not the kernel's read-ahead window around them.
-            self.rows._mmap.madvise(mmap.MADV_RANDOM)
+            mapped._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
+            self.rows = mapped
         # faiss's float16 decoder: vectorised, ~3x numpy's astype on 300 rows of 512.
         import faiss
 
