@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from bench.synthetic import Mixture, write_gallery
+from tuwen.finished.items import STRINGS, ImageFiles, Labels, find_sorted, string_array
 from tuwen.finished.reader import Channel
 from tuwen.ranking import index as ann
 from tuwen.ranking.scoring import FusionRecipe, Hit, Ranking
@@ -25,6 +27,39 @@ CHANNELS = {
 def test_a_collection_finds_its_rows_by_id():
     collection = LoadedCollection("g", TEXTS, np.array(["a", "b/1", "c"], dtype=object))
     assert [collection.row(i) for i in ("a", "b/1", "c", "bb", "z", "")] == [0, 1, 2, None, None, None]
+
+
+def test_ids_of_sixteen_bytes_and_more_are_found():
+    """Ids are held as numpy strings (16 bytes an id, not a Python object); numpy 2.4's
+    searchsorted is wrong on those of 16 bytes or more, so lookups search by comparisons."""
+    ids = sorted({f"2024/05/{n:05d}-{'长' * (n % 3)}.jpg" for n in range(3000)} | {"a", ""})
+    held = string_array(ids)
+    assert held.dtype == STRINGS
+    wanted = [ids[0], ids[1], ids[1234], ids[-1], "2024/05/99999.jpg", "zz", "0"]
+    assert find_sorted(held, string_array(wanted)).tolist() == [0, 1, 1234, len(ids) - 1, -1, -1, -1]
+    collection = LoadedCollection("g", IMAGES, held)
+    assert [collection.row(i) for i in (ids[7], "2024/05/00007-.jpg ")] == [7, None]
+
+
+def test_image_files_and_labels_are_arrays_that_answer_as_a_dict_did(tmp_path):
+    ids = string_array(["b.jpg", "a.jpg", "c/d.jpg"])
+    files = ImageFiles.of(
+        tmp_path, ids, string_array(["x/b.jpg", "/abs/a.jpg", "c/d.jpg"]), string_array(["d2", "d1", "d2"])
+    )
+    assert files.ids.tolist() == ["a.jpg", "b.jpg", "c/d.jpg"] and len(files) == 3
+    assert files.get("b.jpg") == (str(tmp_path / "x/b.jpg"), "d2")
+    assert files.get("a.jpg") == ("/abs/a.jpg", "d1")  # a path outside the run stays as it is
+    assert files.get("z.jpg") is None and "c/d.jpg" in files and "z" not in files
+    assert dict(files.items())["c/d.jpg"] == (str(tmp_path / "c/d.jpg"), "d2")
+    assert files.with_digest("d2") == "b.jpg" and files.with_digest("d3") is None  # the first by id
+    shared = files.sharing(string_array(["a.jpg", "b.jpg", "c/d.jpg"]))
+    assert shared.get("b.jpg") == files.get("b.jpg")
+    days = Labels.of(pd.Series(["2024-05-01", "", "2023-01-02", "2024-05-01"]))
+    assert len(days) == 4 and days[0] == "2024-05-01" and days.codes.dtype == np.int32
+    assert days.where(days.names >= "2024-01-01").tolist() == [True, False, False, True]
+    assert days.subset(np.array([False, True, True, False])).where(days.names == "").tolist() == [True, False]
+    formats = Labels.of(pd.Series(["PNG", "JPEG"])).at(np.array([1, -1, 0]))
+    assert [formats[row] for row in range(3)] == ["JPEG", "", "PNG"]
 
 
 def test_an_answer_names_what_ranked_how_it_searched_and_each_part():

@@ -121,7 +121,7 @@ def search(args: argparse.Namespace) -> tuple[dict, dict]:
 def describe_hits(loaded, gallery: str) -> dict:
     """Give what each item is: the caption of a text, the file of an image."""
     collection = loaded.collections[gallery]
-    if collection.holds_images:
+    if collection.files is not None:
         return {item: path for item, (path, _) in collection.files.items()}
     return collection.captions
 

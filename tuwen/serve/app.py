@@ -203,7 +203,7 @@ async def duplicates(request: Request) -> Response:
 async def image(request: Request) -> Response:
     loaded = _live(request).current()
     collection = loaded.gallery(request.path_params["collection"])
-    item = collection.files.get(request.path_params["item"])
+    item = collection.files.get(request.path_params["item"]) if collection.files is not None else None
     if item is None:
         return error(404, f"{collection.name} has no image {request.path_params['item']!r}")
     raw = request.query_params.get("size", "256")

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
+from tuwen.finished.items import current_items, find_sorted, string_array
 from tuwen.finished.reader import FinishedRun
 from tuwen.ranking.index import SegmentedIndex, split_ids
 
@@ -30,7 +30,7 @@ class GalleryIndex:
     channel: str
     index: SegmentedIndex
     first_of: np.ndarray  # by shard ordinal: its first row's place in `columns` (-1: not indexed)
-    columns: np.ndarray
+    columns: np.ndarray  # int32
     candidates: int
     description: dict
 
@@ -46,7 +46,7 @@ class GalleryIndex:
             self.first_of[np.minimum(shards, len(self.first_of) - 1)] >= 0
         )
         columns = np.full(len(shards), -1, dtype=np.int64)
-        columns[known] = self.columns[self.first_of[shards[known]] + rows[known]]
+        columns[known] = self.columns[self.first_of[shards[known]] + rows[known]]  # -1 stays -1
         current = columns >= 0
         columns, values = columns[current], scores[0][found][current]
         order = np.argsort(columns, kind="stable")
@@ -97,22 +97,25 @@ def read_gallery_index(
         measured["nprobe"],
         measured["rescored"],
     )
-    current = pd.read_parquet(finished.collections[gallery].assignment, columns=["id", "digest"])
-    current = current.drop_duplicates("id", keep="last").set_index("id")["digest"]
-    position = pd.Index(ids)
-    digests = current.reindex(ids).to_numpy(dtype=object)
+    current = current_items(finished.collections[gallery])  # sorted by id, one row an id
+    current_ids, current_digests = string_array(current["id"]), string_array(current["digest"])
+    del current
     ordinals = [int(number) for number, _ in measured["shards_indexed"]]
     first_of = np.full(max(ordinals, default=-1) + 1, -1, dtype=np.int64)
     parts, placed = [], 0
     for ordinal, (_, shard) in zip(ordinals, measured["shards_indexed"], strict=True):
         table = pq.read_table(run / shard, columns=["id", "digest"])
-        columns = position.get_indexer(table.column("id").to_pandas())
-        shard_digests = table.column("digest").to_numpy(zero_copy_only=False)
-        stale = (columns < 0) | (digests[np.maximum(columns, 0)] != shard_digests)
-        parts.append(np.where(stale, -1, columns).astype(np.int64))
+        shard_ids = string_array(table.column("id").to_numpy(zero_copy_only=False))
+        shard_digests = string_array(table.column("digest").to_numpy(zero_copy_only=False))
+        # A row is a current item when the collection's current content of its id is the row's.
+        known = find_sorted(current_ids, shard_ids)
+        current = known >= 0
+        current[current] = current_digests[known[current]] == shard_digests[current]
+        columns = np.where(current, find_sorted(ids, shard_ids), -1)
+        parts.append(columns.astype(np.int32))
         first_of[ordinal] = placed
         placed += len(columns)
-    columns = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    columns = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     return GalleryIndex(channel, index, first_of, columns, measured["candidates"], measured)
 
 
@@ -157,8 +160,8 @@ class MilvusGallery:
         their distances (float64)."""
         ids = [hit["id"] for hit in hits]
         distances = np.array([hit["distance"] for hit in hits], dtype=np.float64)
-        rows = np.searchsorted(self.ids, ids).astype(np.int64) if ids else np.zeros(0, np.int64)
-        valid = (rows < len(self.ids)) & (self.ids[np.minimum(rows, len(self.ids) - 1)] == ids)
+        rows = find_sorted(self.ids, string_array(ids))
+        valid = rows >= 0
         return rows[valid], distances[valid]
 
     def answer_note(self, cross_modal: bool = False) -> dict:

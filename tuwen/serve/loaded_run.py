@@ -51,7 +51,7 @@ from tuwen.run.declaration import IMAGES, TEXTS
 from tuwen.run.schema import schema_default
 from tuwen.serve.answers import Query, answer
 from tuwen.serve.approximate import MilvusGallery
-from tuwen.serve.loading import LoadedCollection, known_items, needed_channels, read_collections
+from tuwen.serve.loading import KnownItems, LoadedCollection, needed_channels, read_collections
 
 LOG = logging.getLogger(__name__)
 __all__ = [
@@ -137,7 +137,7 @@ class LoadedRun:
         on_disk = {name: channel for name, channel in indexed.items() if name not in fused}
         self.collections = read_collections(finished, needed_channels(finished), only, on_disk)
         self.approximate = self._read_indexes(indexed)
-        self._known_items = known_items(finished, self.collections)
+        self._known_items = KnownItems(finished, self.collections)
         self.models: dict[str, object] = {}
         self.backends: dict[str, str] = {}  # each loaded CLIP channel's: torch or onnxruntime
         self._model_lock = threading.Lock()
@@ -429,7 +429,7 @@ class LoadedRun:
         started = time.perf_counter()
         vectors = {c: self._embed_text(c, text) for c in channels}
         encode_ms = (time.perf_counter() - started) * 1000
-        known_id, known_in = self._known_items.get(("caption", text), (None, None))
+        known_id, known_in = self._known_items.caption(text)
         return Query(
             TEXTS, text, vectors, text=text, known_id=known_id, known_in=known_in, encode_ms=encode_ms
         )
@@ -449,7 +449,7 @@ class LoadedRun:
             picture = decode_image(data, source, self.max_image_pixels)
         except ImageRejected as rejected:
             raise QueryError(rejected.message) from None
-        known_id, known_in = self._known_items.get(("digest", content_digest(data)), (None, None))
+        known_id, known_in = self._known_items.image(content_digest(data))
         # The text in the picture, where a channel matches it: OCR's characters or a sentence
         # encoder; one of the run's images has it read already.
         reads = OCR in ranking.channels or any(self.channels[c].sentence for c in channels)
@@ -539,13 +539,14 @@ class LoadedRun:
                     f"{gallery.name} holds captions: folder, date and format filters are for photos"
                 )
             if filters.prefix is not None:
-                keep &= np.array([str(item).startswith(filters.prefix) for item in gallery.ids], dtype=bool)
+                keep &= np.strings.startswith(gallery.ids, filters.prefix)
+            days = gallery.taken.names
             if filters.after is not None:
-                keep &= gallery.taken >= filters.after
+                keep &= gallery.taken.where(days >= filters.after)
             if filters.before is not None:
-                keep &= (gallery.taken <= filters.before) & (gallery.taken != "")
+                keep &= gallery.taken.where((days <= filters.before) & (days != ""))
             if filters.format is not None:
-                keep &= gallery.formats == filters.format.upper()
+                keep &= gallery.formats.where(gallery.formats.names == filters.format.upper())
         return np.flatnonzero(keep).astype(np.int64)
 
     def search(

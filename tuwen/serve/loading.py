@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tuwen.finished.items import captions, current_items, image_files, image_texts
+from tuwen.finished.items import (
+    ImageFiles,
+    Labels,
+    captions,
+    current_items,
+    find_sorted,
+    image_files,
+    image_texts,
+    string_array,
+)
 from tuwen.finished.reader import FinishedRun
 from tuwen.run.channels import OCR
 from tuwen.run.declaration import IMAGES
@@ -19,21 +28,23 @@ from tuwen.run.declaration import IMAGES
 
 @dataclass
 class LoadedCollection:
-    """A collection's current items, sorted by id, with each channel's embeddings."""
+    """A collection's current items, sorted by id, with each channel's embeddings. Per-item
+    columns are numpy arrays (ids and strings as tuwen.finished.items.STRINGS), not Python
+    objects: a server of 10M photos holds them in ~1 GB, not ~8."""
 
     name: str
     kind: str
-    ids: np.ndarray  # object array, sorted
+    ids: np.ndarray  # STRINGS, sorted
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # channel name: N x D float32
     captions: dict[str, str] = field(default_factory=dict)  # text collections
-    files: dict[str, tuple[str, str]] = field(default_factory=dict)  # image id: (path, digest)
+    files: ImageFiles | None = None  # image collections: id -> (path, digest)
     texts: dict[str, str] = field(default_factory=dict)  # OCR text read in each image (when the run has it)
     tags: dict[str, list[str]] | None = None  # each photo's zero-shot labels, best first (a tagged run)
     # An image collection's photos by row (id order): the day taken (EXIF, else the file's
     # mtime; YYYY-MM-DD, "" where unknown) and their format in capitals, for filters.
-    taken: np.ndarray | None = None
-    formats: np.ndarray | None = None
-    shards: np.ndarray | None = None  # each item's shard, where a channel's embeddings are left on disk
+    taken: Labels | None = None
+    formats: Labels | None = None
+    shards: Labels | None = None  # each item's shard, where a channel's embeddings stay on disk
 
     @property
     def holds_images(self) -> bool:
@@ -41,8 +52,8 @@ class LoadedCollection:
 
     def row(self, item_id: str) -> int | None:
         """Give an item's row (column in a search), or None when it is not a current item."""
-        row = int(np.searchsorted(self.ids, item_id))
-        return row if row < len(self.ids) and self.ids[row] == item_id else None
+        row = int(find_sorted(self.ids, string_array([item_id]))[0])
+        return row if row >= 0 else None
 
 
 def needed_channels(run: FinishedRun) -> set[str]:
@@ -75,27 +86,28 @@ def read_collections(
             if channel in needed and channel != on_disk.get(name) and shards
         }
         if name in on_disk:
-            current = current_items(files)
-            ids = current["id"].to_numpy(dtype=object)
+            current = current_items(files)  # sorted by id
+            ids, shards = string_array(current["id"]), Labels.of(current["shard"])
+            del current
             if embeddings:
-                ids = np.asarray(
-                    sorted(set(ids).intersection(*(set(e) for e in embeddings.values()))), dtype=object
-                )
+                embedded = string_array(sorted(set.intersection(*(set(e) for e in embeddings.values()))))
+                held = find_sorted(embedded, ids) >= 0
+                ids, shards = ids[held], shards.subset(held)
             collection = LoadedCollection(name, files.kind, ids)
-            collection.shards = current.set_index("id")["shard"].reindex(ids).to_numpy(dtype=object)
+            collection.shards = shards
         elif embeddings:
             # The items every channel embedded, sorted: ties break by id as in the workflow.
             ids = sorted(set.intersection(*(set(e) for e in embeddings.values())))
-            collection = LoadedCollection(name, files.kind, np.asarray(ids, dtype=object))
+            collection = LoadedCollection(name, files.kind, string_array(ids))
         else:
             continue
-        listed = list(collection.ids)
+        listed = collection.ids.tolist()
         for channel, by_id in embeddings.items():
             dim = len(next(iter(by_id.values()))) if by_id else 0
             matrix = np.stack([by_id[i] for i in listed]) if listed else np.zeros((0, dim))
             collection.embeddings[channel] = np.ascontiguousarray(matrix, dtype=np.float32)
         if collection.holds_images:
-            collection.files = image_files(run, files)
+            collection.files = image_files(run, files).sharing(collection.ids)
             collection.texts = image_texts(files)
             collection.taken, collection.formats = photo_attributes(files, collection.ids)
             if files.tags is not None:
@@ -109,7 +121,7 @@ def read_collections(
     return collections
 
 
-def photo_attributes(files, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def photo_attributes(files, ids: np.ndarray) -> tuple[Labels, Labels]:
     """Give each photo's date (EXIF DateTimeOriginal, else its file's modification time, as
     ingest recorded them; ISO 8601; "" where neither is known) and format (JPEG, PNG, ...),
     in the order of `ids`."""
@@ -118,7 +130,9 @@ def photo_attributes(files, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     manifest = pd.read_parquet(files.manifest)
     if "status" in manifest:
         manifest = manifest[manifest["status"] == "ok"]
-    manifest = manifest.drop_duplicates("image_id", keep="last").set_index("image_id").reindex(list(ids))
+    manifest = manifest.drop_duplicates("image_id", keep="last").sort_values("image_id", kind="stable")
+    manifest = manifest.reset_index(drop=True)
+    places = find_sorted(string_array(manifest["image_id"]), ids)  # each id's manifest row
     unknown = pd.Series(None, index=manifest.index, dtype="object")
     taken = manifest.get("taken", unknown)
     if "mtime_ns" in manifest:
@@ -129,21 +143,34 @@ def photo_attributes(files, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dates = taken.where(taken.notna(), modified).fillna("")
     formats = manifest["format"].fillna("") if "format" in manifest else unknown.fillna("")
     # Days and capitals once, at load: a filter compares them as they are.
-    return dates.str[:10].to_numpy(dtype=object), formats.str.upper().to_numpy(dtype=object)
+    return Labels.of(dates.str[:10]).at(places), Labels.of(formats.str.upper()).at(places)
 
 
-def known_items(
-    run: FinishedRun, collections: dict[str, LoadedCollection]
-) -> dict[tuple[str, str], tuple[str, str]]:
-    """Give the run's item for each caption and image content, so that a query that is one of
-    the run's own (typed again, or uploaded) is known; a task's query collection wins over
-    another holding the same content."""
-    queries = [t.queries for t in run.declared.tasks.values()]
-    ordered = sorted(collections.values(), key=lambda c: c.name in queries)
-    known = {}
-    for collection in ordered:
-        for item_id, caption in collection.captions.items():
-            known[("caption", caption.strip())] = (item_id, collection.name)
-        for item_id, (_, digest) in collection.files.items():
-            known[("digest", digest)] = (item_id, collection.name)
-    return known
+class KnownItems:
+    """The run's item for each caption and image content, so that a query that is one of the
+    run's own (typed again, or uploaded) is known; a task's query collection wins over another
+    holding the same content. Images are found by digest in each collection's files."""
+
+    NONE: tuple[None, None] = (None, None)
+
+    def __init__(self, run: FinishedRun, collections: dict[str, LoadedCollection]):
+        queries = [t.queries for t in run.declared.tasks.values()]
+        # Later wins: a task's query collection last.
+        ordered = sorted(collections.values(), key=lambda c: c.name in queries)
+        self._ordered = ordered[::-1]  # most wanted first
+        self._captions: dict[str, tuple[str, str]] = {}
+        for collection in ordered:
+            for item_id, caption in collection.captions.items():
+                self._captions[caption.strip()] = (item_id, collection.name)
+
+    def caption(self, text: str) -> tuple[str, str] | tuple[None, None]:
+        """Give (item id, collection) of the run's caption `text`, or (None, None)."""
+        return self._captions.get(text.strip(), self.NONE)
+
+    def image(self, digest: str) -> tuple[str, str] | tuple[None, None]:
+        """Give (item id, collection) of the run's image of content `digest`, or (None, None)."""
+        for collection in self._ordered:
+            found = collection.files.with_digest(digest) if collection.files is not None else None
+            if found is not None:
+                return found, collection.name
+        return self.NONE
