@@ -5,13 +5,13 @@ import logging
 
 from tuwen.data.shards import shard_number
 from tuwen.logs import run_logged
-from tuwen.ranking.index import build_segment, rows_centre, write_index, write_rows
+from tuwen.ranking.index import build_segment, rows_centre, write_rows, write_segment
 
 
 def main(snakemake) -> None:
     shards = list([(shard_number(path), path) for path in snakemake.input.features])
     index = build_segment(snakemake.input.trained, shards, snakemake.threads)
-    write_index(index, snakemake.output.codes)
+    write_segment(index, snakemake.output.codes)
     write_rows(shards, snakemake.output.rows, rows_centre(index))
     logging.info("segment of %d shards: %d rows", len(shards), index.ntotal)
 

@@ -18,6 +18,7 @@ from tuwen.ranking.index import (
     exact_top,
     exact_top_scored,
     planned_training,
+    probes,
     row_ids,
     rows_centre,
     segment_plan,
@@ -27,6 +28,7 @@ from tuwen.ranking.index import (
     training_sample,
     write_index,
     write_rows,
+    write_segment,
 )
 from tuwen.ranking.recall import neighbour_recall
 
@@ -48,6 +50,10 @@ def test_training_moves_only_when_the_gallery_has_grown_the_factor():
     # Trained on a quarter of what it will hold: lists for the four times as many.
     assert auto_lists(262_144) == 2048 and auto_lists(262_144, growth=4) == 4096
     assert auto_lists(50_000, growth=4) == 1024  # no fewer than 40 training points a list
+    assert auto_lists(4_194_304, growth=4) == 16384  # 10M items, trained on their first 256 shards
+    assert auto_lists(10**9, growth=4) == 16384
+    # index.nprobe is for 4,096 lists: more lists, each holding fewer items, are probed more.
+    assert [probes(64, lists) for lists in (32, 1024, 4096, 16384)] == [32, 64, 64, 128]
 
 
 def test_ids_carry_the_shard_and_the_row():
@@ -75,7 +81,7 @@ def built(folder, shards, count: int, base: int = 2, codes: str = "pq4fs"):
         path = folder / f"segment-{start}-{size}.faiss"
         if not path.exists():
             segment = build_segment(trained, shards[start : start + size])
-            write_index(segment, path)
+            write_segment(segment, path)
             write_rows(shards[start : start + size], path.with_suffix(".rows"), rows_centre(segment))
         paths.append(path)
         rows.append(path.with_suffix(".rows"))
@@ -133,29 +139,92 @@ def test_re_scored_answers_carry_the_rows_cosines(gallery):
 
 
 def test_a_segment_reuses_the_trained_quantizer_and_codebook(gallery, tmp_path):
-    """Every segment is built from the one trained file: the same coarse centroids and PQ
-    codebook, byte for byte; an untrained index is refused."""
+    """Every segment is built from the one trained file: the same PQ codebook, byte for byte,
+    and no centroids of its own (an empty stand-in): the loaded index holds one quantizer, the
+    trained file's, for all its segments. A segment of another training, and an untrained
+    index, are refused."""
     import faiss
 
-    folder, _, shards = gallery
-    trained, segments, _ = built(folder, shards, len(shards))
+    folder, mixture, shards = gallery
+    trained, segments, rows = built(folder, shards, len(shards))
     reference = faiss.read_index(str(trained))
 
-    def parts(index):  # (`index` is held by the caller: faiss's views into it do not hold it)
+    def parts_of(index):  # (`index` is held by the caller: faiss's views into it do not hold it)
         ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-        centroids = faiss.downcast_index(ivf.quantizer).reconstruct_n(0, ivf.nlist)
-        return centroids, faiss.vector_to_array(ivf.pq.centroids)
+        return faiss.downcast_index(ivf.quantizer).reconstruct_n(0, ivf.nlist), faiss.vector_to_array(
+            ivf.pq.centroids
+        )
 
-    want = parts(reference)
+    want = parts_of(reference)[1]
     assert reference.ntotal == 0 and len(segments) == 2
     for path in segments:
         segment = faiss.read_index(str(path))
-        got = parts(segment)
-        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(segment))
+        assert ivf.quantizer.ntotal == 0 and ivf.ntotal > 0
+        assert np.array_equal(faiss.vector_to_array(ivf.pq.centroids), want)
+    # Loaded, the segments' codes are one index with the trained file's centroids.
+    index = SegmentedIndex(trained, segments, rows, nprobe=8, rescored=300)
+    assert index.codes.ntotal == index.items == len(shards) * 1500
+    assert np.array_equal(index.quantizer.reconstruct_n(0, index.lists), parts_of(reference)[0])
+    # A segment written whole (its centroids inside, as before the stand-in) answers the same.
+    whole = build_segment(trained, shards)
+    write_index(whole, tmp_path / "whole.faiss")
+    write_rows(shards, tmp_path / "whole.rows", rows_centre(whole))
+    queries = mixture.draw(20, seed=5)
+    legacy = SegmentedIndex(trained, [tmp_path / "whole.faiss"], [tmp_path / "whole.rows"], 8, 300)
+    assert np.array_equal(legacy.search(queries, 10)[1], index.search(queries, 10)[1])
+    other = tmp_path / "other.faiss"
+    sample, lists = training_sample([shards[1][1]], None, seed=1)
+    write_index(train(sample, lists, "pq4fs"), other)
+    with pytest.raises(ValueError, match="another training"):
+        SegmentedIndex(other, [tmp_path / "whole.faiss"], [tmp_path / "whole.rows"], 8, 300)
     empty = faiss.index_factory(64, "IVF4,PQ32x4fs", faiss.METRIC_INNER_PRODUCT)
     write_index(empty, tmp_path / "untrained.faiss")
     with pytest.raises(ValueError, match="not a trained index"):
         build_segment(tmp_path / "untrained.faiss", shards[:1])
+
+
+def test_one_query_split_between_threads_answers_as_one_thread(gallery, monkeypatch):
+    """Both cores for one query: its probes are split between threads (each scanning every
+    segment's share of its lists), and the answer is the one thread's."""
+    import tuwen.ranking.index as ann
+
+    folder, mixture, shards = gallery
+    trained, segments, rows = built(folder, shards, len(shards))
+    queries = mixture.draw(30, seed=11)
+    alone = SegmentedIndex(trained, segments, rows, nprobe=8, rescored=100, threads=1)
+    monkeypatch.setattr(ann, "PARALLEL_CODES", 0)
+    split = SegmentedIndex(trained, segments, rows, nprobe=8, rescored=100, threads=2)
+    assert split._pool is not None and alone._pool is None
+    for kind in (None, 3):  # the index's nprobe, and an odd one
+        one, two = alone.search(queries, 10, kind), split.search(queries, 10, kind)
+        assert np.array_equal(one[1], two[1]) and np.allclose(one[0], two[0])
+
+
+def test_many_lists_are_trained_by_two_level_k_means(gallery, tmp_path, monkeypatch):
+    """Beyond FLAT_KMEANS_LISTS lists the centroids come from two-level k-means: as many as
+    asked, each the centre of its rows, and the index they make finds the exact neighbours."""
+    import tuwen.ranking.index as ann
+
+    _, mixture, shards = gallery
+    monkeypatch.setattr(ann, "FLAT_KMEANS_LISTS", 16)
+    sample, _ = training_sample([p for _, p in shards[:3]], 64, seed=0)
+    write_index(train(sample, 64, "pq4fs"), tmp_path / "trained.faiss")
+    segment = build_segment(tmp_path / "trained.faiss", shards)
+    write_segment(segment, tmp_path / "all.faiss")
+    write_rows(shards, tmp_path / "all.rows", rows_centre(segment))
+    index = SegmentedIndex(
+        tmp_path / "trained.faiss", [tmp_path / "all.faiss"], [tmp_path / "all.rows"], 8, 300
+    )
+    assert index.lists == 64 and index.factory == "IVF64_HNSW32,PQ32x4fs"
+    lists = faiss_list_sizes(index)
+    assert lists.sum() == len(shards) * 1500 and (lists > 0).sum() > 48  # no list left empty by most
+    queries = mixture.draw(100, seed=12)
+    assert neighbour_recall(index.search(queries, 10)[1], exact_top(queries, shards, 10)) >= 0.9
+
+
+def faiss_list_sizes(index: SegmentedIndex) -> np.ndarray:
+    return np.array([index.codes.invlists.list_size(number) for number in range(index.lists)])
 
 
 def test_caption_like_queries_need_more_lists_and_get_them(gallery):

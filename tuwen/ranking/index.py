@@ -2,13 +2,14 @@
 grown by segments so that new shards are added without rebuilding what is there, its
 candidates re-scored exactly.
 
-- **Training.** The coarse quantizer (`lists` centroids, found through an HNSW graph) and
-  the codebook of the codes (4-bit fast-scan PQ, two dimensions a sub-quantizer: 128 bytes
-  a 512-d row; or 8-bit scalar codes, `index.codes: sq8`) are trained on the first `T`
-  shards, `T` the largest power of `retrain_growth` not above the shard count: as a
-  collection grows the index is retrained when it has grown that many times since its
-  training (its centroids then describe a quarter or less of it), and never otherwise.
-  Every segment is built from the one trained file: a new segment trains nothing.
+- **Training.** The coarse quantizer (`lists` centroids, found through an HNSW graph; beyond
+  4,096 lists trained by two-level k-means) and the codebook of the codes (4-bit fast-scan
+  PQ, two dimensions a sub-quantizer: 128 bytes a 512-d row; or 8-bit scalar codes,
+  `index.codes: sq8`) are trained on the first `T` shards, `T` the largest power of
+  `retrain_growth` not above the shard count: as a collection grows the index is retrained
+  when it has grown that many times since its training (its centroids then describe a
+  quarter or less of it), and never otherwise. Every segment is built from the one trained
+  file: a new segment trains nothing, and its file holds no centroids of its own.
 - **Segments.** The shards are covered by segments whose sizes are powers of
   `segment_base` shards, the shard count written in that base (biggest first): 61 shards
   in base 4 are 3 x 16 + 3 x 4 + 1. A new shard adds a segment of one; `segment_base`
@@ -16,15 +17,17 @@ candidates re-scored exactly.
   workflow job: its codes (a faiss index) and its rows in float16 (`write_rows`), read
   memory-mapped for re-scoring. Adding 1% of the items rewrites at most what the carries
   of that addition touch.
-- **Search.** The query's nearest `nprobe` centroids are found once (queries of the other
-  kind than the gallery's, a caption against photos, take `cross_modal_nprobe`: their
-  nearest centroids are less often where their nearest items are), each segment's lists
-  are scanned by their codes (segments in parallel threads), the best `rescored` of all
-  segments are scored again from their float16 rows, and the best `n` of those kept with
-  those scores: the cosines of the rows, to float16's precision. A row's id in the index
-  is `shard ordinal << 32 | row in the shard`; rows a later shard superseded (an image
-  whose content changed) are dropped by the caller, which knows the collection's current
-  items.
+- **Search.** Loaded, the segments' codes are merged into one index (one scan a query, not
+  one a segment). The query's nearest `nprobe` centroids are found once (queries of the
+  other kind than the gallery's, a caption against photos, take `cross_modal_nprobe`: their
+  nearest centroids are less often where their nearest items are); their lists are scanned
+  by the codes, split between two threads in a large index when no other search is under
+  way; the best `rescored` are scored again from their float16 rows, and the best `n` of
+  those kept with those scores: the cosines of the rows, to float16's precision. The rows
+  files are read into the page cache in the background at load where they fit. A row's id
+  in the index is `shard ordinal << 32 | row in the shard`; rows a later shard superseded
+  (an image whose content changed) are dropped by the caller, which knows the
+  collection's current items.
 
 Ties break by row id, and results are approximate: `describe` measures recall@10 against
 exact search of the same shards, for each kind of query it can.
@@ -36,6 +39,7 @@ import json
 import math
 import mmap
 import struct
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,14 +53,18 @@ from tuwen.files.parquet import read_features, row_count
 from tuwen.ranking.recall import neighbour_recall
 
 ROW_BITS = 32
-MAX_LISTS = 4096  # beyond, training k-means on 2 cores takes longer than the encoding
+MAX_LISTS = 16384  # 10M items: ~610 codes a list (bench/README.md, make bench-index)
+FLAT_KMEANS_LISTS = 4096  # more lists are trained by two-level k-means
+PROBED_AT_LISTS = 4096  # index.nprobe is for this many lists; more lists probe sqrt(lists / it) x
+PREFETCH_SHARE = 0.8  # rows files are read into the page cache where they fit in this share of
+# the memory available (MemAvailable counts the page cache it may reclaim)
 POINTS_PER_LIST = 40  # training sample per centroid (faiss warns below 39)
 CODES = ("pq4fs", "sq8")
 ROWS_MAGIC = b"TUWENROWS1"
 ROWS_ALIGN = 64  # the rows start at a multiple of this in a rows file
-SEARCH_THREADS = 2  # threads one query's segments are scanned on, in an index of at least
-PARALLEL_ITEMS = 500_000  # this many items: at 50,000 the threads' hand-off cost 0.3 ms a
-# query (0.67 -> 1.0 ms), at 1M they saved 0.4 ms (2.7 -> 2.3 ms; bench/README.md)
+SEARCH_THREADS = 2  # threads one query's lists are scanned on, where it scans at least
+PARALLEL_CODES = 60_000  # this many codes: handing half to another thread costs ~0.1 ms, and
+# saves half of ~3.5 ns a code (1M items, 15,600 codes: 0.33 ms alone, 0.31 split; bench/README.md)
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,15 @@ def planned_training(shard_count: int, growth: int, previous: dict | None) -> in
         last = previous["shards"] if previous.get("retrain_due") else previous["trained_on_shards"]
         trained = max(trained, min(int(last), shard_count))
     return trained
+
+
+def probes(nprobe: int, lists: int) -> int:
+    """Give the lists a query scans in an index of `lists` lists for the setting `nprobe`, which
+    is for PROBED_AT_LISTS lists or fewer: more lists, each holding fewer items, are probed
+    sqrt(lists / PROBED_AT_LISTS) times as many (10M items in 16,384 lists: 64 -> 128; recall@10
+    0.947 at 64, bench/README.md), at most every list."""
+    scaled = nprobe * math.sqrt(lists / PROBED_AT_LISTS) if lists > PROBED_AT_LISTS else nprobe
+    return max(1, min(lists, round(scaled)))
 
 
 def segment_plan(shard_count: int, segment_base: int) -> list[tuple[int, int]]:
@@ -191,13 +208,23 @@ def training_sample(
 
 
 def train(sample: np.ndarray, lists: int, codes: str, threads: int = 1) -> Any:
-    """Give an empty index trained on `sample`: its coarse centroids and its codebook."""
+    """Give an empty index trained on `sample`: its coarse centroids and its codebook. Beyond
+    FLAT_KMEANS_LISTS lists the centroids come from two-level k-means (sqrt(lists) clusters,
+    then each split in proportion to its points): one level's cost grows with lists x points,
+    which at 16,384 lists on 655,360 points is hours on two cores; two levels take minutes."""
     import faiss
 
     faiss.omp_set_num_threads(max(1, threads))
     index = faiss.index_factory(
         sample.shape[1], factory(lists, sample.shape[1], codes), faiss.METRIC_INNER_PRODUCT
     )
+    if lists > FLAT_KMEANS_LISTS:
+        from faiss.contrib.clustering import two_level_clustering
+
+        centroids, _ = two_level_clustering(sample, round(math.sqrt(lists)), lists, spherical=True, seed=1234)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        # IndexIVF.train keeps a quantizer that already holds `lists` centroids and trains the codes.
     index.train(sample)
     return index
 
@@ -227,6 +254,24 @@ def write_index(index: Any, path: str | Path) -> None:
 
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
+
+
+def write_segment(index: Any, path: str | Path) -> None:
+    """Write a segment's codes with an empty stand-in for its coarse quantizer: every segment
+    searches with the trained file's (share_quantizer), so that N segments hold one copy of
+    the centroids, not N (32 MB each at 16,384 lists of 512 dimensions)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    quantizer, owned = ivf.quantizer, ivf.own_fields
+    stand_in = faiss.IndexFlat(ivf.d, ivf.metric_type)
+    ivf.own_fields = False
+    ivf.quantizer = stand_in
+    try:
+        write_index(index, path)
+    finally:
+        ivf.quantizer = quantizer
+        ivf.own_fields = owned
 
 
 def rows_centre(index: Any) -> np.ndarray:
@@ -289,40 +334,68 @@ class SegmentRows:
         start = len(ROWS_MAGIC) + 4 + length
         start += -start % ROWS_ALIGN
         counts = np.array(header["shards"], dtype=np.int64).reshape(-1, 2)
+        self.path = Path(path)
+        self.start = start
         self.centre = np.array(header["centre"], dtype=np.float32)
         self.ordinals = counts[:, 0]
         self.offsets = np.concatenate([[0], np.cumsum(counts[:, 1])])
         shape = (int(self.offsets[-1]), int(header["dim"]))
-        # (numpy cannot map an empty region: a segment of empty shards has no rows to read.)
+        self.row_bytes = shape[1] * 2
+        # (mmap cannot map an empty region: a segment of empty shards has no rows to read.)
         self.rows: np.ndarray = np.zeros(shape, np.float16)
+        self._mapped: mmap.mmap | None = None
         if shape[0]:
-            mapped = np.memmap(path, np.float16, "r", start, shape)
+            with open(path, "rb") as handle:
+                self._mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             # A query reads ~300 scattered rows: read from disk, each should fetch its own
             # pages, not the kernel's read-ahead window around them.
-            mapped._mmap.madvise(mmap.MADV_RANDOM)  # type: ignore[attr-defined]
-            self.rows = mapped
-        # faiss's float16 decoder: vectorised, ~3x numpy's astype on 300 rows of 512.
-        import faiss
+            self._mapped.madvise(mmap.MADV_RANDOM)
+            # A plain array over the map: np.memmap's indexing costs ~25 us a call more.
+            self.rows = np.frombuffer(self._mapped, np.float16, shape[0] * shape[1], start).reshape(shape)
 
-        self._decoder = faiss.IndexScalarQuantizer(max(1, shape[1]), faiss.ScalarQuantizer.QT_fp16)
+    def places(self, ids: np.ndarray) -> np.ndarray:
+        """Give the rows' places in this file of index `ids` (every one in this segment)."""
+        shards, rows = split_ids(ids)
+        return self.offsets[np.searchsorted(self.ordinals, shards)] + rows
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
         """Give the float16 rows of index `ids` (every one in this segment), in their order."""
-        shards, rows = split_ids(ids)
-        return self.rows[self.offsets[np.searchsorted(self.ordinals, shards)] + rows]
+        return self.rows[self.places(ids)]
 
-    def decode(self, rows: np.ndarray) -> np.ndarray:
-        """Give float16 rows as float32 (less the centre)."""
-        return self._decoder.sa_decode(np.ascontiguousarray(rows).view(np.uint8))
+    def will_need_places(self, places: np.ndarray) -> None:
+        """Ask the kernel to read the pages of the rows at `places` now, without waiting for them."""
+        if self._mapped is None:
+            return
+        for page in np.unique((self.start + places * self.row_bytes) // mmap.PAGESIZE):
+            self._mapped.madvise(mmap.MADV_WILLNEED, int(page) * mmap.PAGESIZE, 2 * mmap.PAGESIZE)
 
     def scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Give the query's inner product with the rows of index `ids` (every one in this segment)."""
-        return self.decode(self.gather(ids)) @ query + self.centre @ query
+        return float16_inner_products(self.gather(ids), query) + self.centre @ query
+
+
+def float16_inner_products(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Give each float16 row's inner product with `query` (float32), by faiss's float16
+    kernel: ~50 us for 300 rows of 512, against ~250 for numpy's cast then product."""
+    import faiss
+
+    scores = np.empty(len(rows), dtype=np.float32)
+    if not len(rows):
+        return scores
+    flat = faiss.IndexScalarQuantizer(
+        rows.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
+    flat.add_sa_codes(np.ascontiguousarray(rows).view(np.uint8))
+    found, places = flat.search(np.ascontiguousarray(query[None, :], dtype=np.float32), len(rows))
+    scores[places[0]] = found[0]
+    return scores
 
 
 class SegmentedIndex:
-    """The segments of one index, searched as one: codes in memory (faiss reads fast-scan
-    codes whole; SQ8 codes are memory-mapped), rows memory-mapped."""
+    """The segments of one index, searched as one. Their codes are merged at load into the
+    trained index (faiss holds fast-scan codes in memory anyway, and one index scans a query's
+    lists in one call, not one per segment: 9 segments of 1M items took 1.0 ms a query, merged
+    0.34 ms); the rows stay memory-mapped per segment."""
 
     def __init__(
         self,
@@ -338,30 +411,54 @@ class SegmentedIndex:
         if len(rows) != len(segments):
             raise ValueError(f"{len(segments)} segments and {len(rows)} rows files")
         # One OpenMP thread a search: a server's concurrency is its requests', and this
-        # index's own threads (one query's segments side by side); more would contend.
+        # index's own threads (one query's probes side by side); more would contend.
         faiss.omp_set_num_threads(1)
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
         self._trained = faiss.read_index(str(trained))
-        trained_ivf = faiss.downcast_index(faiss.extract_index_ivf(self._trained))
-        self.factory = factory_of(trained_ivf)
-        self.quantizer = faiss.downcast_index(trained_ivf.quantizer)
-        self.lists = trained_ivf.nlist
+        self.codes = faiss.downcast_index(faiss.extract_index_ivf(self._trained))
+        if self.codes.ntotal:
+            raise ValueError(f"{trained}: a trained index holds no rows, this one {self.codes.ntotal}")
+        self.factory = factory_of(self.codes)
+        self.quantizer = faiss.downcast_index(self.codes.quantizer)
+        self.lists = self.codes.nlist
         self.nprobe = min(nprobe, self.lists)
         self.rescored = rescored
-        self._segments = [faiss.read_index(str(path), flags) for path in segments]
-        self.segments = [faiss.downcast_index(faiss.extract_index_ivf(index)) for index in self._segments]
+        for path in segments:
+            merge_segment(self.codes, path)
         self.rows = [SegmentRows(path) for path in rows]
         if any(not np.array_equal(r.centre, self.rows[0].centre) for r in self.rows):
             raise ValueError(f"{trained}: its segments' rows files were written for other trainings")
-        self.items = sum(segment.ntotal for segment in self.segments)
-        parallel = threads > 1 and len(self.segments) > 1 and self.items >= PARALLEL_ITEMS
-        self._pool = ThreadPoolExecutor(threads) if parallel else None
+        # By shard ordinal: the rows file holding its rows, and where they start there.
+        ordinals = np.concatenate([r.ordinals for r in self.rows]) if self.rows else np.zeros(0, np.int64)
+        self._rows_of = np.full(int(ordinals.max(initial=-1)) + 1, -1, dtype=np.int64)
+        self._first_row = np.zeros(len(self._rows_of), dtype=np.int64)
+        for number, segment_rows in enumerate(self.rows):
+            self._rows_of[segment_rows.ordinals] = number
+            self._first_row[segment_rows.ordinals] = segment_rows.offsets[:-1]
+        self.items = self.codes.ntotal
+        # One query's probes are split between threads (interleaved, so that each has near and
+        # far lists) when it scans enough codes for the hand-off to pay.
+        self.threads = threads
+        self._pool = (
+            ThreadPoolExecutor(threads - 1, initializer=faiss.omp_set_num_threads, initargs=(1,))
+            if threads > 1
+            else None
+        )
+        # Searches under way: while another runs (a server's concurrent requests), a search
+        # scans on its own thread, as the cores are busy already.
+        self._running = 0
+        self._running_lock = threading.Lock()
+        prefetching = prefetch_rows([r.path for r in self.rows])
+        self.prefetching = prefetching is not None
+        self.rows_resident = prefetching or threading.Event()  # (never set: not read ahead)
 
     def search(self, queries: np.ndarray, n: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Give each query's best `n` (scores, ids), best first, ties by id; -1 ids pad a short
         row. The best max(n, rescored) by the codes are scored again from the rows."""
         import faiss
 
+        # faiss's OpenMP threads are set per calling thread (a server's request threads too):
+        # one, so that concurrent searches do not each start a team on the same cores.
+        faiss.omp_set_num_threads(1)
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         nprobe = min(nprobe or self.nprobe, self.lists)
         # The HNSW graph's breadth when finding the nearest centroids.
@@ -372,11 +469,27 @@ class SegmentedIndex:
         )
         centroid_scores, lists = self.quantizer.search(queries, nprobe, params=params)
         wanted = max(n, self.rescored)
-        scan = lambda segment: _preassigned(segment, queries, wanted, lists, centroid_scores, nprobe)  # noqa: E731
-        found = list(self._pool.map(scan, self.segments)) if self._pool else [scan(s) for s in self.segments]
-        scores = np.concatenate([segment_scores for segment_scores, _ in found], axis=1)
-        ids = np.concatenate([segment_ids for _, segment_ids in found], axis=1)
-        segment_of = np.repeat(np.arange(len(found)), [f[1].shape[1] for f in found])
+
+        def scan(part: int, parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
+            mine, scores_of_mine = lists[:, part::parts], centroid_scores[:, part::parts]
+            return _preassigned(self.codes, queries, wanted, mine, scores_of_mine, mine.shape[1])
+
+        with self._running_lock:
+            self._running += 1
+            alone = self._running == 1
+        try:
+            scanned = len(queries) * self.items * nprobe / self.lists
+            parts = min(self.threads, nprobe) if alone and scanned >= PARALLEL_CODES else 1
+            if self._pool is not None and parts > 1:
+                others = [self._pool.submit(scan, part, parts) for part in range(1, parts)]
+                found = [scan(0, parts)] + [other.result() for other in others]
+            else:
+                found = [scan(0)]
+        finally:
+            with self._running_lock:
+                self._running -= 1
+        scores = np.concatenate([part_scores for part_scores, _ in found], axis=1)
+        ids = np.concatenate([part_ids for _, part_ids in found], axis=1)
         best_scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
         best_ids = np.full((len(queries), n), -1, dtype=np.int64)
         for number, (query, row_scores, row_ids) in enumerate(zip(queries, scores, ids, strict=True)):
@@ -384,24 +497,46 @@ class SegmentedIndex:
             if len(held) > wanted:
                 held = best_by_score_then_id(held, row_scores[held], row_ids[held], wanted)
             kept_ids = row_ids[held]
-            kept = self._rescore(query, kept_ids, segment_of[held]) if self.rescored else row_scores[held]
+            kept = self._rescore(query, kept_ids) if self.rescored else row_scores[held]
             order = np.lexsort((kept_ids, -kept))[:n]  # best first, then by id
             best_scores[number, : len(order)], best_ids[number, : len(order)] = kept[order], kept_ids[order]
         return best_scores, best_ids
 
-    def _rescore(self, query: np.ndarray, ids: np.ndarray, segments: np.ndarray) -> np.ndarray:
-        """Give the query's exact scores of `ids`, each from the rows of its segment
-        (`segments`), decoded at once."""
-        places, rows = [], []
-        for number in np.unique(segments):
-            mine = np.flatnonzero(segments == number)
-            places.append(mine)
-            rows.append(self.rows[number].gather(ids[mine]))
-        scores = np.empty(len(ids), dtype=np.float32)
-        if places:
-            centred = self.rows[0].decode(np.concatenate(rows)) @ query
-            scores[np.concatenate(places)] = centred + self.rows[0].centre @ query
-        return scores
+    def _rescore(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Give the query's exact scores of `ids`, each from the rows of its segment."""
+        if not len(ids):
+            return np.zeros(0, dtype=np.float32)
+        shards, in_shard = split_ids(ids)
+        files, places = self._rows_of[shards], self._first_row[shards] + in_shard
+        numbers = np.unique(files)
+        if not self.rows_resident.is_set():
+            # Rows not yet in memory: ask for every candidate's page at once, so that the disk
+            # reads them side by side rather than one fault after another.
+            for number in numbers:
+                self.rows[number].will_need_places(places[files == number])
+        rows = np.empty((len(ids), self.rows[0].rows.shape[1]), dtype=np.float16)
+        for number in numbers:
+            mine = files == number
+            rows[mine] = self.rows[number].rows[places[mine]]
+        return float16_inner_products(rows, query) + self.rows[0].centre @ query
+
+
+def merge_segment(index: Any, path: str | Path) -> None:
+    """Move a segment file's codes into `index` (the trained index they were built from)."""
+    import faiss
+
+    whole = faiss.read_index(str(path))
+    segment = faiss.downcast_index(faiss.extract_index_ivf(whole))
+    if not segment.quantizer.ntotal:  # its file holds a stand-in: it searches with the trained one
+        segment.own_fields = False
+        segment.quantizer = index.quantizer
+    try:
+        index.merge_from(segment, 0)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{path}: built from another training than the index's trained file ({error})"
+        ) from None
+    del segment, whole  # its lists, now empty, and its own quantizer (a stand-in's few bytes stay)
 
 
 def best_by_score_then_id(places: np.ndarray, scores: np.ndarray, ids: np.ndarray, count: int) -> np.ndarray:
@@ -413,6 +548,36 @@ def best_by_score_then_id(places: np.ndarray, scores: np.ndarray, ids: np.ndarra
     tied = np.flatnonzero(negated == cut)
     tied = places[tied[np.argsort(ids[tied], kind="stable")[: count - len(sure)]]]
     return np.concatenate([sure, tied])
+
+
+def prefetch_rows(paths: Sequence[Path], share_of_memory: float = PREFETCH_SHARE) -> threading.Event | None:
+    """Read the rows files into the page cache in the background when they fit in
+    `share_of_memory` of the memory available; give the event set once they are read, or None
+    where they do not fit (re-scoring then reads each query's rows as it comes)."""
+    if sum(path.stat().st_size for path in paths) > share_of_memory * available_memory():
+        return None
+    done = threading.Event()
+
+    def read_ahead() -> None:
+        for path in paths:
+            with open(path, "rb") as handle:
+                while handle.read(1 << 24):
+                    pass
+        done.set()
+
+    threading.Thread(target=read_ahead, name="index-rows-prefetch", daemon=True).start()
+    return done
+
+
+def available_memory() -> int:
+    """Give the bytes of memory available (MemAvailable), or 0 where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _preassigned(
@@ -535,6 +700,9 @@ def describe(
     of the gallery's kind) and, where `query_shards` are given, on as many of a task's queries
     (of the other kind: a caption against photos), each kind with its own nprobe."""
     index = SegmentedIndex(trained, segments, rows, options.nprobe, options.rescored)
+    # The settings' nprobes, for this index's lists: what the server scans, as measured here.
+    index.nprobe = probes(options.nprobe, index.lists)
+    cross_modal_nprobe = probes(options.cross_modal_nprobe, index.lists)
     trained_on = int(Path(trained).stem.removeprefix("trained-"))
     fit = centroid_fit(index, gallery_shards, trained_on, sample_seed)
     own = measured_recall(
@@ -542,7 +710,7 @@ def describe(
         gallery_queries(gallery_shards, queries, sample_seed),
         gallery_shards,
         options.candidates,
-        options.nprobe,
+        index.nprobe,
     )
     cross = None
     if query_shards:
@@ -551,7 +719,7 @@ def describe(
             task_queries(query_shards, queries),
             gallery_shards,
             options.candidates,
-            options.cross_modal_nprobe,
+            cross_modal_nprobe,
         )
         cross["source"] = "the task's queries"
     trained_fit, since_fit = fit["trained"], fit["since"]
@@ -560,7 +728,7 @@ def describe(
         "factory": index.factory,
         "lists": index.lists,
         "nprobe": index.nprobe,
-        "cross_modal_nprobe": min(options.cross_modal_nprobe, index.lists),
+        "cross_modal_nprobe": cross_modal_nprobe,
         "candidates": options.candidates,
         "rescored": options.rescored,
         "items": index.items,
