@@ -53,7 +53,7 @@ from tuwen.files.parquet import read_features, row_count
 from tuwen.ranking.recall import neighbour_recall
 
 ROW_BITS = 32
-MAX_LISTS = 16384  # 10M items: ~610 codes a list (bench/README.md, make bench-index)
+MAX_LISTS = 2**14  # 16,384; 10M items: ~610 codes a list (bench/README.md, make bench-index)
 FLAT_KMEANS_LISTS = 4096  # more lists are trained by two-level k-means
 PROBED_AT_LISTS = 4096  # index.nprobe is for this many lists; more lists probe sqrt(lists / it) x
 PREFETCH_SHARE = 0.8  # rows files are read into the page cache where they fit in this share of
