@@ -97,8 +97,8 @@ def read_collections(
             collection.shards = shards
         elif embeddings:
             # The items every channel embedded, sorted: ties break by id as in the workflow.
-            ids = sorted(set.intersection(*(set(e) for e in embeddings.values())))
-            collection = LoadedCollection(name, files.kind, string_array(ids))
+            common = sorted(set.intersection(*(set(e) for e in embeddings.values())))
+            collection = LoadedCollection(name, files.kind, string_array(common))
         else:
             continue
         listed = collection.ids.tolist()
