@@ -37,7 +37,7 @@ def free_port() -> int:
 class Server:
     """A `python -m tuwen serve` process on a free port, and plain HTTP calls to it."""
 
-    def __init__(self, run: Path, *extra: str):
+    def __init__(self, run: Path, *extra: str, start_s: float = 120):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -47,7 +47,7 @@ class Server:
             text=True,
             start_new_session=True,
         )
-        deadline = time.time() + 120
+        deadline = time.time() + start_s
         while time.time() < deadline:
             assert self.process.poll() is None, f"the server ended: {self.process.stdout.read()}"
             try:
@@ -55,7 +55,7 @@ class Server:
                     return
             except OSError:
                 time.sleep(0.3)
-        raise AssertionError("the server did not answer within 120 s")
+        raise AssertionError(f"the server did not answer within {start_s:.0f} s")
 
     def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         request = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})

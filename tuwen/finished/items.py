@@ -26,6 +26,16 @@ def string_array(values: Iterable[str] | pd.Series | np.ndarray) -> np.ndarray:
     return np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=STRINGS)
 
 
+def places_among(wanted: np.ndarray | pd.Series, among: np.ndarray | pd.Series) -> np.ndarray:
+    """Give each `wanted` string's place in `among` (-1: not there; the first where `among`
+    repeats it), by pyarrow's hash lookup: one pass over each (10M among 10M: ~3 s)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(wanted), value_set=pa.array(among))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def lower_bounds(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Give, for each `wanted` value, the first place in `sorted_values` not below it. A binary
     search by numpy's comparisons: numpy 2.4's searchsorted is wrong on STRINGS of 16 bytes or
@@ -44,7 +54,8 @@ def lower_bounds(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def find_sorted(sorted_values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Give each `wanted` value's place in `sorted_values` (-1: not there)."""
+    """Give each `wanted` value's place in `sorted_values` (-1: not there): for a few values
+    (a binary search costs ~25 passes over them; many are found faster by `places_among`)."""
     wanted = np.asarray(wanted, dtype=sorted_values.dtype)
     if not len(sorted_values):
         return np.full(len(wanted), -1, dtype=np.int64)

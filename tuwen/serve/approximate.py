@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tuwen.finished.items import current_items, find_sorted, string_array
+from tuwen.finished.items import current_items, find_sorted, places_among, string_array
 from tuwen.finished.reader import FinishedRun
 from tuwen.ranking.index import SegmentedIndex, split_ids
 
@@ -97,25 +99,19 @@ def read_gallery_index(
         measured["nprobe"],
         measured["rescored"],
     )
-    current = current_items(finished.collections[gallery])  # sorted by id, one row an id
-    current_ids, current_digests = string_array(current["id"]), string_array(current["digest"])
-    del current
+    current = current_items(finished.collections[gallery])  # one row an id
     ordinals = [int(number) for number, _ in measured["shards_indexed"]]
+    tables = [pq.read_table(run / shard, columns=["id", "digest"]) for _, shard in measured["shards_indexed"]]
+    rows = pa.concat_tables(tables) if tables else pa.table({"id": pa.array([], pa.string()), "digest": []})
+    sizes = [len(table) for table in tables]
+    # A row is a current item when the collection's current content of its id is the row's.
+    known = places_among(rows.column("id"), current["id"])
+    held = known >= 0
+    digests = pc.take(pa.array(current["digest"]), pa.array(np.maximum(known, 0)))
+    held &= pc.equal(digests, rows.column("digest")).to_numpy(zero_copy_only=False)
+    columns = np.where(held, places_among(rows.column("id"), ids), -1).astype(np.int32)
     first_of = np.full(max(ordinals, default=-1) + 1, -1, dtype=np.int64)
-    parts, placed = [], 0
-    for ordinal, (_, shard) in zip(ordinals, measured["shards_indexed"], strict=True):
-        table = pq.read_table(run / shard, columns=["id", "digest"])
-        shard_ids = string_array(table.column("id").to_numpy(zero_copy_only=False))
-        shard_digests = string_array(table.column("digest").to_numpy(zero_copy_only=False))
-        # A row is a current item when the collection's current content of its id is the row's.
-        known = find_sorted(current_ids, shard_ids)
-        current = known >= 0
-        current[current] = current_digests[known[current]] == shard_digests[current]
-        columns = np.where(current, find_sorted(ids, shard_ids), -1)
-        parts.append(columns.astype(np.int32))
-        first_of[ordinal] = placed
-        placed += len(columns)
-    columns = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    first_of[ordinals] = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else []
     return GalleryIndex(channel, index, first_of, columns, measured["candidates"], measured)
 
 

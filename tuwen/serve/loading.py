@@ -19,6 +19,7 @@ from tuwen.finished.items import (
     find_sorted,
     image_files,
     image_texts,
+    places_among,
     string_array,
 )
 from tuwen.finished.reader import FinishedRun
@@ -91,7 +92,7 @@ def read_collections(
             del current
             if embeddings:
                 embedded = string_array(sorted(set.intersection(*(set(e) for e in embeddings.values()))))
-                held = find_sorted(embedded, ids) >= 0
+                held = places_among(ids, embedded) >= 0
                 ids, shards = ids[held], shards.subset(held)
             collection = LoadedCollection(name, files.kind, ids)
             collection.shards = shards
@@ -130,9 +131,8 @@ def photo_attributes(files, ids: np.ndarray) -> tuple[Labels, Labels]:
     manifest = pd.read_parquet(files.manifest)
     if "status" in manifest:
         manifest = manifest[manifest["status"] == "ok"]
-    manifest = manifest.drop_duplicates("image_id", keep="last").sort_values("image_id", kind="stable")
-    manifest = manifest.reset_index(drop=True)
-    places = find_sorted(string_array(manifest["image_id"]), ids)  # each id's manifest row
+    manifest = manifest.drop_duplicates("image_id", keep="last").reset_index(drop=True)
+    places = places_among(ids, manifest["image_id"])  # each id's manifest row
     unknown = pd.Series(None, index=manifest.index, dtype="object")
     taken = manifest.get("taken", unknown)
     if "mtime_ns" in manifest:
