@@ -454,7 +454,7 @@ def contest_run(workdir: Path) -> list[dict]:
     # The run's own queries, by their stored embeddings: the server's answers through the index
     # against the run's exact result table.
     collection = served.collections["t2i_queries"]
-    channel = served.rankings.tasks["t2i"].channel
+    channel = served.finished.rankings["t2i"].channel
     vectors = collection.embeddings[channel][:QUERIES]
     topk = pd.read_parquet(run / layout.topk("t2i")).sort_values(["query_id", "rank"])
     tops = topk.groupby("query_id")["target_id"].apply(lambda t: list(t)[:10])
