@@ -227,6 +227,25 @@ def faiss_list_sizes(index: SegmentedIndex) -> np.ndarray:
     return np.array([index.codes.invlists.list_size(number) for number in range(index.lists)])
 
 
+def test_rows_are_read_ahead_where_they_fit_and_asked_for_per_query_where_not(gallery, monkeypatch):
+    """Where the rows files fit in memory the index reads them into the page cache at load;
+    where not, each query asks for its candidates' pages at once. The answers are the same."""
+    import tuwen.ranking.index as ann
+
+    folder, mixture, shards = gallery
+    trained, segments, rows = built(folder, shards, len(shards))
+    queries = mixture.draw(20, seed=13)
+    ahead = SegmentedIndex(trained, segments, rows, nprobe=8, rescored=100)
+    assert ahead.prefetching and ahead.rows_resident.wait(timeout=60)
+    monkeypatch.setattr(ann, "PREFETCH_SHARE", 0.0)
+    asked: list[int] = []
+    monkeypatch.setattr(ann.SegmentRows, "will_need_places", lambda self, places: asked.append(len(places)))
+    each = SegmentedIndex(trained, segments, rows, nprobe=8, rescored=100)
+    assert not each.prefetching
+    assert np.array_equal(each.search(queries, 10)[1], ahead.search(queries, 10)[1])
+    assert sum(asked) == 20 * 100  # every query's re-scored rows, asked for
+
+
 def test_caption_like_queries_need_more_lists_and_get_them(gallery):
     """Queries shifted from the gallery as captions are from photos (cosine ~0.3 to their
     100 nearest) find fewer of their exact neighbours at the same nprobe; the wider nprobe

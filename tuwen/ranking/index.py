@@ -447,7 +447,7 @@ class SegmentedIndex:
         # scans on its own thread, as the cores are busy already.
         self._running = 0
         self._running_lock = threading.Lock()
-        prefetching = prefetch_rows([r.path for r in self.rows])
+        prefetching = prefetch_rows([r.path for r in self.rows], PREFETCH_SHARE)
         self.prefetching = prefetching is not None
         self.rows_resident = prefetching or threading.Event()  # (never set: not read ahead)
 
