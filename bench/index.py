@@ -295,7 +295,7 @@ def serve_in_process(
     results["cold_p50_ms"] = timed(cold)["p50_ms"]
     results["cold_rss_mb"] = rss_parts_mb()
     # Warm: once the server has read its rows files into the page cache (it starts at load,
-    # in the background, where they fit in half the memory available).
+    # in the background, where they fit: tuwen.ranking.index.PREFETCH_SHARE).
     searched = index.approximate[GALLERY]
     if hasattr(searched, "index"):
         if searched.index.prefetching:
@@ -325,15 +325,13 @@ def nprobe_sweep(
     kind of query against exact search, and one query's p50 / p99 on one thread and split
     between two (the server's search when it is alone)."""
     described = json.loads((run / layout.served_index(GALLERY)).read_text())["index"]
-    paths = (
-        [run / described["trained"]],
-        [run / s for s in described["segments"]],
-        [run / r for r in described["rows"]],
-    )
+    trained = run / described["trained"]
+    segments = [run / s for s in described["segments"]]
+    rows = [run / r for r in described["rows"]]
     found = []
     for threads in (1, 2):
         index = ann.SegmentedIndex(
-            paths[0][0], paths[1], paths[2], described["nprobe"], described["rescored"], threads
+            trained, segments, rows, described["nprobe"], described["rescored"], threads
         )
         if index.prefetching:
             index.rows_resident.wait(timeout=1800)

@@ -257,9 +257,9 @@ def write_index(index: Any, path: str | Path) -> None:
 
 
 def write_segment(index: Any, path: str | Path) -> None:
-    """Write a segment's codes with an empty stand-in for its coarse quantizer: every segment
-    searches with the trained file's (share_quantizer), so that N segments hold one copy of
-    the centroids, not N (32 MB each at 16,384 lists of 512 dimensions)."""
+    """Write a segment's codes with an empty stand-in for its coarse quantizer: a loaded index
+    merges its segments into the trained file's index (merge_segment), so that N segments
+    cost one copy of the centroids, not N (32 MB each at 16,384 lists of 512 dimensions)."""
     import faiss
 
     ivf = faiss.extract_index_ivf(index)
@@ -550,7 +550,7 @@ def best_by_score_then_id(places: np.ndarray, scores: np.ndarray, ids: np.ndarra
     return np.concatenate([sure, tied])
 
 
-def prefetch_rows(paths: Sequence[Path], share_of_memory: float = PREFETCH_SHARE) -> threading.Event | None:
+def prefetch_rows(paths: Sequence[Path], share_of_memory: float) -> threading.Event | None:
     """Read the rows files into the page cache in the background when they fit in
     `share_of_memory` of the memory available; give the event set once they are read, or None
     where they do not fit (re-scoring then reads each query's rows as it comes)."""
