@@ -51,7 +51,13 @@ from tuwen.run.declaration import IMAGES, TEXTS
 from tuwen.run.schema import schema_default
 from tuwen.serve.answers import Query, answer
 from tuwen.serve.approximate import MilvusGallery
-from tuwen.serve.loading import KnownItems, LoadedCollection, needed_channels, read_collections
+from tuwen.serve.loading import (
+    KnownItems,
+    LoadedCollection,
+    needed_channels,
+    read_collections,
+    release_freed_memory,
+)
 
 LOG = logging.getLogger(__name__)
 __all__ = [
@@ -94,7 +100,7 @@ class Filters:
                     raise QueryError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from None
 
     def __bool__(self) -> bool:
-        return any(value is not None for value in self.asked().values())
+        return any(value is not None for value in vars(self).values())  # (asked() costs 35 us)
 
     def asked(self) -> dict:
         """Give the filters asked for, by name."""
@@ -149,6 +155,7 @@ class LoadedRun:
         self._ocr_engine = None
         self._lexical: dict[str, object] = {}
         self._text_rows: dict[str, np.ndarray] = {}
+        release_freed_memory()
 
     @classmethod
     def open(cls, run: Path, **options) -> LoadedRun:

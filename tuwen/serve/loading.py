@@ -174,3 +174,17 @@ class KnownItems:
             if found is not None:
                 return found, collection.name
         return self.NONE
+
+
+def release_freed_memory() -> None:
+    """Give the memory that loading freed back to the system: Arrow's allocator (mimalloc) and
+    glibc's keep what was freed for later use, and loading reads far more than it keeps (10M
+    items: 5.2 GB of the server's own memory after loading, 2.5 GB once released)."""
+    import contextlib
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: its allocator keeps what it keeps
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
