@@ -14,7 +14,8 @@
 Every error is JSON {"error": "..."} with 400 (bad parameter, undecodable image),
 404 (unknown gallery or item), 413 (body over the limit) or 415 (a type it cannot take).
 The model and the gallery matrices are held once (tuwen.serve.loaded_run) and shared by the
-requests, which run in Starlette's thread pool (torch and numpy release the GIL).
+requests, which run in Starlette's thread pool (torch and numpy release the GIL); the texts of
+concurrent requests are encoded in one forward pass (tuwen.serve.batching).
 """
 
 from __future__ import annotations

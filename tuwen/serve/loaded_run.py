@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ from tuwen.run.declaration import IMAGES, TEXTS
 from tuwen.run.schema import schema_default
 from tuwen.serve.answers import Query, answer
 from tuwen.serve.approximate import MilvusGallery
+from tuwen.serve.batching import TextBatches
 from tuwen.serve.loading import (
     KnownItems,
     LoadedCollection,
@@ -147,6 +149,7 @@ class LoadedRun:
         self.models: dict[str, object] = {}
         self.backends: dict[str, str] = {}  # each loaded CLIP channel's: torch or onnxruntime
         self._model_lock = threading.Lock()
+        self._text_batches: dict[str, TextBatches] = {}
         self.positives = {
             task: read_positives(t) for task, t in ground_truths(finished, ground_truth).items()
         }
@@ -416,12 +419,20 @@ class LoadedRun:
         return sorted(c for c in embedded if self.channels[c].sentence)
 
     def _embed_text(self, channel: str, text: str) -> np.ndarray:
-        """Give a text's embedding by a channel: a CLIP model's caption, or a sentence encoder's."""
-        if self.channels[channel].sentence:
-            return self.model(channel).encode([text])[0]
-        from tuwen.clip.encode import encode_caption
+        """Give a text's embedding by a channel: a CLIP model's caption, or a sentence encoder's
+        (concurrent queries' texts encoded together: tuwen.serve.batching)."""
+        batches = self._text_batches.get(channel)
+        if batches is None:
+            model = self.model(channel)
+            if self.channels[channel].sentence:
+                encode_many = model.encode
+            else:
+                from tuwen.clip.encode import encode_captions
 
-        return encode_caption(self.model(channel), text)
+                encode_many = partial(encode_captions, model)
+            with self._model_lock:
+                batches = self._text_batches.setdefault(channel, TextBatches(encode_many))
+        return batches.encode(text)
 
     def text_query(self, text: str, gallery: str, by: str | None = None) -> Query:
         """Give a caption as a query against `gallery` (every channel that ranks it encoded)."""
