@@ -302,6 +302,7 @@ def serve_in_process(
             searched.index.rows_resident.wait(timeout=1800)
             results["rows_resident_s"] = time.perf_counter() - started
         results["lists"], results["search_threads"] = searched.index.lists, searched.index.threads
+        results["nprobe"] = searched.description["nprobe"]  # (image-like; text-like: cross_modal_nprobe)
     for threads in (1, 8):
         with ThreadPoolExecutor(threads) as pool:
             began = time.perf_counter()
@@ -336,16 +337,33 @@ def nprobe_sweep(
         if index.prefetching:
             index.rows_resident.wait(timeout=1800)
         ann.PARALLEL_CODES = 0  # (this process's: two threads split every query's lists)
-        for nprobe in nprobes:
+        # Each nprobe with the coarse search's breadth (HNSW efSearch) as the index sets it; on
+        # two threads the largest nprobe again with the breadth before (twice the lists probed).
+        settings = [(nprobe, ann.HNSW_BREADTH) for nprobe in nprobes]
+        if threads == 2 and hasattr(index.quantizer, "hnsw"):
+            settings.append((max(nprobes), 2.0))
+        default_breadth = ann.HNSW_BREADTH
+        for nprobe, ann.HNSW_BREADTH in settings:
             row = {"nprobe": nprobe, "threads": threads, "lists": index.lists}
+            row["ef_per_list"] = ann.HNSW_BREADTH
             for kind in ("image", "text"):
-                _, ids = index.search(queries[kind], 10, nprobe)
+                # Timed first, out of the CPU's caches (a first pass, as the served rows are):
+                # the recall pass would leave the same queries' codes and rows cached.
+                evict_caches()
                 p50, p99 = ann.latencies(index, queries[kind][:100], 10, nprobe)
+                _, ids = index.search(queries[kind], 10, nprobe)
                 row[kind] = {"recall@10": neighbour_recall(ids, exact[kind]), "p50_ms": p50, "p99_ms": p99}
             found.append(row)
             print(json.dumps(row), flush=True)
+        ann.HNSW_BREADTH = default_breadth
         del index
     return found
+
+
+def evict_caches(size: int = 256 * 2**20) -> None:
+    """Read and write a buffer larger than the CPU's caches (and their TLBs' reach)."""
+    buffer = np.ones(size // 8)
+    buffer += 1.0
 
 
 def serve_http(run: Path, clients: tuple[int, ...] = (1, 8)) -> dict:
@@ -590,26 +608,44 @@ def bench(
     return rows
 
 
-def serve_again(items: int, workdir: Path, shard_size: int, http: bool) -> list[dict]:
-    """The served index of an earlier run of this size, measured again (cold, then warm)."""
+def serve_again(
+    items: int, workdir: Path, shard_size: int, http: bool, nprobes: tuple[int, ...] = ()
+) -> list[dict]:
+    """The served index of an earlier run of this size, measured again (cold, then warm), and
+    swept over `nprobes` where given."""
     from tuwen.data.shards import shard_number
 
     run = workdir.resolve() / f"items-{items}"
-    tag = json.loads((run / layout.served_index(GALLERY)).read_text())["model_tag"]
+    description = json.loads((run / layout.served_index(GALLERY)).read_text())
+    tag = description["model_tag"]
     folder = run / layout.features_folder(tag, GALLERY)
     shards = [(shard_number(path.name), path) for path in sorted(folder.glob("*.parquet"))]
+    # As the index stage does when the search settings change: the index described again (its
+    # nprobe for its lists, its measured recall), its segments as they are.
+    options, described = ann.IndexOptions.defaults(), description["index"]
+    redescribed = described["nprobe"] != ann.probes(options.nprobe, described["lists"])
+    if redescribed:
+        describe(run, build(run, tag, shards, options, 1), shards, options, tag)
     mixture = Mixture.spectral(clusters=max(16, int(items * CLUSTERS_PER_ITEM)), noise=0.04, seed=0)
     queries, exact, *_ = query_sets(mixture, shards, shard_size)
     served, serve_rss = in_child(serve_in_process, run, queries, exact, shard_size)
     row = {"items": items, "what": "served again", "served": served, "serve_rss_mb": serve_rss}
+    if redescribed:
+        row["described"] = json.loads((run / layout.served_index(GALLERY)).read_text())["index"]
     if http:
         row["http"] = serve_http(run)
+    if nprobes:
+        row["nprobe_sweep"], _ = in_child(nprobe_sweep, run, queries, exact, nprobes)
     return [row]
 
 
 def print_rows(rows: list[dict]) -> None:
     for row in rows:
         print(json.dumps(row, default=str))
+
+
+def _nprobes(listed: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in listed.split(",") if n)
 
 
 def main() -> None:
@@ -639,7 +675,9 @@ def main() -> None:
     if args.contest_run:
         rows = contest_run(args.workdir.parent)
     elif args.serve_only:
-        rows = serve_again(args.items, args.workdir, args.shard_size, not args.no_http)
+        rows = serve_again(
+            args.items, args.workdir, args.shard_size, not args.no_http, _nprobes(args.nprobe_sweep)
+        )
     else:
         rows = bench(
             args.items,
@@ -649,7 +687,7 @@ def main() -> None:
             args.usearch,
             not args.no_http,
             args.milvus,
-            tuple(int(n) for n in args.nprobe_sweep.split(",") if n),
+            _nprobes(args.nprobe_sweep),
         )
     print_rows(rows)
     if args.report:

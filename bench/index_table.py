@@ -117,19 +117,21 @@ def baseline_table(rows: list[dict]) -> str:
 def served_table(rows: list[dict]) -> str:
     """The served index measured again: cold (first touch of its pages) and warm, and memory."""
     lines = [
-        "| gallery | cold p50 ms | rows cached after s | warm p50 / p99 ms, 1 thread "
+        "| gallery | nprobe | cold p50 ms | rows cached after s | warm p50 / p99 ms, 1 thread "
         "| 8 threads p50 / p99 ms, q/s | text-like p50 / p99 ms | recall@10 image; text "
         "| peak RSS MB (own / mapped at the end, of which float16 rows) | HTTP p50 / p99 ms, 1; 8 clients |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         served = row.get("served", {})
+        nprobe = served.get("nprobe", row.get("described", {}).get("nprobe", "—"))
         if "cold_p50_ms" not in served:
             continue
         now, http = served.get("rss_now_mb", {}), row.get("http", {})
         text = served.get("text", {}).get("1", {})
         lines.append(
-            f"| {row['items']:,} | {_ms(served['cold_p50_ms'])} | {_ms(served.get('rows_resident_s'))} "
+            f"| {row['items']:,} | {nprobe} | {_ms(served['cold_p50_ms'])} "
+            f"| {_ms(served.get('rows_resident_s'))} "
             f"| {_threads_cells(served)} | {_ms(text.get('p50_ms'))} / {_ms(text.get('p99_ms'))} "
             f"| {served['recall@10']:.3f}; {_recall(served)} | {row['serve_rss_mb']:.0f} "
             f"({now.get('RssAnon', 0):.0f} / {now.get('RssFile', 0):.0f}, "
@@ -142,15 +144,16 @@ def sweep_table(rows: list[dict]) -> str:
     """The served index at each nprobe (`--nprobe-sweep`): each kind's recall@10 and one query's
     latency on one thread and split between two."""
     lines = [
-        "| gallery | lists | nprobe | threads | image-like recall@10 | p50 / p99 ms "
-        "| text-like recall@10 | p50 / p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+        "| gallery | lists | nprobe | coarse efSearch per list | threads | image-like recall@10 "
+        "| p50 / p99 ms | text-like recall@10 | p50 / p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for row in rows:
         for point in row.get("nprobe_sweep", []):
             image, text = point["image"], point["text"]
             lines.append(
-                f"| {row['items']:,} | {point['lists']:,} | {point['nprobe']} | {point['threads']} "
+                f"| {row['items']:,} | {point['lists']:,} | {point['nprobe']} "
+                f"| {point.get('ef_per_list', 2.0):g} | {point['threads']} "
                 f"| {image['recall@10']:.3f} | {_ms(image['p50_ms'])} / {_ms(image['p99_ms'])} "
                 f"| {text['recall@10']:.3f} | {_ms(text['p50_ms'])} / {_ms(text['p99_ms'])} |"
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.index import bench
-from bench.index_table import baseline_table, goals, index_table
+from bench.index_table import baseline_table, goals, index_table, served_table
 from bench.synthetic import Mixture
 
 
@@ -36,6 +36,9 @@ def test_a_small_run_is_built_grown_measured_and_served(tmp_path):
     assert exact["what"].startswith("exact") and exact["p50_ms"] > 0
     table = index_table(rows) + baseline_table(rows) + goals(rows)
     assert "3,000 + 30" in table and "recall@10 image-like ≥ 0.95" in table
+    # Served: the nprobe it was described with, then the cold and warm latencies.
+    served = served_table(rows).splitlines()[-1]
+    assert served.startswith(f"| 3,000 | {index['served']['nprobe']} | ")
 
 
 def test_the_sweeps_text_like_queries_lie_as_far_as_asked_and_re_scoring_is_exact():
