@@ -69,15 +69,21 @@ def rss_parts_mb() -> dict[str, float]:
     of those the index's float16 rows (`.rows` files: read only for re-scored candidates)."""
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     parts = {key: int(status[key].split()[0]) / 1024 for key in ("RssAnon", "RssFile")}
-    rows_kb, mapping = 0, ""
+    parts["rows_mapped"] = mapped_kb(lambda mapping: mapping.endswith(".rows")) / 1024
+    return parts
+
+
+def mapped_kb(of_interest) -> int:
+    """Give the kB this process has resident of the files `of_interest(path)` picks (the Rss of
+    their mappings in /proc/self/smaps)."""
+    total, mapping = 0, ""
     for line in Path("/proc/self/smaps").read_text().splitlines():
         fields = line.split()
         if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's first line
             mapping = fields[-1] if len(fields) >= 6 else ""
-        elif fields and fields[0] == "Rss:" and mapping.endswith(".rows"):
-            rows_kb += int(fields[1])
-    parts["rows_mapped"] = rows_kb / 1024
-    return parts
+        elif fields and fields[0] == "Rss:" and of_interest(mapping):
+            total += int(fields[1])
+    return total
 
 
 def in_child(function, *args):

@@ -124,9 +124,9 @@ def served_table(rows: list[dict]) -> str:
     ]
     for row in rows:
         served = row.get("served", {})
-        nprobe = served.get("nprobe", row.get("described", {}).get("nprobe", "—"))
         if "cold_p50_ms" not in served:
             continue
+        nprobe = served.get("nprobe", row.get("described", {}).get("nprobe", "—"))
         now, http = served.get("rss_now_mb", {}), row.get("http", {})
         text = served.get("text", {}).get("1", {})
         lines.append(

@@ -3,11 +3,10 @@ segments that gives what a rebuild would."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from bench.index import mapped_kb
 from bench.synthetic import Mixture, write_gallery
 from tuwen.files.parquet import read_features
 from tuwen.ranking.index import (
@@ -248,18 +247,6 @@ def test_rows_are_read_ahead_where_they_fit_and_asked_for_per_query_where_not(ga
     assert sum(asked) == 20 * 100  # every query's re-scored rows, asked for
 
 
-def mapped_kb(path) -> int:
-    """Give the kB of `path` this process has mapped in (Rss of its mappings, /proc/self/smaps)."""
-    total, current = 0, ""
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if fields and "-" in fields[0] and len(fields) >= 5:
-            current = fields[-1] if len(fields) >= 6 else ""
-        elif fields and fields[0] == "Rss:" and current == str(path):
-            total += int(fields[1])
-    return total
-
-
 def test_populated_rows_are_mapped_in_and_answer_as_before(gallery, tmp_path, monkeypatch):
     """Populating a rows file maps every page of it into the process (a query then takes no
     page fault); where the kernel refuses the advice, the file is read instead. Either way
@@ -271,9 +258,10 @@ def test_populated_rows_are_mapped_in_and_answer_as_before(gallery, tmp_path, mo
     queries = mixture.draw(20, seed=14)
     write_rows(shards, tmp_path / "own.rows", SegmentRows(rows[0]).centre)  # mapped nowhere yet
     rows_file = SegmentRows(tmp_path / "own.rows")
-    assert mapped_kb(rows_file.path.resolve()) < rows_file.path.stat().st_size // 2048
+    own = str(rows_file.path.resolve())
+    assert mapped_kb(own.__eq__) < rows_file.path.stat().st_size // 2048
     rows_file.populate()
-    assert mapped_kb(rows_file.path.resolve()) * 1024 >= rows_file.path.stat().st_size - 4096
+    assert mapped_kb(own.__eq__) * 1024 >= rows_file.path.stat().st_size - 4096
     populated = SegmentedIndex(trained, segments, rows, nprobe=8, rescored=100)
     assert populated.rows_resident.wait(timeout=60)
     monkeypatch.setattr(ann, "MADV_POPULATE_READ", 12345)  # no such advice: EINVAL

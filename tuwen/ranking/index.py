@@ -138,8 +138,8 @@ def probes(nprobe: int, lists: int) -> int:
     is for PROBED_AT_LISTS lists or fewer: more lists, each holding fewer items, are probed
     (lists / PROBED_AT_LISTS) ** (1/4) times as many. Measured at 10M items in 16,384 lists
     (bench/README.md): nprobe 64 / 96 / 128 found recall@10 0.961 / 0.969 / 0.970 for image-like
-    queries, 0.950 / 0.966 / 0.972 for text-like ones; 64 scales to 91, not sqrt's 128 (0.35 ms
-    less a query for no measurable recall). At most every list."""
+    queries, 0.950 / 0.966 / 0.972 for text-like ones; 64 scales to 91, not sqrt's 128 (0.16-0.53 ms
+    less a query in the sweeps, for no measurable recall). At most every list."""
     scaled = nprobe * (lists / PROBED_AT_LISTS) ** 0.25 if lists > PROBED_AT_LISTS else nprobe
     return max(1, min(lists, round(scaled)))
 
